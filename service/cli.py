@@ -1,0 +1,81 @@
+"""The `runsteps` command: worker, demo, inspect, schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from .settings import Settings
+
+__all__ = ["main"]
+
+
+def _worker(_: argparse.Namespace) -> int:
+    from .app import build_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    worker = build_worker(Settings())
+    asyncio.run(worker.app.run())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.redis_url, args.timeout)
+
+
+async def _inspect(args: argparse.Namespace) -> int:
+    from .store import Store
+
+    settings = Settings()
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        store = Store(redis, settings)
+        found = await (store.run(args.run) if args.run else store.step(args.step_id))
+    finally:
+        await redis.aclose()
+    if found is None:
+        print(f"not tracked: {args.run or args.step_id}", file=sys.stderr)
+        return 1
+    print(json.dumps(found, indent=2, sort_keys=True))
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from contracts.schema import write_schemas
+
+    for path in write_schemas(Path(args.out)):
+        print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `runsteps` console script."""
+    parser = argparse.ArgumentParser(prog="runsteps", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("worker", help="consume the source stream (settings from RUNSTEPS_*)")
+    demo = sub.add_parser("demo", help="private Redis + worker + sample run, events printed")
+    demo.add_argument("--redis-url", default=None, help="use this Redis instead of a private one")
+    demo.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for events")
+    inspect = sub.add_parser("inspect", help="print a step's (or a run's) tracked state")
+    inspect.add_argument("step_id", nargs="?", help="the step id")
+    inspect.add_argument("--run", help="a run id: its steps and usage totals")
+    schema = sub.add_parser("schema", help="write JSON Schema of inputs and derived events")
+    schema.add_argument("--out", default="schema", help="directory to write into")
+    args = parser.parse_args(argv)
+    if args.command == "worker":
+        return _worker(args)
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "inspect":
+        if not (args.step_id or args.run):
+            parser.error("inspect needs a STEP_ID or --run RUN_ID")
+        return asyncio.run(_inspect(args))
+    return _schema(args)

@@ -1,0 +1,92 @@
+"""`runsteps demo`: a private Redis, the worker, a sample producer, derived events printed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from redis.asyncio import Redis
+
+from .app import build_worker
+from .errors import RedisServerNotFoundError
+from .redis_server import LocalRedis
+from .sample import SAMPLE_EXPECTED, sample_entries
+from .settings import Settings
+from .store import Store, read_streams
+
+__all__ = ["run_demo"]
+
+
+def _describe(event: dict[str, Any]) -> str:
+    parts = [f"{event['type']:<29}", f"step={event['step_id']:<11}"]
+    parts.append(f"{event.get('from_status') or '-'} -> {event['to_status']}")
+    if event.get("duration_s") is not None:
+        parts.append(f"duration={event['duration_s']}s")
+    if event.get("last_error"):
+        parts.append(f"error={event['last_error']['code']}")
+    if event["type"] == "run.usage":
+        parts.append(f"run_total_tokens={event['total_tokens']} steps={event['steps_counted']}")
+    elif event.get("usage"):
+        parts.append(f"tokens={event['usage']['total_tokens']}")
+    if event.get("reason"):
+        parts.append(f"({event['reason']})")
+    return "  ".join(parts)
+
+
+async def _demo(settings: Settings, timeout_s: float) -> bool:
+    worker = build_worker(settings)
+    await worker.start()
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        for label, data in sample_entries():
+            await redis.xadd(settings.source_stream, {"data": data})
+            print(f"produced  {label}")
+        print()
+        seen: Counter[str] = Counter()
+        cursors = {settings.derived_stream: "0", settings.dlq_stream: "0"}
+        deadline = time.monotonic() + timeout_s
+        while seen != Counter(SAMPLE_EXPECTED) and time.monotonic() < deadline:
+            for name, entries in await read_streams(redis, cursors, 500):
+                for entry_id, fields in entries:
+                    cursors[name] = entry_id.decode()
+                    if name == settings.dlq_stream:
+                        seen["dlq"] += 1
+                        error = json.loads(fields[b"error"])
+                        print(f"{'DLQ':<29}  {error['kind']}: {error['message']}")
+                    else:
+                        event = json.loads(fields[b"data"])
+                        seen[event["type"]] += 1
+                        print(_describe(event))
+        assert worker.processor is not None
+        run = await Store(redis, settings).run("run_demo")
+        print()
+        print(f"run run_demo usage totals: {run['usage'] if run else None}")
+        ok = seen == Counter(SAMPLE_EXPECTED)
+        print("demo OK: every expected derived event and DLQ entry arrived exactly once"
+              if ok else f"demo FAILED: expected {SAMPLE_EXPECTED}, saw {dict(seen)}")  # fmt: skip
+        return ok
+    finally:
+        await redis.aclose()
+        await worker.stop()
+
+
+def run_demo(redis_url: str | None = None, timeout_s: float = 30.0) -> int:
+    """Run the demo; returns the process exit code."""
+    local: LocalRedis | None = None
+    try:
+        if redis_url is None:
+            local = LocalRedis().start()
+            redis_url = local.url
+            print(f"started a private redis-server at {redis_url}")
+        settings = Settings(redis_url=redis_url, consumer="demo")
+        return 0 if asyncio.run(_demo(settings, timeout_s)) else 1
+    except RedisServerNotFoundError as exc:
+        print(f"runsteps demo: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if local is not None:
+            local.stop()

@@ -1,0 +1,157 @@
+"""The application layer: one fetched batch -> decode, read state, decide, commit.
+
+Decisions are made in Python by the pure lifecycle; the store applies each with a
+compare-and-set on the step's version, atomically with the source XACK. A conflict means
+another worker moved the step meanwhile: those entries are re-read and decided again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from contracts.run_step import RunStep
+
+from .decode import Delta, Rejection, decode_entry
+from .derive import derive
+from .errors import CommitConflictError
+from .lifecycle import Decision, Outcome, decide
+from .store import Commit, CommitResult, DeadLetter, Store, Tracked
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
+__all__ = ["Entry", "Processor"]
+
+log = logging.getLogger("runsteps.process")
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+"""One stream entry as redis-py returns it: (entry id, fields)."""
+
+
+class Processor:
+    """Applies batches of source entries to the store; holds no state between batches."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        # Versions must be unique per write, not counters: a chained write in one batch
+        # expects the version its own previous write set, which no other worker can forge.
+        self._token = secrets.token_hex(3)
+        self._seq = itertools.count()
+        self.stats: Counter[str] = Counter()
+
+    async def process(self, entries: list[Entry]) -> None:
+        """Apply one batch; every entry ends acked with its effects, or stays pending."""
+        dead: list[DeadLetter] = []
+        acks: list[bytes] = []
+        steps: list[tuple[bytes, RunStep]] = []
+        for source_id, fields in entries:
+            decoded = decode_entry(fields, self.settings.max_payload_bytes)
+            if isinstance(decoded, Rejection):
+                dead.append(DeadLetter(source_id, fields, decoded.to_json()))
+                self.stats[f"dlq.{decoded.kind}"] += 1
+            elif isinstance(decoded, Delta):
+                acks.append(source_id)
+                self.stats["deltas"] += 1
+            else:
+                steps.append((source_id, decoded))
+        self.stats["consumed"] += len(entries)
+
+        for _ in range(self.settings.commit_retries):
+            states = await self.store.read(list({step.id: None for _, step in steps}))
+            commits, plain_acks = self._plan(steps, states)
+            results = await self.store.apply(commits, acks + plain_acks, dead)
+            dead, acks = [], []
+            retry = {
+                c.source_id
+                for c, r in zip(commits, results, strict=True)
+                if r is CommitResult.CONFLICT
+            }
+            self.stats["conflicts"] += len(retry)
+            steps = [(sid, step) for sid, step in steps if sid in retry]
+            if not steps:
+                return
+        raise CommitConflictError(f"{len(steps)} entries still conflict; left pending")
+
+    def _plan(
+        self, steps: list[tuple[bytes, RunStep]], states: dict[str, Tracked]
+    ) -> tuple[list[Commit], list[bytes]]:
+        commits: list[Commit] = []
+        acks: list[bytes] = []
+        # Steps with a write earlier in this batch: their later no-ops rest on state that is
+        # not committed yet, so they go through the script's version check too.
+        written: set[str] = set()
+        for source_id, step in steps:
+            tracked = states[step.id]
+            decision = decide(tracked.status, step.status, tracked.rejected)
+            self.stats[f"outcome.{decision.outcome}"] += 1
+            if not decision.changes_state and step.id not in written:
+                acks.append(source_id)
+                continue
+            version = f"{self._token}{next(self._seq):x}"
+            commits.append(self._commit(source_id, step, tracked, decision, version))
+            written.add(step.id)
+            states[step.id] = _after(tracked, decision, version)
+        return commits, acks
+
+    def _commit(
+        self, source_id: bytes, step: RunStep, tracked: Tracked, decision: Decision, version: str
+    ) -> Commit:
+        base = Commit(source_id, step.id, step.run_id, tracked.version, version)
+        if not decision.changes_state:
+            return base
+        s = self.settings
+        derived = derive(step, decision)
+        fields: list[tuple[str, str]] = []
+        if tracked.status is None:
+            fields += [
+                ("c", str(step.created_at)),
+                ("r", step.run_id),
+                ("t", step.thread_id),
+                ("a", step.assistant_id),
+                ("y", str(step.type)),
+            ]
+        stall, ttl, usage = "", None, None
+        if decision.outcome is Outcome.STARTED:
+            fields.append(("s", str(decision.to_status)))
+            stall = f"+{step.created_at + s.stall_after_s}"
+        elif decision.outcome is Outcome.FINISHED:
+            fields.append(("s", str(decision.to_status)))
+            if step.terminal_at is not None:
+                fields.append(("d", str(step.terminal_at)))
+            if step.usage is not None:
+                u = step.usage
+                usage = (u.prompt_tokens, u.completion_tokens, u.total_tokens)
+                fields += [("up", str(usage[0])), ("uc", str(usage[1])), ("ut", str(usage[2]))]
+            if step.last_error is not None:
+                fields.append(("e", str(step.last_error.code)))
+            stall, ttl = "-", s.state_ttl_s
+        else:  # REJECTED: remember it so a redelivery does not reject twice
+            rejected = sorted({*tracked.rejected, decision.to_status})
+            fields.append(("x", ",".join(rejected)))
+            ttl = s.state_ttl_s
+        return Commit(
+            source_id=source_id,
+            step_id=step.id,
+            run_id=step.run_id,
+            expected=tracked.version,
+            version=version,
+            fields=tuple(fields),
+            events=tuple(e.model_dump_json().encode() for e in derived.events),
+            usage=usage,
+            run_usage=derived.run_usage.model_dump_json().encode() if derived.run_usage else b"",
+            stall=stall,
+            ttl_s=ttl,
+        )
+
+
+def _after(tracked: Tracked, decision: Decision, version: str) -> Tracked:
+    """The state this batch expects once `decision` is committed."""
+    rejected = tracked.rejected
+    if decision.outcome is Outcome.REJECTED:
+        rejected = rejected | {decision.to_status}
+    return Tracked(status=decision.new_status or tracked.status, version=version, rejected=rejected)

@@ -1,0 +1,128 @@
+"""A private `redis-server` on a free loopback port, for the demo, tests and benchmarks."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from .errors import RedisServerNotFoundError
+
+__all__ = ["LocalRedis", "find_redis_server"]
+
+_CANDIDATES = ("/usr/bin/redis-server", "/usr/sbin/redis-server", "/usr/local/bin/redis-server")
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary, or a RedisServerNotFoundError saying how to get one."""
+    found = shutil.which("redis-server") or next((c for c in _CANDIDATES if Path(c).exists()), None)
+    if found is None:
+        raise RedisServerNotFoundError(
+            "no redis-server binary found on PATH. Install one "
+            "(Debian/Ubuntu: `sudo apt-get install redis-server`; macOS: `brew install redis`) "
+            "or point RUNSTEPS_REDIS_URL at a running Redis."
+        )
+    return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class LocalRedis:
+    """One redis-server process bound to 127.0.0.1 only, with its own data directory."""
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        args: tuple[str, ...] = (),
+        data_dir: Path | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.args = args
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="runsteps-redis-")
+            data_dir = Path(self._tmp.name)
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """redis:// URL of this server (database 0)."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> LocalRedis:
+        """Start the server and wait until it answers PING."""
+        cmd = [
+            find_redis_server(),
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--appendonly", "no",
+            "--protected-mode", "yes",
+            *self.args,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout_s
+        while not _ping(self.port):
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {err}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"redis-server on port {self.port} did not answer PING")
+            time.sleep(0.02)  # polling a socket with a deadline, not waiting on a guess
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the server (crash simulation); the data directory stays."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        """Stop the server and remove its private data directory."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> LocalRedis:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

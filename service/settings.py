@@ -1,0 +1,40 @@
+"""The one settings object: every knob of the worker, read from RUNSTEPS_* variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+def _default_consumer() -> str:
+    # hostname-pid is unique per process on a node and readable in XINFO CONSUMERS.
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """Worker configuration; built once, validated when built (tests pass values directly)."""
+
+    model_config = SettingsConfigDict(env_prefix="RUNSTEPS_", extra="ignore", frozen=True)
+
+    redis_url: str = Field("redis://localhost:6379/0", description="Redis connection URL")
+    source_stream: str = Field("runsteps.events", description="stream of run-step events")
+    group: str = Field("runsteps", description="consumer group on the source stream")
+    consumer: str = Field(default_factory=_default_consumer, description="consumer name")
+    derived_stream: str = Field("runsteps.derived", description="stream of derived events")
+    dlq_stream: str = Field("runsteps.dlq", description="dead-letter stream")
+    key_prefix: str = Field("runsteps", description="prefix of every state key")
+    derived_maxlen: PositiveInt = Field(1_000_000, description="approximate MAXLEN of derived")
+    dlq_maxlen: PositiveInt = Field(100_000, description="approximate MAXLEN of the DLQ")
+    max_payload_bytes: PositiveInt = Field(1_048_576, description="larger entries are refused")
+    batch_size: PositiveInt = Field(500, description="entries fetched per XREADGROUP")
+    block_ms: PositiveInt = Field(200, description="XREADGROUP BLOCK when the stream is idle")
+    state_ttl_s: PositiveInt = Field(7 * 86_400, description="TTL of terminal step state")
+    stall_after_s: PositiveInt = Field(600, description="in_progress longer than this: stalled")
+    claim_idle_ms: PositiveInt = Field(30_000, description="pending idle time before a claim")
+    max_deliveries: PositiveInt = Field(5, description="deliveries before an entry is dead")
+    commit_retries: PositiveInt = Field(20, description="CAS conflict retries per batch")

@@ -1,0 +1,231 @@
+"""The Redis state store: the atomic commit and dead-letter scripts, and the reads.
+
+Everything the service writes to Redis goes through here; nothing else knows a key name
+or a script.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any, cast
+
+from redis.exceptions import ResponseError
+
+from contracts.run_step import StepStatus
+
+from .keys import Keys
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from .settings import Settings
+
+__all__ = [
+    "Commit",
+    "CommitResult",
+    "DeadLetter",
+    "Store",
+    "StreamEntries",
+    "Tracked",
+    "read_streams",
+]
+
+_COMMIT_LUA = files("service").joinpath("commit.lua").read_text()
+_DEADLETTER_LUA = files("service").joinpath("deadletter.lua").read_text()
+
+# Short hash field names: a tracked step is a small listpack hash, so names are bytes paid
+# per step. `inspect` and the query API map them back to readable names.
+FIELD_NAMES = {
+    "s": "status",
+    "v": "version",
+    "x": "rejected",
+    "c": "created_at",
+    "d": "ended_at",
+    "r": "run_id",
+    "t": "thread_id",
+    "a": "assistant_id",
+    "y": "type",
+    "up": "prompt_tokens",
+    "uc": "completion_tokens",
+    "ut": "total_tokens",
+    "e": "last_error_code",
+}
+
+
+class CommitResult(IntEnum):
+    """What the commit script did with one entry."""
+
+    CONFLICT = 0  # the step's version moved: re-read and decide again
+    DONE = 1  # effects written and the entry acked, atomically
+    ALREADY = 2  # another consumer acked this entry first: nothing written
+
+
+@dataclass(frozen=True, slots=True)
+class Tracked:
+    """The parts of a step's stored state that the lifecycle decides on."""
+
+    status: StepStatus | None
+    version: str
+    rejected: frozenset[StepStatus]
+
+
+UNKNOWN = Tracked(status=None, version="", rejected=frozenset())
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """All the effects of one source entry, applied by one script call."""
+
+    source_id: bytes
+    step_id: str
+    run_id: str
+    expected: str
+    version: str
+    fields: tuple[tuple[str, str], ...] = ()
+    events: tuple[bytes, ...] = ()
+    usage: tuple[int, int, int] | None = None
+    run_usage: bytes = b""
+    stall: str = ""
+    ttl_s: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A source entry that goes to the DLQ, with the reason."""
+
+    source_id: bytes
+    fields: dict[bytes, bytes]
+    error: str
+
+
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
+"""Entries of one stream as redis-py returns them: (entry id, fields)."""
+
+
+async def read_streams(
+    redis: Redis, cursors: dict[str, str], block_ms: int
+) -> list[tuple[str, StreamEntries]]:
+    """XREAD after each cursor (a plain reader of derived/DLQ streams, as any consumer)."""
+    reply = await redis.xread(cast("Any", cursors), block=block_ms)
+    return [(name.decode(), entries) for name, entries in cast("Any", reply or [])]
+
+
+class Store:
+    """Redis access for one deployment (one prefix, one source stream and group)."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self._commit = redis.register_script(_COMMIT_LUA)
+        self._deadletter = redis.register_script(_DEADLETTER_LUA)
+
+    async def ensure_group(self) -> None:
+        """Create the consumer group (and the stream) if missing; from the beginning."""
+        try:
+            await self.redis.xgroup_create(
+                self.settings.source_stream, self.settings.group, id="0", mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(self, step_ids: list[str]) -> dict[str, Tracked]:
+        """The tracked status, version and rejections of each step, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for step_id in step_ids:
+            pipe.hmget(self.keys.step(step_id), "s", "v", "x")
+        rows = cast("list[list[bytes | None]]", await pipe.execute())
+        out: dict[str, Tracked] = {}
+        for step_id, (status, version, rejected) in zip(step_ids, rows, strict=True):
+            if version is None or status is None:
+                out[step_id] = UNKNOWN
+                continue
+            out[step_id] = Tracked(
+                status=StepStatus(status.decode()),
+                version=version.decode(),
+                rejected=frozenset(StepStatus(r) for r in rejected.decode().split(",") if r)
+                if rejected
+                else frozenset(),
+            )
+        return out
+
+    async def apply(
+        self, commits: list[Commit], acks: list[bytes], dead: list[DeadLetter]
+    ) -> list[CommitResult]:
+        """Run every commit, plain ack and dead-letter in one pipeline (one round trip).
+
+        Returns one result per commit, in order. Plain acks are for entries whose no-op
+        decision rests on committed state only, so acking them needs no script.
+        """
+        s = self.settings
+        pipe = self.redis.pipeline(transaction=False)
+        for c in commits:
+            args: list[Any] = [
+                c.expected,
+                c.version,
+                s.group,
+                c.source_id,
+                s.derived_maxlen,
+                "" if c.ttl_s is None else c.ttl_s,
+                c.stall,
+                c.step_id,
+                *(("", "", "") if c.usage is None else c.usage),
+                c.run_usage,
+                len(c.fields),
+                len(c.events),
+            ]
+            for field_name, field_value in c.fields:
+                args += (field_name, field_value)
+            args.extend(c.events)
+            keys = [
+                self.keys.step(c.step_id),
+                self.keys.run(c.run_id),
+                self.keys.run_steps(c.run_id),
+                s.derived_stream,
+                s.source_stream,
+                self.keys.stalls,
+            ]
+            await self._commit(keys=keys, args=args, client=pipe)
+        for d in dead:
+            dargs: list[Any] = [
+                s.group,
+                d.source_id,
+                s.dlq_maxlen,
+                "data",
+                d.fields.get(b"data", b""),
+            ]
+            dargs += ["error", d.error, "source_id", d.source_id, "source_stream", s.source_stream]
+            for raw_name, raw_value in d.fields.items():
+                if raw_name != b"data":  # kept beside: an entry without `data` loses nothing
+                    dargs += [b"field:" + raw_name, raw_value]
+            await self._deadletter(keys=[s.source_stream, s.dlq_stream], args=dargs, client=pipe)
+        if acks:
+            pipe.xack(s.source_stream, s.group, *acks)
+        results = await pipe.execute()
+        return [CommitResult(int(r[0])) for r in results[: len(commits)]]
+
+    async def step(self, step_id: str) -> dict[str, str] | None:
+        """A step's tracked state with readable field names, or None if unknown."""
+        raw = cast("dict[bytes, bytes]", await self.redis.hgetall(self.keys.step(step_id)))
+        if not raw:
+            return None
+        state = {FIELD_NAMES.get(k.decode(), k.decode()): v.decode() for k, v in raw.items()}
+        state["step_id"] = step_id
+        return state
+
+    async def run(self, run_id: str) -> dict[str, Any] | None:
+        """A run's usage totals and its steps' states, or None if unknown."""
+        totals = cast("dict[bytes, bytes]", await self.redis.hgetall(self.keys.run(run_id)))
+        members = cast("set[bytes]", await self.redis.smembers(self.keys.run_steps(run_id)))
+        step_ids = sorted(m.decode() for m in members)
+        if not totals and not step_ids:
+            return None
+        steps = [await self.step(step_id) for step_id in step_ids]
+        return {
+            "run_id": run_id,
+            "usage": {k.decode(): int(v) for k, v in totals.items()},
+            "steps": [s for s in steps if s is not None],
+        }

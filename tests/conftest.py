@@ -1,0 +1,70 @@
+"""Shared fixtures: a real Redis for the session, fresh stream names per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from redis.asyncio import Redis
+
+from service.redis_server import LocalRedis
+from service.settings import Settings
+
+
+def _docker_answers() -> bool:
+    if not os.environ.get("DOCKER_HOST") and not os.path.exists("/var/run/docker.sock"):
+        return False
+    try:
+        import docker  # type: ignore[import-untyped]  # testcontainers' dependency
+
+        client = docker.from_env(timeout=2)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception:  # no engine, no socket, no permission: all mean "no Docker"
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """REDIS_URL if set, else a testcontainers Redis if Docker answers, else a private server."""
+    if url := os.environ.get("REDIS_URL"):
+        yield url
+    elif _docker_answers():
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer("redis:7-alpine") as container:
+            host = container.get_container_host_ip()
+            port = container.get_exposed_port(6379)
+            yield f"redis://{host}:{port}/0"
+    else:
+        with LocalRedis() as server:
+            yield server.url
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    """Settings with stream names and key prefix of this test's own."""
+    tag = uuid.uuid4().hex[:10]
+    return Settings(
+        redis_url=redis_url,
+        source_stream=f"t.{tag}.events",
+        derived_stream=f"t.{tag}.derived",
+        dlq_stream=f"t.{tag}.dlq",
+        key_prefix=f"t.{tag}",
+        group="runsteps",
+        consumer=f"c-{tag}",
+        block_ms=50,
+    )
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A redis-py client, as a non-Python producer or consumer would use the streams."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()

@@ -1,0 +1,56 @@
+"""Test helpers: waiting on conditions with a deadline (never bare sleeps), stream reads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from service.store import StreamEntries
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], timeout_s: float = 20.0, what: str = "condition"
+) -> None:
+    """Poll `check` until it holds; fail with `what` after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def entries(redis: Redis, stream: str) -> StreamEntries:
+    """Every entry of a stream, oldest first."""
+    return cast("StreamEntries", await redis.xrange(stream))
+
+
+async def fetch(redis: Redis, stream: str, group: str, consumer: str) -> StreamEntries:
+    """XREADGROUP `>` as `consumer`: the entries a worker would be handed."""
+    reply = cast("Any", await redis.xreadgroup(group, consumer, {stream: ">"}, count=1000))
+    return cast("StreamEntries", reply[0][1] if reply else [])
+
+
+async def read_json(redis: Redis, stream: str) -> list[dict[str, Any]]:
+    """Every entry's `data` field of a stream, parsed as JSON (plain, any language)."""
+    return [json.loads(f[b"data"]) for _, f in await entries(redis, stream)]
+
+
+async def pending(redis: Redis, stream: str, group: str) -> int:
+    """How many entries the group has fetched and not acked."""
+    info = await redis.xpending(stream, group)
+    return int(info["pending"])
+
+
+async def drained(redis: Redis, stream: str, group: str) -> bool:
+    """True once the group has read every entry and acked all of them."""
+    groups = await redis.xinfo_groups(stream)
+    g = next((g for g in groups if g["name"].decode() == group), None)
+    if g is None:  # the worker has not created its group yet
+        return False
+    last = (await redis.xinfo_stream(stream))["last-generated-id"]
+    return bool(g["last-delivered-id"] == last and g["pending"] == 0)

@@ -1,0 +1,216 @@
+"""The worker against a real Redis: raw XADDs in, derived events and DLQ entries out."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from contracts.derived import DERIVED
+from service.app import Worker, build_worker
+from service.process import Processor
+from service.sample import SAMPLE_EXPECTED, T0, sample_entries, step
+from service.settings import Settings
+from service.store import Store
+from tests.helpers import drained, entries, fetch, read_json, wait_until
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[Worker]:
+    """A worker consuming this test's streams, in this process."""
+    w = build_worker(settings)
+    await w.start()
+    yield w
+    await w.stop()
+
+
+async def produce(redis: Redis, settings: Settings, *payloads: bytes | dict[str, Any]) -> None:
+    """XADD each payload as a producer in any language would: JSON in field `data`."""
+    for p in payloads:
+        data = p if isinstance(p, bytes) else json.dumps(p).encode()
+        await redis.xadd(settings.source_stream, {"data": data})
+
+
+async def settle(redis: Redis, settings: Settings) -> None:
+    """Wait until every produced entry is read and acked."""
+    await wait_until(
+        lambda: drained(redis, settings.source_stream, settings.group), what="stream drained"
+    )
+
+
+async def test_sample_run_yields_exact_events(
+    worker: Worker, redis: Redis, settings: Settings
+) -> None:
+    """The demo's sample run yields exactly the expected derived events and DLQ entries."""
+    for _, data in sample_entries():
+        await redis.xadd(settings.source_stream, {"data": data})
+    await settle(redis, settings)
+    derived = await read_json(redis, settings.derived_stream)
+    counts = Counter(e["type"] for e in derived)
+    counts["dlq"] = await redis.xlen(settings.dlq_stream)
+    assert counts == Counter(SAMPLE_EXPECTED)
+    for event in derived:
+        DERIVED.validate_python(event)  # every derived event is a valid contract event
+    assert len({e["event_id"] for e in derived}) == len(derived)
+    usage = [e for e in derived if e["type"] == "run.usage"]
+    assert usage[-1]["total_tokens"] == 120 + 40 + 300 + 25 + 200 + 60 + 80 + 400 + 90
+    assert usage[-1]["steps_counted"] == 5
+    rejected = next(e for e in derived if e["type"] == "run_step.transition_rejected")
+    assert (rejected["from_status"], rejected["to_status"]) == ("completed", "failed")
+
+
+async def test_terminal_event_carries_duration_usage_and_error(
+    worker: Worker, redis: Redis, settings: Settings
+) -> None:
+    """A failed step's event has duration_s, usage and last_error; run.usage follows it."""
+    await produce(redis, settings, step("s1", "in_progress", run_id="r1"))
+    await produce(
+        redis,
+        settings,
+        step("s1", "failed", run_id="r1", ended_at=T0 + 7, usage=(5, 6), error="server_error"),
+    )
+    await settle(redis, settings)
+    events = await read_json(redis, settings.derived_stream)
+    assert [e["type"] for e in events] == ["run_step.started", "run_step.failed", "run.usage"]
+    failed = events[1]
+    assert failed["from_status"] == "in_progress"
+    assert failed["duration_s"] == 7
+    assert failed["usage"] == {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}
+    assert failed["last_error"]["code"] == "server_error"
+    assert events[2]["total_tokens"] == 11
+
+
+async def test_duplicates_and_late_events_yield_nothing(
+    worker: Worker, redis: Redis, settings: Settings
+) -> None:
+    """A duplicate terminal event and a late in_progress change nothing and emit nothing."""
+    done = step("s2", "completed", ended_at=T0 + 1, usage=(1, 1))
+    await produce(redis, settings, done, done, step("s2", "in_progress"), done)
+    await settle(redis, settings)
+    events = await read_json(redis, settings.derived_stream)
+    assert [e["type"] for e in events] == ["run_step.completed", "run.usage"]
+    assert events[0]["from_status"] is None
+    run = await Store(redis, settings).run("run_demo")
+    assert run is not None
+    assert run["usage"]["total_tokens"] == 2
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind", "needle"),
+    [
+        (b"{nope", "invalid_json", "JSON"),
+        (b"\xff\xfe\x00", "invalid_json", "JSON"),
+        ({**step("b1", "in_progress"), "created_at": "yesterday"}, "invalid_payload", "created_at"),
+        ({**step("b2", "in_progress"), "status": "paused"}, "invalid_payload", "status"),
+        (
+            {**step("b3", "in_progress"), "metadata": {f"k{i}": "v" for i in range(17)}},
+            "invalid_payload",
+            "metadata",
+        ),
+        ({**step("b4", "in_progress"), "metadata": {"k" * 65: "v"}}, "invalid_payload", "metadata"),
+        (
+            {**step("b5", "in_progress"), "metadata": {"k": "v" * 513}},
+            "invalid_payload",
+            "metadata",
+        ),
+        (
+            {"event": "thread.run.step.completed", "data": step("b6", "in_progress")},
+            "envelope_mismatch",
+            "status",
+        ),
+        ({"hello": "world"}, "invalid_payload", ""),
+    ],
+)
+async def test_bad_input_goes_to_dlq_with_reason(
+    worker: Worker,
+    redis: Redis,
+    settings: Settings,
+    payload: bytes | dict[str, Any],
+    kind: str,
+    needle: str,
+) -> None:
+    """Bad input lands on the DLQ untouched, with a reason; the good entry after it is done."""
+    await produce(redis, settings, payload, step("good", "in_progress"))
+    await settle(redis, settings)
+    [(_, entry)] = await entries(redis, settings.dlq_stream)
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    assert entry[b"data"] == raw
+    error = json.loads(entry[b"error"])
+    assert error["kind"] == kind
+    assert needle in json.dumps(error)
+    assert entry[b"source_stream"] == settings.source_stream.encode()
+    [(source_id, _), _] = await entries(redis, settings.source_stream)
+    assert entry[b"source_id"] == source_id
+    assert [e["step_id"] for e in await read_json(redis, settings.derived_stream)] == ["good"]
+
+
+async def test_missing_data_field_and_oversized_payload(
+    worker: Worker, redis: Redis, settings: Settings
+) -> None:
+    """An entry without `data` keeps its fields in the DLQ; an oversized one is refused."""
+    await redis.xadd(settings.source_stream, {"payload": b"x"})
+    big = json.dumps({**step("big", "in_progress"), "pad": "x" * settings.max_payload_bytes})
+    await redis.xadd(settings.source_stream, {"data": big})
+    await settle(redis, settings)
+    dead = [f for _, f in await entries(redis, settings.dlq_stream)]
+    kinds = [json.loads(f[b"error"])["kind"] for f in dead]
+    assert kinds == ["missing_data", "oversized"]
+    assert dead[0][b"field:payload"] == b"x"
+    assert dead[1][b"data"] == big.encode()
+
+
+async def test_delta_is_accepted_not_a_status_change(
+    worker: Worker, redis: Redis, settings: Settings
+) -> None:
+    """Deltas (bare and enveloped) are acked and counted, never a derived event or DLQ entry."""
+    delta = {"id": "d1", "object": "thread.run.step.delta", "delta": {"step_details": None}}
+    await produce(redis, settings, delta, {"event": "thread.run.step.delta", "data": delta})
+    await settle(redis, settings)
+    assert await redis.xlen(settings.derived_stream) == 0
+    assert await redis.xlen(settings.dlq_stream) == 0
+    assert worker.processor is not None
+    assert worker.processor.stats["deltas"] == 2
+
+
+async def test_redelivered_entry_is_only_acked(redis: Redis, settings: Settings) -> None:
+    """An entry processed twice (a claim after a stall) has its effects once."""
+    store = Store(redis, settings)
+    await store.ensure_group()
+    await produce(redis, settings, step("r1", "completed", ended_at=T0 + 1, usage=(2, 3)))
+    fetched = await fetch(redis, settings.source_stream, settings.group, "a")
+    first, second = Processor(store, settings), Processor(store, settings)
+    await first.process(fetched)
+    await second.process(fetched)  # same entry again: already acked by the first
+    events = await read_json(redis, settings.derived_stream)
+    assert [e["type"] for e in events] == ["run_step.completed", "run.usage"]
+    assert (await store.run("run_demo") or {})["usage"]["total_tokens"] == 5
+
+
+async def test_same_step_many_times_in_one_batch(redis: Redis, settings: Settings) -> None:
+    """Several events of one step in one batch chain correctly within the batch."""
+    store = Store(redis, settings)
+    await store.ensure_group()
+    await produce(
+        redis,
+        settings,
+        step("c1", "in_progress"),
+        step("c1", "in_progress"),
+        step("c1", "completed", ended_at=T0 + 2),
+        step("c1", "completed", ended_at=T0 + 2),
+        step("c1", "cancelled", ended_at=T0 + 3),
+        step("c1", "cancelled", ended_at=T0 + 3),
+        step("c1", "in_progress"),
+    )
+    fetched = await fetch(redis, settings.source_stream, settings.group, "a")
+    await Processor(store, settings).process(fetched)
+    types = [e["type"] for e in await read_json(redis, settings.derived_stream)]
+    assert types == ["run_step.started", "run_step.completed", "run_step.transition_rejected"]
+    assert await drained(redis, settings.source_stream, settings.group)
+    state = await store.step("c1")
+    assert state is not None
+    assert state["status"] == "completed"
+    assert state["rejected"] == "cancelled"
