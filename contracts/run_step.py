@@ -1,0 +1,298 @@
+"""The OpenAI Assistants `thread.run.step` object, field for field as the API names it.
+
+Every model allows unknown fields: a newer API version adding one must never make a step
+undecodable, and the extras survive a round trip.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "CodeInterpreterToolCall",
+    "FileSearchToolCall",
+    "FunctionToolCall",
+    "LastError",
+    "LastErrorCode",
+    "MessageCreationDetails",
+    "Metadata",
+    "RunStep",
+    "StepDetails",
+    "StepStatus",
+    "StepType",
+    "ToolCall",
+    "ToolCallsDetails",
+    "Usage",
+]
+
+METADATA_MAX_KEYS = 16
+METADATA_MAX_KEY_CHARS = 64
+METADATA_MAX_VALUE_CHARS = 512
+
+
+class StepStatus(StrEnum):
+    """Where a run step is in its lifecycle."""
+
+    IN_PROGRESS = "in_progress"  # the only non-terminal status
+    CANCELLED = "cancelled"  # the run was cancelled while the step ran
+    FAILED = "failed"  # the step failed; last_error says why
+    COMPLETED = "completed"  # the step finished normally
+    EXPIRED = "expired"  # the run expired (e.g. tool outputs not submitted in time)
+    INCOMPLETE = "incomplete"  # the run ended early (e.g. token limit) with the step unfinished
+
+
+TERMINAL_STATUSES: frozenset[StepStatus] = frozenset(StepStatus) - {StepStatus.IN_PROGRESS}
+
+
+class StepType(StrEnum):
+    """What a run step does."""
+
+    MESSAGE_CREATION = "message_creation"  # the assistant wrote a message
+    TOOL_CALLS = "tool_calls"  # the assistant called one or more tools
+
+
+class LastErrorCode(StrEnum):
+    """Why a step failed, as the API reports it."""
+
+    SERVER_ERROR = "server_error"  # failure on the provider's side
+    RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"  # the organisation hit a rate limit
+
+
+class _ApiModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class LastError(_ApiModel):
+    """The error a failed step ended with."""
+
+    code: LastErrorCode
+    message: str
+
+
+class Usage(_ApiModel):
+    """Tokens a step used; only set once the step is terminal."""
+
+    prompt_tokens: NonNegativeInt
+    completion_tokens: NonNegativeInt
+    total_tokens: NonNegativeInt
+
+
+class MessageCreation(_ApiModel):
+    """The message a message_creation step wrote."""
+
+    message_id: str
+
+
+class MessageCreationDetails(_ApiModel):
+    """step_details of a message_creation step."""
+
+    type: Literal["message_creation"]
+    message_creation: MessageCreation
+
+
+class LogsOutput(_ApiModel):
+    """Text the code interpreter printed."""
+
+    type: Literal["logs"]
+    logs: str
+
+
+class ImageFile(_ApiModel):
+    """A file the code interpreter produced."""
+
+    file_id: str
+
+
+class ImageOutput(_ApiModel):
+    """An image the code interpreter produced."""
+
+    type: Literal["image"]
+    image: ImageFile
+
+
+CodeInterpreterOutput = Annotated[LogsOutput | ImageOutput, Field(discriminator="type")]
+
+
+class CodeInterpreter(_ApiModel):
+    """The code run and what it produced."""
+
+    input: str
+    outputs: list[CodeInterpreterOutput]
+
+
+class CodeInterpreterToolCall(_ApiModel):
+    """A code_interpreter tool call."""
+
+    id: str
+    type: Literal["code_interpreter"]
+    code_interpreter: CodeInterpreter
+
+
+class RankingOptions(_ApiModel):
+    """How file_search ranked its results."""
+
+    ranker: str
+    score_threshold: float
+
+
+class FileSearchContent(_ApiModel):
+    """A piece of a matched file's content."""
+
+    type: Literal["text"]
+    text: str
+
+
+class FileSearchResult(_ApiModel):
+    """One file that file_search matched."""
+
+    file_id: str
+    file_name: str
+    score: float
+    content: list[FileSearchContent] | None = None
+
+
+class FileSearch(_ApiModel):
+    """file_search options and results (results only when explicitly requested)."""
+
+    ranking_options: RankingOptions | None = None
+    results: list[FileSearchResult] | None = None
+
+
+class FileSearchToolCall(_ApiModel):
+    """A file_search tool call."""
+
+    id: str
+    type: Literal["file_search"]
+    file_search: FileSearch
+
+
+class FunctionCall(_ApiModel):
+    """The function called; output stays null until tool outputs are submitted."""
+
+    name: str
+    arguments: str
+    output: str | None = None
+
+
+class FunctionToolCall(_ApiModel):
+    """A function tool call."""
+
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+ToolCall = Annotated[
+    CodeInterpreterToolCall | FileSearchToolCall | FunctionToolCall, Field(discriminator="type")
+]
+
+
+class ToolCallsDetails(_ApiModel):
+    """step_details of a tool_calls step."""
+
+    type: Literal["tool_calls"]
+    tool_calls: list[ToolCall]
+
+
+StepDetails = Annotated[MessageCreationDetails | ToolCallsDetails, Field(discriminator="type")]
+
+
+def _preview(text: str) -> str:
+    # An error message must not copy a huge key into logs and the DLQ.
+    return text if len(text) <= 20 else text[:20] + "…"
+
+
+def _check_metadata(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > METADATA_MAX_KEYS:
+        raise PydanticCustomError(
+            "metadata_too_many_keys",
+            "metadata has {count} keys; at most {limit} are allowed",
+            {"count": len(value), "limit": METADATA_MAX_KEYS},
+        )
+    for key, item in value.items():
+        if len(key) > METADATA_MAX_KEY_CHARS:
+            raise PydanticCustomError(
+                "metadata_key_too_long",
+                "metadata key '{key}' is {length} characters; at most {limit}",
+                {"key": _preview(key), "length": len(key), "limit": METADATA_MAX_KEY_CHARS},
+            )
+        if len(item) > METADATA_MAX_VALUE_CHARS:
+            raise PydanticCustomError(
+                "metadata_value_too_long",
+                "metadata value of key '{key}' is {length} characters; at most {limit}",
+                {"key": _preview(key), "length": len(item), "limit": METADATA_MAX_VALUE_CHARS},
+            )
+    return value
+
+
+_METADATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "maxProperties": METADATA_MAX_KEYS,
+    "propertyNames": {"maxLength": METADATA_MAX_KEY_CHARS},
+    "additionalProperties": {"type": "string", "maxLength": METADATA_MAX_VALUE_CHARS},
+}
+
+Metadata = (
+    Annotated[dict[str, str], AfterValidator(_check_metadata), WithJsonSchema(_METADATA_SCHEMA)]
+    | None
+)
+
+
+class RunStep(_ApiModel):
+    """One step of an Assistants run, as `GET /threads/{t}/runs/{r}/steps/{s}` returns it."""
+
+    id: str
+    object: Literal["thread.run.step"] = "thread.run.step"
+    created_at: int
+    assistant_id: str
+    thread_id: str
+    run_id: str
+    type: StepType
+    status: StepStatus
+    step_details: StepDetails
+    last_error: LastError | None = None
+    expired_at: int | None = None
+    cancelled_at: int | None = None
+    failed_at: int | None = None
+    completed_at: int | None = None
+    metadata: Metadata = None
+    usage: Usage | None = None
+
+    @field_validator("step_details")
+    @classmethod
+    def _details_match_type(
+        cls, details: MessageCreationDetails | ToolCallsDetails, info: ValidationInfo
+    ) -> MessageCreationDetails | ToolCallsDetails:
+        # `type` is validated first (field order); if it failed it is absent and reported.
+        declared = info.data.get("type")
+        if declared is not None and details.type != declared:
+            raise PydanticCustomError(
+                "step_details_type_mismatch",
+                "step_details.type is '{details}' but the step's type is '{declared}'",
+                {"details": details.type, "declared": str(declared)},
+            )
+        return details
+
+    @property
+    def terminal_at(self) -> int | None:
+        """When the step reached its terminal status, or None (in progress, incomplete)."""
+        return {
+            StepStatus.COMPLETED: self.completed_at,
+            StepStatus.FAILED: self.failed_at,
+            StepStatus.CANCELLED: self.cancelled_at,
+            StepStatus.EXPIRED: self.expired_at,
+        }.get(self.status)

@@ -1,0 +1,149 @@
+"""JSON Schema export, the derived events' wire format and their deterministic ids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from contracts import (
+    DERIVED,
+    DeadLetterError,
+    DeadLetterKind,
+    DerivedType,
+    RunUsage,
+    StepFinished,
+    StepStalled,
+    StepStarted,
+    TransitionRejected,
+    event_id_for,
+    json_schemas,
+    write_schemas,
+)
+
+NAMES = {
+    "run_step",
+    "run_step_event",
+    "run_step_delta",
+    "run_step_delta_event",
+    "inbound",
+    "derived_event",
+    "dead_letter_error",
+}
+
+
+def test_every_schema_is_exported() -> None:
+    """json_schemas() names every wire format, each an object schema."""
+    schemas = json_schemas()
+    assert set(schemas) == NAMES
+    for schema in schemas.values():
+        assert "$defs" in schema or "properties" in schema
+
+
+def test_metadata_limits_are_in_the_schema() -> None:
+    """Non-Python producers see the metadata limits too."""
+    metadata = json_schemas()["run_step"]["properties"]["metadata"]["anyOf"][0]
+    assert metadata["maxProperties"] == 16
+    assert metadata["propertyNames"] == {"maxLength": 64}
+    assert metadata["additionalProperties"]["maxLength"] == 512
+
+
+def test_write_schemas_writes_stable_json(tmp_path: Path) -> None:
+    """write_schemas writes one sorted, indented file per schema, identical on rewrite."""
+    paths = write_schemas(tmp_path / "schema")
+    assert {p.name for p in paths} == {f"{n}.schema.json" for n in NAMES}
+    first = {p: p.read_text(encoding="utf-8") for p in paths}
+    for path, text in first.items():
+        assert json.loads(text) == json_schemas()[path.name.removesuffix(".schema.json")]
+        assert text.startswith('{\n  "')
+    write_schemas(tmp_path / "schema")
+    assert {p: p.read_text(encoding="utf-8") for p in paths} == first
+
+
+COMMON: dict[str, Any] = {
+    "event_id": "00000000-0000-0000-0000-000000000000",
+    "step_id": "step_1",
+    "run_id": "run_1",
+    "thread_id": "thread_1",
+    "assistant_id": "asst_1",
+    "occurred_at": 1699063299,
+}
+USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+
+DERIVED_SAMPLES: list[tuple[dict[str, Any], type]] = [
+    (
+        {"type": "run_step.started", "from_status": None, "to_status": "in_progress"}
+        | {"step_type": "tool_calls"},
+        StepStarted,
+    ),
+    *[
+        (
+            {"type": f"run_step.{status}", "from_status": "in_progress", "to_status": status}
+            | {"step_type": "message_creation", "duration_s": 8, "usage": USAGE}
+            | {"last_error": None},
+            StepFinished,
+        )
+        for status in ("completed", "failed", "cancelled", "expired", "incomplete")
+    ],
+    (
+        {"type": "run_step.transition_rejected", "from_status": "completed"}
+        | {"to_status": "failed", "reason": "step is already completed"},
+        TransitionRejected,
+    ),
+    (
+        {"type": "run_step.stalled", "from_status": "in_progress", "to_status": "in_progress"}
+        | {"stalled_for_s": 700, "stall_after_s": 600},
+        StepStalled,
+    ),
+    (
+        {"type": "run.usage", "from_status": "in_progress", "to_status": "completed"}
+        | USAGE
+        | {"steps_counted": 2},
+        RunUsage,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("fields", "model"), DERIVED_SAMPLES, ids=[f["type"] for f, _ in DERIVED_SAMPLES]
+)
+def test_derived_events_round_trip(fields: dict[str, Any], model: type) -> None:
+    """Each derived event decodes to its own model via `type` and dumps back unchanged."""
+    payload = COMMON | fields
+    event = DERIVED.validate_json(json.dumps(payload))
+    assert type(event) is model
+    assert json.loads(DERIVED.dump_json(event)) == payload
+
+
+def test_derived_types_all_have_a_model() -> None:
+    """Every DerivedType value is accepted by exactly one sample above."""
+    assert {f["type"] for f, _ in DERIVED_SAMPLES} == set(DerivedType)
+
+
+def test_derived_events_reject_unknown_fields() -> None:
+    """Our own output is exact: an unexpected field is an error, not silently kept."""
+    payload = COMMON | DERIVED_SAMPLES[0][0] | {"surprise": 1}
+    with pytest.raises(ValidationError, match="surprise"):
+        DERIVED.validate_python(payload)
+
+
+def test_event_id_is_deterministic_and_qualified() -> None:
+    """Same inputs, same pinned uuid (the namespace never changes); other qualifier, other id."""
+    first = event_id_for("step_1", DerivedType.TRANSITION_REJECTED, "failed")
+    assert first == event_id_for("step_1", "run_step.transition_rejected", "failed")
+    assert first != event_id_for("step_1", DerivedType.TRANSITION_REJECTED, "cancelled")
+    assert first != event_id_for("step_1", DerivedType.STARTED, "failed")
+    assert event_id_for("step_1", DerivedType.STARTED) == "47dad601-9e8c-54f1-8ee7-0d6fb9ef64b5"
+
+
+def test_dead_letter_error_json() -> None:
+    """The DLQ `error` field is kind, message and an errors list defaulting to empty."""
+    error = DeadLetterError(kind=DeadLetterKind.OVERSIZED, message="too big")
+    assert json.loads(error.model_dump_json()) == {
+        "kind": "oversized",
+        "message": "too big",
+        "errors": [],
+    }
