@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -17,11 +19,26 @@ __all__ = ["main"]
 
 
 def _worker(_: argparse.Namespace) -> int:
-    from .app import build_worker
+    from .app import build_app, build_worker
+    from .errors import ConfigError
 
+    settings = Settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    worker = build_worker(Settings())
-    asyncio.run(worker.app.run())
+    app = build_app(build_worker(settings))
+    options: dict[str, Any] = {
+        "host": settings.http_host,
+        "port": settings.http_port,
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
+    }
+    # uvicorn handles SIGTERM/SIGINT (graceful shutdown), then re-raises the signal once it
+    # restored the previous handlers; a no-op handler there makes a clean stop exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    try:
+        asyncio.run(app.run(run_extra_options=options))
+    except ConfigError as exc:
+        print(f"runsteps worker: configuration error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

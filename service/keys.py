@@ -31,6 +31,11 @@ class Keys:
         return f"{self.prefix}:run:{run_id}:steps"
 
     @property
+    def failures(self) -> str:
+        """Hash: pending entry id -> its last processing error (for the delivery cap)."""
+        return f"{self.prefix}:failures"
+
+    @property
     def stalls(self) -> str:
         """Sorted set: step id -> unix deadline after which it counts as stalled."""
         return f"{self.prefix}:stalls"

@@ -10,9 +10,15 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
+import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from contracts.derived import DeadLetterKind
 from contracts.run_step import RunStep
 
 from .decode import Delta, Rejection, decode_entry
@@ -24,12 +30,19 @@ from .store import Commit, CommitResult, DeadLetter, Store, Tracked
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["Entry", "Processor"]
+__all__ = ["INFRASTRUCTURE_ERRORS", "Entry", "Processor"]
 
 log = logging.getLogger("runsteps.process")
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 """One stream entry as redis-py returns it: (entry id, fields)."""
+
+INFRASTRUCTURE_ERRORS = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
+"""Errors that say Redis is unreachable, not that an entry is bad."""
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 class Processor:
@@ -44,8 +57,56 @@ class Processor:
         self._seq = itertools.count()
         self.stats: Counter[str] = Counter()
 
-    async def process(self, entries: list[Entry]) -> None:
-        """Apply one batch; every entry ends acked with its effects, or stays pending."""
+    async def process(self, entries: list[Entry]) -> dict[bytes, str]:
+        """Apply one batch; every entry ends acked with its effects, or stays pending.
+
+        Returns the entries that failed (id -> error), after recording them for the delivery
+        cap. A failing batch is retried entry by entry, so one bad entry never holds back the
+        others. Redis being unreachable is not an entry's fault: that raises, and the whole
+        batch stays pending for a retry once Redis is back.
+        """
+        try:
+            await self._process(entries)
+        except INFRASTRUCTURE_ERRORS:
+            raise
+        except Exception as exc:
+            if len(entries) == 1:
+                failures = {entries[0][0]: _describe(exc)}
+            else:
+                log.warning("batch of %d failed (%s); isolating", len(entries), _describe(exc))
+                failures = {}
+                for entry in entries:
+                    try:
+                        await self._process([entry])
+                    except INFRASTRUCTURE_ERRORS:
+                        raise
+                    except Exception as one:
+                        failures[entry[0]] = _describe(one)
+            self.stats["failed"] += len(failures)
+            log.error("%d entries failed and stay pending: %s", len(failures), list(failures))
+            await self.store.record_failures(failures)
+            return failures
+        return {}
+
+    async def dead_letter_exhausted(
+        self, entries: list[Entry], attempts: dict[bytes, int], last_errors: dict[bytes, str]
+    ) -> None:
+        """Send entries that failed on every allowed delivery to the DLQ, with the count."""
+        dead = []
+        for source_id, fields in entries:
+            n = attempts.get(source_id, 0)
+            last = last_errors.get(source_id, "unknown (no failure recorded)")
+            error = Rejection(
+                DeadLetterKind.PROCESSING_FAILED,
+                f"processing failed on {n} deliveries; last error: {last}",
+                [{"attempts": n, "last_error": last}],
+            )
+            dead.append(DeadLetter(source_id, fields, error.to_json()))
+        self.stats[f"dlq.{DeadLetterKind.PROCESSING_FAILED}"] += len(dead)
+        await self.store.apply([], [], dead)
+        await self.store.forget_failures([d.source_id for d in dead])
+
+    async def _process(self, entries: list[Entry]) -> None:
         dead: list[DeadLetter] = []
         acks: list[bytes] = []
         steps: list[tuple[bytes, RunStep]] = []
@@ -118,7 +179,9 @@ class Processor:
         stall, ttl, usage = "", None, None
         if decision.outcome is Outcome.STARTED:
             fields.append(("s", str(decision.to_status)))
-            stall = f"+{step.created_at + s.stall_after_s}"
+            # From when the step was first seen, not created_at alone: replaying old events
+            # must not raise a storm of stalls for steps that finished long ago.
+            stall = f"+{max(step.created_at, int(time.time())) + s.stall_after_s}"
         elif decision.outcome is Outcome.FINISHED:
             fields.append(("s", str(decision.to_status)))
             if step.terminal_at is not None:

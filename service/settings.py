@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Literal
 
 from pydantic import Field, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,3 +39,8 @@ class Settings(BaseSettings):
     claim_idle_ms: PositiveInt = Field(30_000, description="pending idle time before a claim")
     max_deliveries: PositiveInt = Field(5, description="deliveries before an entry is dead")
     commit_retries: PositiveInt = Field(20, description="CAS conflict retries per batch")
+    stall_scan_s: float = Field(5.0, gt=0, description="how often stalled steps are looked for")
+    shutdown_grace_s: float = Field(20.0, gt=0, description="SIGTERM: time to finish a batch")
+    http_host: str = Field("0.0.0.0", description="bind address of the HTTP port")
+    http_port: int = Field(8080, ge=0, le=65535, description="health, metrics and query API")
+    log_format: Literal["json", "text"] = Field("json", description="log line format")

@@ -34,6 +34,7 @@ __all__ = [
 
 _COMMIT_LUA = files("service").joinpath("commit.lua").read_text()
 _DEADLETTER_LUA = files("service").joinpath("deadletter.lua").read_text()
+_STALL_LUA = files("service").joinpath("stall.lua").read_text()
 
 # Short hash field names: a tracked step is a small listpack hash, so names are bytes paid
 # per step. `inspect` and the query API map them back to readable names.
@@ -112,6 +113,11 @@ async def read_streams(
     return [(name.decode(), entries) for name, entries in cast("Any", reply or [])]
 
 
+def _id_key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
 class Store:
     """Redis access for one deployment (one prefix, one source stream and group)."""
 
@@ -121,6 +127,7 @@ class Store:
         self.keys = Keys(settings.key_prefix)
         self._commit = redis.register_script(_COMMIT_LUA)
         self._deadletter = redis.register_script(_DEADLETTER_LUA)
+        self._stall = redis.register_script(_STALL_LUA)
 
     async def ensure_group(self) -> None:
         """Create the consumer group (and the stream) if missing; from the beginning."""
@@ -131,6 +138,11 @@ class Store:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    async def check_access(self) -> None:
+        """One round trip that fails fast on a wrong password or missing permission."""
+        await self.redis.ping()
+        await self.redis.xinfo_stream(self.settings.source_stream)
 
     async def read(self, step_ids: list[str]) -> dict[str, Tracked]:
         """The tracked status, version and rejections of each step, in one round trip."""
@@ -206,6 +218,112 @@ class Store:
             pipe.xack(s.source_stream, s.group, *acks)
         results = await pipe.execute()
         return [CommitResult(int(r[0])) for r in results[: len(commits)]]
+
+    # -- recovery: pending entries of dead, stuck or restarted consumers -------------------
+
+    async def own_pending(self, consumer: str, after: bytes, count: int) -> StreamEntries:
+        """`consumer`'s own pending entries after id `after` (XREADGROUP with an explicit id)."""
+        s = self.settings
+        reply = cast(
+            "Any",
+            await self.redis.xreadgroup(s.group, consumer, {s.source_stream: after}, count=count),
+        )
+        return cast("StreamEntries", reply[0][1] if reply else [])
+
+    async def autoclaim(
+        self, consumer: str, start: bytes, count: int
+    ) -> tuple[bytes, StreamEntries, list[bytes]]:
+        """XAUTOCLAIM entries idle longer than the claim time: (next cursor, entries, deleted).
+
+        `deleted` are ids trimmed from the stream while pending: their payload is gone.
+        """
+        s = self.settings
+        reply: list[Any] = await self.redis.xautoclaim(
+            s.source_stream, s.group, consumer, s.claim_idle_ms, start, count=count
+        )
+        deleted = list(reply[2]) if len(reply) > 2 else []
+        # Entries deleted while pending come back as (id, None) on some servers.
+        entries = [(i, f) for i, f in reply[1] if f is not None]
+        return reply[0], entries, deleted
+
+    async def deliveries(self, consumer: str, ids: list[bytes]) -> dict[bytes, int]:
+        """How many times each of `consumer`'s pending entries has been delivered."""
+        if not ids:
+            return {}
+        rows = cast(
+            "list[dict[str, Any]]",
+            await self.redis.xpending_range(
+                self.settings.source_stream,
+                self.settings.group,
+                min=min(ids, key=_id_key),
+                max=max(ids, key=_id_key),
+                count=len(ids) * 2,
+                consumername=consumer,
+            ),
+        )
+        wanted = set(ids)
+        return {
+            r["message_id"]: int(r["times_delivered"]) for r in rows if r["message_id"] in wanted
+        }
+
+    async def ack_deleted(self, ids: list[bytes]) -> None:
+        """Ack pending ids whose entries were trimmed away (nothing left to process)."""
+        if ids:
+            await self.redis.xack(self.settings.source_stream, self.settings.group, *ids)
+
+    async def record_failures(self, failures: dict[bytes, str]) -> None:
+        """Remember why entries failed, for the DLQ entry once their deliveries run out."""
+        if failures:
+            await self.redis.hset(self.keys.failures, mapping=cast("Any", failures))
+            await self.redis.expire(self.keys.failures, self.settings.state_ttl_s)
+
+    async def last_failures(self, ids: list[bytes]) -> dict[bytes, str]:
+        """The last recorded failure of each id that has one."""
+        if not ids:
+            return {}
+        rows = cast("list[bytes | None]", await self.redis.hmget(self.keys.failures, ids))
+        return {i: r.decode() for i, r in zip(ids, rows, strict=True) if r is not None}
+
+    async def forget_failures(self, ids: list[bytes]) -> None:
+        """Drop failure records of entries that are done (processed or dead-lettered)."""
+        if ids:
+            await self.redis.hdel(self.keys.failures, *ids)
+
+    async def hand_back(self, consumer: str) -> int:
+        """Make `consumer`'s pending entries claimable at once (graceful shutdown).
+
+        Redis has no "un-claim": re-claiming them to ourselves with a large IDLE makes every
+        other consumer's XAUTOCLAIM take them on its next pass instead of after the idle time.
+        """
+        s = self.settings
+        rows = cast(
+            "list[dict[str, Any]]",
+            await self.redis.xpending_range(
+                s.source_stream, s.group, min="-", max="+", count=10_000, consumername=consumer
+            ),
+        )
+        ids = [r["message_id"] for r in rows]
+        if ids:
+            await self.redis.xclaim(
+                s.source_stream, s.group, consumer, 0, ids, idle=s.claim_idle_ms * 10, justid=True
+            )
+        return len(ids)
+
+    # -- stalled steps -----------------------------------------------------------------------
+
+    async def due_stalls(self, now: int, limit: int) -> list[str]:
+        """Step ids whose stall deadline has passed."""
+        ids = cast(
+            "list[bytes]",
+            await self.redis.zrangebyscore(self.keys.stalls, "-inf", now, start=0, num=limit),
+        )
+        return [i.decode() for i in ids]
+
+    async def publish_stall(self, step_id: str, event: bytes) -> bool:
+        """Publish `event` if this call takes `step_id` off the stall index (once overall)."""
+        s = self.settings
+        keys = [self.keys.stalls, self.keys.step(step_id), s.derived_stream]
+        return bool(await self._stall(keys=keys, args=[step_id, s.derived_maxlen, event]))
 
     async def step(self, step_id: str) -> dict[str, str] | None:
         """A step's tracked state with readable field names, or None if unknown."""

@@ -59,6 +59,7 @@ def settings(redis_url: str) -> Settings:
         group="runsteps",
         consumer=f"c-{tag}",
         block_ms=50,
+        http_port=0,
     )
 
 

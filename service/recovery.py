@@ -1,0 +1,133 @@
+"""Recovery of pending entries and the stalled-step scan: the worker's background loops.
+
+FastStream's batch subscriber reads only new entries (`>`). Entries fetched by a consumer
+that died, hung or restarted stay pending; these loops bring them back:
+- at start-up a worker first finishes its own pending entries (XREADGROUP from id 0);
+- every worker XAUTOCLAIMs entries idle longer than RUNSTEPS_CLAIM_IDLE_MS, in batches,
+  and dead-letters those delivered RUNSTEPS_MAX_DELIVERIES times without success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from contracts.derived import DerivedType, StepStalled, event_id_for
+from contracts.run_step import StepStatus
+
+from .process import INFRASTRUCTURE_ERRORS, Entry, Processor
+
+if TYPE_CHECKING:
+    from .settings import Settings
+    from .store import Store
+
+__all__ = ["Recovery"]
+
+log = logging.getLogger("runsteps.recovery")
+
+
+class Recovery:
+    """Claims and finishes abandoned entries; publishes stalled-step events."""
+
+    def __init__(self, store: Store, processor: Processor, settings: Settings) -> None:
+        self.store = store
+        self.processor = processor
+        self.settings = settings
+        self.last_pass = time.monotonic()  # liveness of the loops, for readiness
+
+    async def finish_own(self) -> int:
+        """Process this consumer's own pending entries (left by a previous run of it)."""
+        s = self.settings
+        after, done = b"0", 0
+        while entries := await self.store.own_pending(s.consumer, after, s.batch_size):
+            await self._handle(entries, await self.store.deliveries(s.consumer, _ids(entries)))
+            after = entries[-1][0]
+            done += len(entries)
+        if done:
+            log.info("finished %d pending entries of a previous run", done)
+        return done
+
+    async def claim_once(self) -> int:
+        """One full XAUTOCLAIM pass over the group's idle entries; returns entries claimed."""
+        s = self.settings
+        cursor, claimed = b"0-0", 0
+        while True:
+            cursor, entries, deleted = await self.store.autoclaim(s.consumer, cursor, s.batch_size)
+            if deleted:
+                log.warning("%d pending entries were trimmed before processing", len(deleted))
+                await self.store.ack_deleted(deleted)
+            if entries:
+                claimed += len(entries)
+                await self._handle(entries, await self.store.deliveries(s.consumer, _ids(entries)))
+            if cursor == b"0-0":
+                return claimed
+
+    async def _handle(self, entries: list[Entry], deliveries: dict[bytes, int]) -> None:
+        cap = self.settings.max_deliveries
+        # An entry is retried while it has deliveries left; the one past the cap is dead.
+        exhausted = [e for e in entries if deliveries.get(e[0], 1) > cap]
+        retry = [e for e in entries if deliveries.get(e[0], 1) <= cap]
+        if exhausted:
+            ids = _ids(exhausted)
+            errors = await self.store.last_failures(ids)
+            attempts = {i: deliveries[i] - 1 for i in ids}
+            await self.processor.dead_letter_exhausted(exhausted, attempts, errors)
+        if retry:
+            self.processor.stats["reclaimed"] += len(retry)
+            failures = await self.processor.process(retry)
+            await self.store.forget_failures([i for i in _ids(retry) if i not in failures])
+
+    async def scan_stalls(self, now: int | None = None) -> int:
+        """Publish run_step.stalled for every step past its deadline (once across workers)."""
+        s = self.settings
+        now = int(time.time()) if now is None else now
+        published = 0
+        for step_id in await self.store.due_stalls(now, limit=500):
+            state = await self.store.step(step_id)
+            if state is None or state.get("status") != StepStatus.IN_PROGRESS:
+                continue
+            created = int(state.get("created_at", now))
+            event = StepStalled(
+                type=DerivedType.STALLED,
+                event_id=event_id_for(step_id, DerivedType.STALLED),
+                step_id=step_id,
+                run_id=state.get("run_id", ""),
+                thread_id=state.get("thread_id", ""),
+                assistant_id=state.get("assistant_id", ""),
+                from_status=StepStatus.IN_PROGRESS,
+                to_status=StepStatus.IN_PROGRESS,
+                occurred_at=now,
+                stalled_for_s=max(0, now - created),
+                stall_after_s=s.stall_after_s,
+            )
+            if await self.store.publish_stall(step_id, event.model_dump_json().encode()):
+                published += 1
+        self.processor.stats["stalled"] += published
+        return published
+
+    async def run(self) -> None:
+        """Claim and scan forever; survive Redis outages with capped exponential backoff."""
+        s = self.settings
+        claim_every = min(max(s.claim_idle_ms / 4000, 0.05), 5.0)
+        next_stall_scan = 0.0
+        backoff = 0.1
+        while True:
+            try:
+                claimed = await self.claim_once()
+                if time.monotonic() >= next_stall_scan:
+                    await self.scan_stalls()
+                    next_stall_scan = time.monotonic() + s.stall_scan_s
+                self.last_pass = time.monotonic()
+                backoff = 0.1
+                if not claimed:
+                    await asyncio.sleep(claim_every)
+            except INFRASTRUCTURE_ERRORS as exc:
+                log.warning("redis unavailable in recovery loop (%s); retrying", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+
+def _ids(entries: list[Entry]) -> list[bytes]:
+    return [i for i, _ in entries]
