@@ -1,4 +1,4 @@
-"""The `runsteps` command: worker, demo, inspect, schema."""
+"""The `runsteps` command: worker, demo, inspect, replay-dlq, schema."""
 
 from __future__ import annotations
 
@@ -65,6 +65,19 @@ async def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _replay_dlq(args: argparse.Namespace) -> int:
+    from .store import Store
+
+    settings = Settings()
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        count = await Store(redis, settings).replay_dlq(args.type, args.limit)
+    finally:
+        await redis.aclose()
+    print(f"re-submitted {count} dead-lettered entries to {settings.source_stream}")
+    return 0
+
+
 def _schema(args: argparse.Namespace) -> int:
     from contracts.schema import write_schemas
 
@@ -84,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     inspect = sub.add_parser("inspect", help="print a step's (or a run's) tracked state")
     inspect.add_argument("step_id", nargs="?", help="the step id")
     inspect.add_argument("--run", help="a run id: its steps and usage totals")
+    replay = sub.add_parser("replay-dlq", help="re-submit dead-lettered entries (after a fix)")
+    replay.add_argument("--type", help="only entries of this error kind, e.g. processing_failed")
+    replay.add_argument("--limit", type=int, help="at most this many entries")
     schema = sub.add_parser("schema", help="write JSON Schema of inputs and derived events")
     schema.add_argument("--out", default="schema", help="directory to write into")
     args = parser.parse_args(argv)
@@ -95,4 +111,6 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.step_id or args.run):
             parser.error("inspect needs a STEP_ID or --run RUN_ID")
         return asyncio.run(_inspect(args))
+    if args.command == "replay-dlq":
+        return asyncio.run(_replay_dlq(args))
     return _schema(args)

@@ -6,6 +6,7 @@ or a script.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import IntEnum
 from importlib.resources import files
@@ -308,6 +309,44 @@ class Store:
                 s.source_stream, s.group, consumer, 0, ids, idle=s.claim_idle_ms * 10, justid=True
             )
         return len(ids)
+
+    # -- dead-letter replay --------------------------------------------------------------------
+
+    async def replay_dlq(self, kind: str | None = None, limit: int | None = None) -> int:
+        """Re-submit dead-lettered entries to the source stream, oldest first.
+
+        Each entry is XADDed back (original `data` and fields, plus `replayed_from`) and
+        XDELed from the DLQ in one MULTI/EXEC, so it is removed only once re-submitted.
+        """
+        s = self.settings
+        replayed, cursor = 0, "-"
+        while limit is None or replayed < limit:
+            page = cast(
+                "StreamEntries", await self.redis.xrange(s.dlq_stream, cursor, "+", count=200)
+            )
+            if not page:
+                return replayed
+            cursor = "(" + page[-1][0].decode()
+            pipe = self.redis.pipeline(transaction=True)
+            for dlq_id, fields in page:
+                error = json.loads(fields.get(b"error", b"{}") or b"{}")
+                if kind is not None and error.get("kind") != kind:
+                    continue
+                if limit is not None and replayed >= limit:
+                    break
+                entry: dict[bytes, bytes] = {
+                    k.removeprefix(b"field:"): v
+                    for k, v in fields.items()
+                    if k.startswith(b"field:")
+                }
+                if error.get("kind") != "missing_data":
+                    entry[b"data"] = fields.get(b"data", b"")
+                entry[b"replayed_from"] = dlq_id
+                pipe.xadd(s.source_stream, cast("Any", entry))
+                pipe.xdel(s.dlq_stream, dlq_id)
+                replayed += 1
+            await pipe.execute()
+        return replayed
 
     # -- stalled steps -----------------------------------------------------------------------
 

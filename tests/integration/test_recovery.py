@@ -1,0 +1,217 @@
+"""Recovery against a real Redis: claims, delivery cap, hand-back, stalls, TTL, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from service.app import build_worker
+from service.process import Processor
+from service.recovery import Recovery
+from service.redis_server import LocalRedis
+from service.sample import T0, step
+from service.settings import Settings
+from service.store import Commit, CommitResult, DeadLetter, Store
+from tests.helpers import drained, entries, fetch, read_json, wait_until
+
+
+class FailingStore(Store):
+    """A store whose commit fails for steps named boom*: a bug, not bad input."""
+
+    async def apply(
+        self, commits: list[Commit], acks: list[bytes], dead: list[DeadLetter]
+    ) -> list[CommitResult]:
+        if any(c.step_id.startswith("boom") for c in commits):
+            raise RuntimeError("injected script failure")
+        return await super().apply(commits, acks, dead)
+
+
+async def produce(redis: Redis, s: Settings, *steps: dict[str, Any]) -> None:
+    """XADD run steps as JSON in field `data`."""
+    for body in steps:
+        await redis.xadd(s.source_stream, {"data": json.dumps(body)})
+
+
+async def test_entry_failing_every_delivery_is_dead_lettered(
+    redis: Redis, settings: Settings
+) -> None:
+    """An entry whose processing keeps failing goes to the DLQ after the cap, others pass."""
+    s = settings.model_copy(update={"claim_idle_ms": 1, "max_deliveries": 3})
+    store = FailingStore(redis, s)
+    await store.ensure_group()
+    await produce(redis, s, step("boom1", "in_progress"), step("fine1", "in_progress"))
+    processor = Processor(store, s)
+    failures = await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
+    assert len(failures) == 1
+    recovery = Recovery(store, processor, s)
+
+    async def dead_lettered() -> bool:
+        await recovery.claim_once()
+        return int(await redis.xlen(s.dlq_stream)) == 1
+
+    await wait_until(dead_lettered, 10, "the failing entry to reach the DLQ")
+    [(_, dead)] = await entries(redis, s.dlq_stream)
+    error = json.loads(dead[b"error"])
+    assert error["kind"] == "processing_failed"
+    assert error["errors"][0]["attempts"] == 3
+    assert "injected script failure" in error["message"]
+    assert json.loads(dead[b"data"])["id"] == "boom1"
+    assert [e["step_id"] for e in await read_json(redis, s.derived_stream)] == ["fine1"]
+    assert await drained(redis, s.source_stream, s.group)
+    assert await store.last_failures([dead[b"source_id"]]) == {}
+
+
+async def test_restarted_consumer_finishes_its_own_pending(
+    redis: Redis, settings: Settings
+) -> None:
+    """Entries a consumer fetched before it died are finished when it starts again."""
+    store = Store(redis, settings)
+    await store.ensure_group()
+    await produce(redis, settings, step("own1", "in_progress"), step("own2", "in_progress"))
+    assert len(await fetch(redis, settings.source_stream, settings.group, settings.consumer)) == 2
+    worker = build_worker(settings)
+    await worker.start()  # same consumer name: a restart
+    try:
+        assert await drained(redis, settings.source_stream, settings.group)
+        assert len(await read_json(redis, settings.derived_stream)) == 2
+    finally:
+        await worker.stop()
+
+
+async def test_dead_consumers_entries_are_claimed(redis: Redis, settings: Settings) -> None:
+    """A live worker claims and finishes the entries a dead consumer held."""
+    s = settings.model_copy(update={"claim_idle_ms": 1})
+    store = Store(redis, s)
+    await store.ensure_group()
+    await produce(redis, s, *[step(f"d{i}", "in_progress") for i in range(1200)])
+    assert len(await fetch(redis, s.source_stream, s.group, "dead")) == 1000
+    processor = Processor(store, s)
+    recovery = Recovery(store, processor, s)
+    await wait_until(lambda: _claimed(recovery), 10, "claims")
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
+    assert await drained(redis, s.source_stream, s.group)
+    assert await redis.xlen(s.derived_stream) == 1200
+    assert processor.stats["reclaimed"] == 1000
+
+
+async def _claimed(recovery: Recovery) -> bool:
+    return await recovery.claim_once() > 0
+
+
+async def test_hand_back_makes_entries_claimable_at_once(redis: Redis, settings: Settings) -> None:
+    """After a graceful hand-back, another consumer claims without waiting the idle time."""
+    s = settings.model_copy(update={"claim_idle_ms": 60_000})
+    store = Store(redis, s)
+    await store.ensure_group()
+    await produce(redis, s, step("h1", "in_progress"), step("h2", "in_progress"))
+    await fetch(redis, s.source_stream, s.group, "leaving")
+    other = s.model_copy(update={"consumer": "staying"})
+    recovery = Recovery(Store(redis, other), Processor(Store(redis, other), other), other)
+    assert await recovery.claim_once() == 0  # not idle for 60 s yet
+    assert await store.hand_back("leaving") == 2
+    assert await recovery.claim_once() == 2
+    assert await drained(redis, s.source_stream, s.group)
+
+
+async def test_stalled_step_published_once_across_workers(redis: Redis, settings: Settings) -> None:
+    """A step in progress past the stall time yields one run_step.stalled, however many scan."""
+    s = settings.model_copy(update={"stall_after_s": 1})
+    store = Store(redis, s)
+    await store.ensure_group()
+    await produce(
+        redis,
+        s,
+        step("slow", "in_progress"),
+        step("quick", "in_progress"),
+        step("quick", "completed", ended_at=T0 + 1),
+    )
+    processor = Processor(store, s)
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
+    scanners = [Recovery(Store(redis, s), processor, s) for _ in range(4)]
+    later = int(time.time()) + 5
+    published = await asyncio.gather(*(r.scan_stalls(now=later) for r in scanners))
+    assert sum(published) == 1
+    stalled = [
+        e for e in await read_json(redis, s.derived_stream) if e["type"] == "run_step.stalled"
+    ]
+    assert [e["step_id"] for e in stalled] == ["slow"]
+    assert stalled[0]["stall_after_s"] == 1
+    assert await scanners[0].scan_stalls(now=later + 100) == 0
+
+
+async def test_terminal_state_expires_and_live_state_does_not(
+    redis: Redis, settings: Settings
+) -> None:
+    """Terminal steps get RUNSTEPS_STATE_TTL_S; in-progress steps keep their state."""
+    s = settings.model_copy(update={"state_ttl_s": 3600})
+    store = Store(redis, s)
+    await store.ensure_group()
+    await produce(
+        redis, s, step("t1", "in_progress"), step("t2", "completed", ended_at=T0, usage=(1, 1))
+    )
+    await Processor(store, s).process(await fetch(redis, s.source_stream, s.group, s.consumer))
+    assert await redis.ttl(store.keys.step("t1")) == -1
+    assert 3500 < await redis.ttl(store.keys.step("t2")) <= 3600
+    assert 3500 < await redis.ttl(store.keys.run("run_demo")) <= 3600
+
+
+async def test_replay_dlq_resubmits_then_removes(redis: Redis, settings: Settings) -> None:
+    """replay-dlq puts dead-lettered entries back on the source; fixed, they are processed."""
+    s = settings.model_copy(update={"claim_idle_ms": 1, "max_deliveries": 1})
+    broken = FailingStore(redis, s)
+    await broken.ensure_group()
+    await produce(redis, s, step("boom2", "in_progress"))
+    processor = Processor(broken, s)
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
+    recovery = Recovery(broken, processor, s)
+
+    async def dead_lettered() -> bool:
+        await recovery.claim_once()
+        return int(await redis.xlen(s.dlq_stream)) == 1
+
+    await wait_until(dead_lettered, 10, "the DLQ entry")
+    await redis.xadd(s.dlq_stream, {"data": b"{", "error": json.dumps({"kind": "invalid_json"})})
+    fixed = Store(redis, s)  # the bug is fixed
+    assert await fixed.replay_dlq(kind="processing_failed") == 1
+    assert await redis.xlen(s.dlq_stream) == 1  # the other kind stays
+    await Processor(fixed, s).process(await fetch(redis, s.source_stream, s.group, s.consumer))
+    assert [e["step_id"] for e in await read_json(redis, s.derived_stream)] == ["boom2"]
+    [_, (_, replayed)] = await entries(redis, s.source_stream)
+    assert b"replayed_from" in replayed
+
+
+async def test_worker_survives_redis_restart_and_reports_unready(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Redis going away flips readiness off; the worker resumes by itself when it returns."""
+    durable = ("--appendonly", "yes", "--appendfsync", "always")
+    server = LocalRedis(args=durable, data_dir=tmp_path).start()
+    s = settings.model_copy(update={"redis_url": server.url, "claim_idle_ms": 200})
+    worker = build_worker(s)
+    redis = Redis.from_url(server.url)
+    try:
+        await worker.start()
+        assert all((await worker.readiness()).values())
+        server.kill()
+        assert (await worker.readiness())["redis"] is False
+        server = LocalRedis(port=server.port, args=durable, data_dir=tmp_path).start()
+        await wait_until(lambda: _ready(worker), 20, "readiness after Redis returned")
+        await produce(redis, s, step("after", "in_progress"))
+        await wait_until(lambda: _has_derived(redis, s), 20, "processing after Redis came back")
+    finally:
+        await worker.stop()
+        await redis.aclose()
+        server.stop()
+
+
+async def _ready(worker: Any) -> bool:
+    return all((await worker.readiness()).values())
+
+
+async def _has_derived(redis: Redis, s: Settings) -> bool:
+    return int(await redis.xlen(s.derived_stream)) > 0
