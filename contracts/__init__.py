@@ -27,6 +27,7 @@ from .run_step import (
     ToolCall,
     Usage,
 )
+from .partitioning import partition_for, partition_stream
 from .schema import json_schemas, write_schemas
 from .stream_events import (
     EVENT_STATUS,
@@ -68,5 +69,7 @@ __all__ = [
     "Usage",
     "event_id_for",
     "json_schemas",
+    "partition_for",
+    "partition_stream",
     "write_schemas",
 ]

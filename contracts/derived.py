@@ -130,6 +130,7 @@ class DeadLetterKind(StrEnum):
     INVALID_PAYLOAD = "invalid_payload"  # JSON, but not a valid step, envelope or delta
     ENVELOPE_MISMATCH = "envelope_mismatch"  # the event name contradicts the step's status
     PROCESSING_FAILED = "processing_failed"  # valid, but handling it kept failing
+    WRONG_PARTITION = "wrong_partition"  # its run belongs to another partition's stream
 
 
 class DeadLetterError(BaseModel):

@@ -1,41 +1,81 @@
-"""Every Redis key name the service uses, in one place."""
+"""Every Redis key and stream name the service uses, in one place."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["Keys"]
+from contracts.partitioning import partition_stream
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
+__all__ = ["Keys", "Partition", "partitions"]
 
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Key names under one prefix.
+    """State key names of one partition.
 
-    All state keys of one deployment share the prefix; a hash tag can be added later for
-    Redis Cluster so that a partition's state, its source stream and its derived stream
-    live in one slot and the commit script stays single-slot.
+    With a hash tag (`runsteps:{3}:step:<id>`) every key of partition 3 shares the slot of
+    its streams (`runsteps.events:{3}`, ...), so each commit script stays single-slot on
+    Redis Cluster.
     """
 
     prefix: str
+    tag: str | None = None
+
+    @property
+    def _base(self) -> str:
+        return self.prefix if self.tag is None else f"{self.prefix}:{{{self.tag}}}"
 
     def step(self, step_id: str) -> str:
         """Hash with one step's tracked state."""
-        return f"{self.prefix}:step:{step_id}"
+        return f"{self._base}:step:{step_id}"
 
     def run(self, run_id: str) -> str:
         """Hash with a run's cumulative usage totals."""
-        return f"{self.prefix}:run:{run_id}"
+        return f"{self._base}:run:{run_id}"
 
     def run_steps(self, run_id: str) -> str:
         """Set of the step ids seen for a run."""
-        return f"{self.prefix}:run:{run_id}:steps"
+        return f"{self._base}:run:{run_id}:steps"
 
     @property
     def failures(self) -> str:
         """Hash: pending entry id -> its last processing error (for the delivery cap)."""
-        return f"{self.prefix}:failures"
+        return f"{self._base}:failures"
 
     @property
     def stalls(self) -> str:
         """Sorted set: step id -> unix deadline after which it counts as stalled."""
-        return f"{self.prefix}:stalls"
+        return f"{self._base}:stalls"
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """One partition: its three streams and its state keys, all in one cluster slot."""
+
+    index: int
+    count: int
+    source_stream: str
+    derived_stream: str
+    dlq_stream: str
+    keys: Keys
+
+
+def partitions(settings: Settings) -> tuple[Partition, ...]:
+    """The partitions of a deployment: `<stream>:{p}` names when partitioned or clustered."""
+    n = settings.partitions
+    tagged = settings.cluster or n > 1
+    return tuple(
+        Partition(
+            index=p,
+            count=n,
+            source_stream=partition_stream(settings.source_stream, p, tagged),
+            derived_stream=partition_stream(settings.derived_stream, p, tagged),
+            dlq_stream=partition_stream(settings.dlq_stream, p, tagged),
+            keys=Keys(settings.key_prefix, str(p) if tagged else None),
+        )
+        for p in range(n)
+    )

@@ -13,6 +13,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from redis.exceptions import BusyLoadingError
@@ -20,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.derived import DeadLetterKind
+from contracts.partitioning import partition_for
 from contracts.run_step import RunStep
 
 from .decode import Delta, Rejection, decode_entry
@@ -31,7 +33,7 @@ from .store import Commit, CommitResult, DeadLetter, Store, Tracked
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["INFRASTRUCTURE_ERRORS", "Entry", "Processor"]
+__all__ = ["INFRASTRUCTURE_ERRORS", "Entry", "Processor", "Telemetry"]
 
 log = logging.getLogger("runsteps.process")
 
@@ -46,19 +48,40 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
+@dataclass
+class Telemetry:
+    """What a worker's processors count, and the hook told about each batch."""
+
+    stats: Counter[str] = field(default_factory=Counter)
+    observe: Callable[[int, float], None] | None = None
+
+
 class Processor:
     """Applies batches of source entries to the store; holds no state between batches."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, shared: Telemetry | None = None) -> None:
         self.store = store
         self.settings = settings
+        # The processors of all partitions of a worker share one Telemetry.
+        self.telemetry = Telemetry() if shared is None else shared
         # Versions must be unique per write, not counters: a chained write in one batch
         # expects the version its own previous write set, which no other worker can forge.
         self._token = secrets.token_hex(3)
         self._seq = itertools.count()
-        self.stats: Counter[str] = Counter()
-        # Called after each batch with (entries, seconds): metrics hook, kept I/O-free here.
-        self.observe: Callable[[int, float], None] | None = None
+
+    @property
+    def stats(self) -> Counter[str]:
+        """Counts by outcome, DLQ kind, etc. (shared by the worker's partitions)."""
+        return self.telemetry.stats
+
+    @property
+    def observe(self) -> Callable[[int, float], None] | None:
+        """Called after each batch with (entries, seconds): the metrics hook."""
+        return self.telemetry.observe
+
+    @observe.setter
+    def observe(self, hook: Callable[[int, float], None] | None) -> None:
+        self.telemetry.observe = hook
 
     async def process(self, entries: list[Entry]) -> dict[bytes, str]:
         """Apply one batch; every entry ends acked with its effects, or stays pending.
@@ -113,6 +136,7 @@ class Processor:
         await self.store.forget_failures([d.source_id for d in dead])
 
     async def _process(self, entries: list[Entry]) -> None:
+        part = self.store.part
         dead: list[DeadLetter] = []
         acks: list[bytes] = []
         steps: list[tuple[bytes, RunStep]] = []
@@ -124,6 +148,14 @@ class Processor:
             elif isinstance(decoded, Delta):
                 acks.append(source_id)
                 self.stats["deltas"] += 1
+            elif part.count > 1 and partition_for(decoded.run_id, part.count) != part.index:
+                wrong = Rejection(
+                    DeadLetterKind.WRONG_PARTITION,
+                    f"run {decoded.run_id} belongs to partition "
+                    f"{partition_for(decoded.run_id, part.count)}, not {part.index}",
+                )
+                dead.append(DeadLetter(source_id, fields, wrong.to_json()))
+                self.stats[f"dlq.{wrong.kind}"] += 1
             else:
                 steps.append((source_id, decoded))
         self.stats["consumed"] += len(entries)

@@ -9,17 +9,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import IntEnum
+from hashlib import sha1
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, cast
 
-from redis.exceptions import ResponseError
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
+from redis.exceptions import NoScriptError, ResponseError
 
 from contracts.run_step import StepStatus
 
-from .keys import Keys
+from .keys import Partition, partitions
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from collections.abc import Callable
 
     from .settings import Settings
 
@@ -33,9 +35,23 @@ __all__ = [
     "read_streams",
 ]
 
-_COMMIT_LUA = files("service").joinpath("commit.lua").read_text()
-_DEADLETTER_LUA = files("service").joinpath("deadletter.lua").read_text()
-_STALL_LUA = files("service").joinpath("stall.lua").read_text()
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    """A Lua script run by EVALSHA; loaded on every node up front and again after NOSCRIPT."""
+
+    source: str
+    sha: str
+
+    @classmethod
+    def load(cls, name: str) -> _Script:
+        source = files("service").joinpath(name).read_text()
+        return cls(source, sha1(source.encode()).hexdigest())
+
+
+COMMIT = _Script.load("commit.lua")
+DEADLETTER = _Script.load("deadletter.lua")
+STALL = _Script.load("stall.lua")
 
 # Short hash field names: a tracked step is a small listpack hash, so names are bytes paid
 # per step. `inspect` and the query API map them back to readable names.
@@ -120,21 +136,73 @@ def _id_key(entry_id: bytes) -> tuple[int, int]:
 
 
 class Store:
-    """Redis access for one deployment (one prefix, one source stream and group)."""
+    """Redis access for one partition: its streams, its group, its state keys.
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    Scripts run by EVALSHA without redis-py's per-pipeline SCRIPT EXISTS round trip; they
+    are loaded at start-up and again whenever a server answers NOSCRIPT (after a restart or
+    a failover the script cache is empty).
+    """
+
+    def __init__(self, redis: Redis, settings: Settings, part: Partition | None = None) -> None:
         self.redis = redis
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
-        self._commit = redis.register_script(_COMMIT_LUA)
-        self._deadletter = redis.register_script(_DEADLETTER_LUA)
-        self._stall = redis.register_script(_STALL_LUA)
+        self.part = part if part is not None else partitions(settings)[0]
+        self.keys = self.part.keys
+        self._nodes: dict[str, Redis] = {}
+
+    def pipeline(self, transaction: bool = False) -> Any:
+        """A pipeline to the server that owns this partition.
+
+        redis-py refuses EVALSHA in cluster pipelines, but every key of a partition shares
+        one slot: so on a cluster, pipeline straight to the node that owns that slot.
+        """
+        if not isinstance(self.redis, RedisCluster):
+            return self.redis.pipeline(transaction=transaction)
+        node = self.redis.get_node_from_key(self.part.source_stream)
+        client = self._nodes.get(node.name)
+        if client is None:
+            base = ConnectionPool.from_url(self.settings.redis_url)
+            kwargs = {**base.connection_kwargs, "host": node.host, "port": node.port, "db": 0}
+            pool = ConnectionPool(connection_class=base.connection_class, **kwargs)
+            client = self._nodes[node.name] = Redis(connection_pool=pool)
+        return client.pipeline(transaction=transaction)
+
+    async def _execute(self, build: Callable[[Any], None], transaction: bool = False) -> list[Any]:
+        """Build and run a pipeline; reload scripts after NOSCRIPT, re-route after MOVED.
+
+        Re-running is safe: every script is idempotent per source entry.
+        """
+        for attempt in range(3):
+            pipe = self.pipeline(transaction)
+            build(pipe)
+            try:
+                return cast("list[Any]", await pipe.execute())
+            except NoScriptError:
+                await self.load_scripts()
+            except ResponseError as exc:
+                if attempt == 2 or not str(exc).startswith(("MOVED", "ASK", "CLUSTERDOWN")):
+                    raise
+                assert isinstance(self.redis, RedisCluster)
+                await self.redis.initialize()  # the slot map changed (failover, resharding)
+                await self.aclose()
+        raise RuntimeError("unreachable")  # pragma: no cover
+
+    async def aclose(self) -> None:
+        """Close the per-node clients (cluster only)."""
+        nodes, self._nodes = self._nodes, {}
+        for client in nodes.values():
+            await client.aclose()
+
+    async def load_scripts(self) -> None:
+        """Load every script (on a cluster, redis-py sends SCRIPT LOAD to every primary)."""
+        for script in (COMMIT, DEADLETTER, STALL):
+            await self.redis.script_load(script.source)
 
     async def ensure_group(self) -> None:
         """Create the consumer group (and the stream) if missing; from the beginning."""
         try:
             await self.redis.xgroup_create(
-                self.settings.source_stream, self.settings.group, id="0", mkstream=True
+                self.part.source_stream, self.settings.group, id="0", mkstream=True
             )
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
@@ -143,14 +211,16 @@ class Store:
     async def check_access(self) -> None:
         """One round trip that fails fast on a wrong password or missing permission."""
         await self.redis.ping()
-        await self.redis.xinfo_stream(self.settings.source_stream)
+        await self.redis.xinfo_stream(self.part.source_stream)
 
     async def read(self, step_ids: list[str]) -> dict[str, Tracked]:
         """The tracked status, version and rejections of each step, in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for step_id in step_ids:
-            pipe.hmget(self.keys.step(step_id), "s", "v", "x")
-        rows = cast("list[list[bytes | None]]", await pipe.execute())
+
+        def build(pipe: Any) -> None:
+            for step_id in step_ids:
+                pipe.hmget(self.keys.step(step_id), "s", "v", "x")
+
+        rows = cast("list[list[bytes | None]]", await self._execute(build))
         out: dict[str, Tracked] = {}
         for step_id, (status, version, rejected) in zip(step_ids, rows, strict=True):
             if version is None or status is None:
@@ -165,16 +235,10 @@ class Store:
             )
         return out
 
-    async def apply(
-        self, commits: list[Commit], acks: list[bytes], dead: list[DeadLetter]
-    ) -> list[CommitResult]:
-        """Run every commit, plain ack and dead-letter in one pipeline (one round trip).
-
-        Returns one result per commit, in order. Plain acks are for entries whose no-op
-        decision rests on committed state only, so acking them needs no script.
-        """
-        s = self.settings
-        pipe = self.redis.pipeline(transaction=False)
+    def _build(
+        self, pipe: Any, commits: list[Commit], acks: list[bytes], dead: list[DeadLetter]
+    ) -> None:
+        s, p = self.settings, self.part
         for c in commits:
             args: list[Any] = [
                 c.expected,
@@ -197,11 +261,11 @@ class Store:
                 self.keys.step(c.step_id),
                 self.keys.run(c.run_id),
                 self.keys.run_steps(c.run_id),
-                s.derived_stream,
-                s.source_stream,
+                p.derived_stream,
+                p.source_stream,
                 self.keys.stalls,
             ]
-            await self._commit(keys=keys, args=args, client=pipe)
+            pipe.evalsha(COMMIT.sha, len(keys), *keys, *args)
         for d in dead:
             dargs: list[Any] = [
                 s.group,
@@ -210,14 +274,24 @@ class Store:
                 "data",
                 d.fields.get(b"data", b""),
             ]
-            dargs += ["error", d.error, "source_id", d.source_id, "source_stream", s.source_stream]
+            dargs += ["error", d.error, "source_id", d.source_id, "source_stream", p.source_stream]
             for raw_name, raw_value in d.fields.items():
                 if raw_name != b"data":  # kept beside: an entry without `data` loses nothing
                     dargs += [b"field:" + raw_name, raw_value]
-            await self._deadletter(keys=[s.source_stream, s.dlq_stream], args=dargs, client=pipe)
+            pipe.evalsha(DEADLETTER.sha, 2, p.source_stream, p.dlq_stream, *dargs)
         if acks:
-            pipe.xack(s.source_stream, s.group, *acks)
-        results = await pipe.execute()
+            pipe.xack(p.source_stream, s.group, *acks)
+
+    async def apply(
+        self, commits: list[Commit], acks: list[bytes], dead: list[DeadLetter]
+    ) -> list[CommitResult]:
+        """Run every commit, plain ack and dead-letter in one pipeline (one round trip).
+
+        Returns one result per commit, in order. Plain acks are for entries whose no-op
+        decision rests on committed state only, so acking them needs no script. Re-running
+        after NOSCRIPT is safe: every script is idempotent per source entry.
+        """
+        results = await self._execute(lambda pipe: self._build(pipe, commits, acks, dead))
         return [CommitResult(int(r[0])) for r in results[: len(commits)]]
 
     # -- recovery: pending entries of dead, stuck or restarted consumers -------------------
@@ -227,7 +301,9 @@ class Store:
         s = self.settings
         reply = cast(
             "Any",
-            await self.redis.xreadgroup(s.group, consumer, {s.source_stream: after}, count=count),
+            await self.redis.xreadgroup(
+                s.group, consumer, {self.part.source_stream: after}, count=count
+            ),
         )
         return cast("StreamEntries", reply[0][1] if reply else [])
 
@@ -240,7 +316,7 @@ class Store:
         """
         s = self.settings
         reply: list[Any] = await self.redis.xautoclaim(
-            s.source_stream, s.group, consumer, s.claim_idle_ms, start, count=count
+            self.part.source_stream, s.group, consumer, s.claim_idle_ms, start, count=count
         )
         deleted = list(reply[2]) if len(reply) > 2 else []
         # Entries deleted while pending come back as (id, None) on some servers.
@@ -254,7 +330,7 @@ class Store:
         rows = cast(
             "list[dict[str, Any]]",
             await self.redis.xpending_range(
-                self.settings.source_stream,
+                self.part.source_stream,
                 self.settings.group,
                 min=min(ids, key=_id_key),
                 max=max(ids, key=_id_key),
@@ -270,7 +346,7 @@ class Store:
     async def ack_deleted(self, ids: list[bytes]) -> None:
         """Ack pending ids whose entries were trimmed away (nothing left to process)."""
         if ids:
-            await self.redis.xack(self.settings.source_stream, self.settings.group, *ids)
+            await self.redis.xack(self.part.source_stream, self.settings.group, *ids)
 
     async def record_failures(self, failures: dict[bytes, str]) -> None:
         """Remember why entries failed, for the DLQ entry once their deliveries run out."""
@@ -300,13 +376,24 @@ class Store:
         rows = cast(
             "list[dict[str, Any]]",
             await self.redis.xpending_range(
-                s.source_stream, s.group, min="-", max="+", count=10_000, consumername=consumer
+                self.part.source_stream,
+                s.group,
+                min="-",
+                max="+",
+                count=10_000,
+                consumername=consumer,
             ),
         )
         ids = [r["message_id"] for r in rows]
         if ids:
             await self.redis.xclaim(
-                s.source_stream, s.group, consumer, 0, ids, idle=s.claim_idle_ms * 10, justid=True
+                self.part.source_stream,
+                s.group,
+                consumer,
+                0,
+                ids,
+                idle=s.claim_idle_ms * 10,
+                justid=True,
             )
         return len(ids)
 
@@ -318,16 +405,16 @@ class Store:
         Each entry is XADDed back (original `data` and fields, plus `replayed_from`) and
         XDELed from the DLQ in one MULTI/EXEC, so it is removed only once re-submitted.
         """
-        s = self.settings
         replayed, cursor = 0, "-"
         while limit is None or replayed < limit:
             page = cast(
-                "StreamEntries", await self.redis.xrange(s.dlq_stream, cursor, "+", count=200)
+                "StreamEntries",
+                await self.redis.xrange(self.part.dlq_stream, cursor, "+", count=200),
             )
             if not page:
                 return replayed
             cursor = "(" + page[-1][0].decode()
-            pipe = self.redis.pipeline(transaction=True)
+            pipe = self.pipeline(transaction=True)
             for dlq_id, fields in page:
                 error = json.loads(fields.get(b"error", b"{}") or b"{}")
                 if kind is not None and error.get("kind") != kind:
@@ -342,8 +429,8 @@ class Store:
                 if error.get("kind") != "missing_data":
                     entry[b"data"] = fields.get(b"data", b"")
                 entry[b"replayed_from"] = dlq_id
-                pipe.xadd(s.source_stream, cast("Any", entry))
-                pipe.xdel(s.dlq_stream, dlq_id)
+                pipe.xadd(self.part.source_stream, cast("Any", entry))
+                pipe.xdel(self.part.dlq_stream, dlq_id)
                 replayed += 1
             await pipe.execute()
         return replayed
@@ -361,8 +448,10 @@ class Store:
     async def publish_stall(self, step_id: str, event: bytes) -> bool:
         """Publish `event` if this call takes `step_id` off the stall index (once overall)."""
         s = self.settings
-        keys = [self.keys.stalls, self.keys.step(step_id), s.derived_stream]
-        return bool(await self._stall(keys=keys, args=[step_id, s.derived_maxlen, event]))
+        keys = [self.keys.stalls, self.keys.step(step_id), self.part.derived_stream]
+        args: list[Any] = [step_id, s.derived_maxlen, event]
+        [published] = await self._execute(lambda pipe: pipe.evalsha(STALL.sha, 3, *keys, *args))
+        return bool(published)
 
     async def step(self, step_id: str) -> dict[str, str] | None:
         """A step's tracked state with readable field names, or None if unknown."""
