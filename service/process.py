@@ -16,7 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    ClusterError,
+    MasterDownError,
+    ReadOnlyError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -40,8 +48,19 @@ log = logging.getLogger("runsteps.process")
 Entry = tuple[bytes, dict[bytes, bytes]]
 """One stream entry as redis-py returns it: (entry id, fields)."""
 
-INFRASTRUCTURE_ERRORS = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
-"""Errors that say Redis is unreachable, not that an entry is bad."""
+INFRASTRUCTURE_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    ClusterDownError,
+    ClusterError,
+    MasterDownError,
+    ReadOnlyError,
+    SlotNotCoveredError,
+    TryAgainError,
+    OSError,
+)
+"""Errors that say Redis (or a cluster node) is unavailable, not that an entry is bad."""
 
 
 def _describe(exc: BaseException) -> str:

@@ -127,6 +127,10 @@ class Recovery:
                 log.warning("redis unavailable in recovery loop (%s); retrying", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+            except Exception:  # the loop must outlive any bug; readiness shows it is stuck
+                log.exception("recovery loop pass failed; retrying")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
 
 def _ids(entries: list[Entry]) -> list[bytes]:

@@ -156,6 +156,8 @@ class LocalCluster:
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", "2000",
+            # Keep serving the slots of live masters while one is down (no replicas here).
+            "--cluster-require-full-coverage", "no",
             "--appendonly", "yes",
             "--appendfsync", "always",
         )  # fmt: skip

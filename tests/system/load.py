@@ -97,9 +97,10 @@ class Tally:
         )
 
 
-async def tally(redis: Redis, derived_stream: str, load: Load, sent: int) -> Tally:
-    """Count the derived stream's events against the load's expectations."""
-    events = await read_json(redis, derived_stream)
+async def tally(redis: Redis, derived_stream: str | list[str], load: Load, sent: int) -> Tally:
+    """Count the derived stream's (or streams') events against the load's expectations."""
+    streams = [derived_stream] if isinstance(derived_stream, str) else derived_stream
+    events = [e for stream in streams for e in await read_json(redis, stream)]
     seen = Counter(e["event_id"] for e in events)
     allowed = load.required.keys() | load.optional.keys()
     return Tally(
