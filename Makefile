@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install redis demo test check lint types bench
+.PHONY: install redis chromium demo test check lint types bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,13 @@ install: $(VENV)/.installed
 redis:
 	@bash .ci/ensure-redis
 
+chromium:
+	@bash .ci/ensure-chromium
+
 demo: install redis
 	$(VENV)/bin/runsteps demo
 
-test: install redis
+test: install redis chromium
 	$(PY) -m pytest
 
 lint: install

@@ -6,20 +6,29 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any, cast
 
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream
-from faststream.redis import RedisBroker, StreamSub
+from faststream.redis import RedisBroker, RedisClusterBroker, StreamSub
 from faststream.redis.message import FAKE_CONSUMER, BatchStreamMessage, RedisBatchStreamMessage
-from redis.asyncio import Redis
-from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
+from pydantic import PlainValidator
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+    ResponseError,
+)
+
+from contracts.stream_events import Inbound
 
 from .errors import ConfigError
-from .process import INFRASTRUCTURE_ERRORS, Entry, Processor
+from .keys import Partition, partitions
+from .process import INFRASTRUCTURE_ERRORS, Entry, Processor, Telemetry
 from .recovery import Recovery
 from .settings import Settings
-from .store import Store
+from .store import Store, find_run, find_step
 
 __all__ = ["Worker", "build_worker"]
 
@@ -39,6 +48,11 @@ async def _decode_batch(msg: RedisBatchStreamMessage) -> Any:
     return _Batch(list(zip(raw["message_ids"], raw["data"], strict=True)))
 
 
+# The handler receives the raw batch unchanged; the annotation only tells AsyncAPI that each
+# entry's `data` is an Inbound payload (a run step, envelope or delta).
+_DocumentedBatch = Annotated[Any, PlainValidator(lambda v: v, json_schema_input_type=Inbound)]
+
+
 class _Batch:
     """The decoded body: an object, not a dict, so FastStream passes it as one argument."""
 
@@ -53,18 +67,45 @@ class Worker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker = RedisBroker(
+        self.parts = partitions(settings)
+        broker_class = RedisClusterBroker if settings.cluster else RedisBroker
+        self.broker = broker_class(
             settings.redis_url,
             graceful_timeout=settings.shutdown_grace_s,
             logger=log,
             socket_connect_timeout=5,
         )
         self.redis: Redis | None = None
-        self.store: Store | None = None
-        self.processor: Processor | None = None
-        self.recovery: Recovery | None = None
-        self._loop_task: asyncio.Task[None] | None = None
+        self.telemetry = Telemetry()
+        self.stores: list[Store] = []
+        self.processors: list[Processor] = []
+        self.recoveries: list[Recovery] = []
+        self._loop_tasks: list[asyncio.Task[None]] = []
         self.started_at = time.monotonic()
+        self.config_error: ConfigError | None = None
+
+    @property
+    def store(self) -> Store | None:
+        """The first partition's store (the only one unless RUNSTEPS_PARTITIONS > 1)."""
+        return self.stores[0] if self.stores else None
+
+    @property
+    def processor(self) -> Processor | None:
+        """A processor; all of a worker's processors share `telemetry` (stats, hook)."""
+        return self.processors[0] if self.processors else None
+
+    @property
+    def recovery(self) -> Recovery | None:
+        """The first partition's recovery loop."""
+        return self.recoveries[0] if self.recoveries else None
+
+    async def step(self, step_id: str) -> dict[str, str] | None:
+        """A step's tracked state, from whichever partition tracks it."""
+        return await find_step(self.stores, step_id)
+
+    async def run(self, run_id: str) -> dict[str, Any] | None:
+        """A run's usage totals and steps, from the partition its run id maps to."""
+        return await find_run(self.stores, run_id)
 
     async def start(self) -> None:
         """Start everything in this process (tests, demo); `stop` undoes it."""
@@ -80,12 +121,20 @@ class Worker:
 
     async def on_startup(self) -> None:
         """Connect, fail fast on configuration errors, create the group, finish own backlog."""
-        s = self.settings
-        self.redis = Redis.from_url(s.redis_url, socket_connect_timeout=5)
-        self.store = Store(self.redis, s)
         try:
-            await self._connect(self.store)
-        except AuthenticationError as exc:
+            await self._start_up()
+        except ConfigError as exc:
+            self.config_error = exc  # uvicorn turns a failed start-up into SystemExit(3)
+            raise
+
+    async def _start_up(self) -> None:
+        s = self.settings
+        self.redis = connect(s)
+        self.stores = [Store(self.redis, s, part) for part in self.parts]
+        try:
+            for store in self.stores:
+                await self._connect(store)
+        except (AuthenticationError, AuthorizationError) as exc:
             raise ConfigError(
                 f"Redis refused the credentials in RUNSTEPS_REDIS_URL: {exc}"
             ) from exc
@@ -95,9 +144,13 @@ class Worker:
             if "NOPERM" in str(exc) or "WRONGPASS" in str(exc):
                 raise ConfigError(f"Redis refused the worker: {exc}") from exc
             raise
-        self.processor = Processor(self.store, s)
-        self.recovery = Recovery(self.store, self.processor, s)
-        await self.recovery.finish_own()
+        self.processors = [Processor(store, s, self.telemetry) for store in self.stores]
+        self.recoveries = [
+            Recovery(store, processor, s)
+            for store, processor in zip(self.stores, self.processors, strict=True)
+        ]
+        for recovery in self.recoveries:
+            await recovery.finish_own()
 
     @staticmethod
     async def _connect(store: Store) -> None:
@@ -106,6 +159,9 @@ class Worker:
             try:
                 await store.ensure_group()
                 await store.check_access()
+                await store.load_scripts()
+            except (AuthenticationError, AuthorizationError):
+                raise  # ConnectionError subclasses in redis-py, but no retry can fix them
             except INFRASTRUCTURE_ERRORS as exc:
                 log.warning("redis unavailable at start-up (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
@@ -114,25 +170,31 @@ class Worker:
                 return
 
     async def after_startup(self) -> None:
-        """Start the recovery loop (claims, delivery cap, stalled steps)."""
-        assert self.recovery is not None
-        self._loop_task = asyncio.create_task(self.recovery.run(), name="runsteps-recovery")
+        """Start the recovery loops (claims, delivery cap, stalled steps), one per partition."""
+        self._loop_tasks = [
+            asyncio.create_task(r.run(), name=f"runsteps-recovery-{r.store.part.index}")
+            for r in self.recoveries
+        ]
 
     async def on_shutdown(self) -> None:
-        """Stop the recovery loop before the broker stops the subscriber."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
+        """Stop the recovery loops before the broker stops the subscribers."""
+        for task in self._loop_tasks:
+            task.cancel()
+        for task in self._loop_tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-            self._loop_task = None
+                await task
+        self._loop_tasks = []
 
     async def after_shutdown(self) -> None:
         """Hand back anything still pending to the other consumers, then disconnect."""
-        if self.store is not None:
+        for store in self.stores:
+            await store.aclose()
             with contextlib.suppress(Exception):  # Redis may be gone: the claim time covers it
-                handed = await self.store.hand_back(self.settings.consumer)
+                handed = await store.hand_back(self.settings.consumer)
                 if handed:
-                    log.info("handed back %d pending entries", handed)
+                    log.info(
+                        "handed back %d pending entries of %s", handed, store.part.source_stream
+                    )
         if self.redis is not None:
             await self.redis.aclose()
             self.redis = None
@@ -145,10 +207,11 @@ class Worker:
                 redis_ok = bool(await asyncio.wait_for(self.redis.ping(), timeout=1.0))
         subscribers = list(self.broker.subscribers)
         consuming = bool(subscribers) and all(sub.running for sub in subscribers)
-        loop_alive = self._loop_task is not None and not self._loop_task.done()
+        loop_alive = bool(self._loop_tasks) and not any(t.done() for t in self._loop_tasks)
         stale_after = max(30.0, self.settings.stall_scan_s * 3, self.settings.claim_idle_ms / 250)
-        loop_fresh = (
-            self.recovery is not None and time.monotonic() - self.recovery.last_pass < stale_after
+        now = time.monotonic()
+        loop_fresh = bool(self.recoveries) and all(
+            now - r.last_pass < stale_after for r in self.recoveries
         )
         return {
             "redis": redis_ok,
@@ -157,13 +220,20 @@ class Worker:
         }
 
 
-def build_worker(settings: Settings) -> Worker:
-    """Wire a worker for `settings`: one batch subscriber on the source stream."""
-    worker = Worker(settings)
+def connect(settings: Settings) -> Redis:
+    """The redis-py client for `settings`: a cluster client when RUNSTEPS_CLUSTER is set."""
+    if settings.cluster:
+        # RedisCluster speaks the same commands; typed as Redis so the store has one type.
+        return cast("Redis", RedisCluster.from_url(settings.redis_url, socket_connect_timeout=5))
+    return Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+
+
+def _subscribe(worker: Worker, index: int, part: Partition) -> None:
+    settings = worker.settings
 
     @worker.broker.subscriber(
         stream=StreamSub(
-            settings.source_stream,
+            part.source_stream,
             group=settings.group,
             consumer=settings.consumer,
             batch=True,
@@ -173,22 +243,75 @@ def build_worker(settings: Settings) -> Worker:
         parser=_parse_batch,
         decoder=_decode_batch,
         ack_policy=AckPolicy.MANUAL,
+        title=f"source{'' if part.count == 1 else f' {part.index}'}",
+        description="Run-step events: each entry's field `data` holds one JSON object.",
     )
-    async def handle(batch: Any) -> None:
-        assert worker.processor is not None
-        await worker.processor.process(batch.entries)
+    async def handle(batch: _DocumentedBatch) -> None:
+        await worker.processors[index].process(batch.entries)
 
+
+def build_worker(settings: Settings) -> Worker:
+    """Wire a worker for `settings`: one batch subscriber per source partition."""
+    from contracts.derived import AnyDerived
+
+    from .http import DeadLetterEntry
+
+    worker = Worker(settings)
+    # FastStream's "Received"/"Processed" lines come per batch: DEBUG, not INFO. The same as
+    # RedisBroker(log_level=DEBUG); not set_level(), which would lower our logger's level.
+    worker.broker.config.logger.log_level = logging.DEBUG
+    if settings.otel_enabled:
+        try:
+            from faststream.redis.opentelemetry import RedisTelemetryMiddleware
+        except ImportError as exc:
+            raise ConfigError(
+                "RUNSTEPS_OTEL_ENABLED is set but OpenTelemetry is not installed: "
+                "pip install 'runsteps[otel]'"
+            ) from exc
+        worker.broker.add_middleware(RedisTelemetryMiddleware())
+    for index, part in enumerate(worker.parts):
+        _subscribe(worker, index, part)
+        # Documentation only (AsyncAPI): Lua scripts write these streams, not FastStream.
+        suffix = "" if part.count == 1 else f" {part.index}"
+        worker.broker.publisher(
+            stream=part.derived_stream,
+            title=f"derived{suffix}",
+            description="Derived lifecycle events: each entry's field `data` holds one JSON "
+            "object; `event_id` is deterministic, so consumers can deduplicate.",
+            schema=AnyDerived,
+        )
+        worker.broker.publisher(
+            stream=part.dlq_stream,
+            title=f"dlq{suffix}",
+            description="Dead letters: source entries that could not be processed, as they "
+            "were, with the reason in `error`.",
+            schema=DeadLetterEntry,
+        )
     return worker
 
 
 def build_app(worker: Worker) -> AsgiFastStream:
     """The deployable ASGI app: the worker plus its HTTP routes on one port."""
-    from .http import routes
+    from importlib.metadata import version
 
-    return AsgiFastStream(
+    from faststream.specification import AsyncAPI
+
+    from .http import App, prefix_routes, routes
+    from .metrics import Metrics
+
+    metrics = Metrics(worker)
+    spec = AsyncAPI(
+        title="runsteps",
+        version=version("runsteps"),
+        description="Tracks OpenAI-style run-step lifecycles from a Redis stream and "
+        "publishes derived events.",
+    )
+    return App(
         worker.broker,
-        asgi_routes=routes(worker),
-        asyncapi_path="/docs/asyncapi",
+        asgi_routes=routes(worker, metrics, spec),
+        prefix_routes=prefix_routes(worker),
+        specification=spec,
+        asyncapi_path=None,  # our own page: FastStream's loads its viewer from a CDN
         logger=log,
         on_startup=[worker.on_startup],
         after_startup=[worker.after_startup],

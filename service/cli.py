@@ -14,6 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from .settings import Settings
+from .store import Store
 
 __all__ = ["main"]
 
@@ -21,23 +22,33 @@ __all__ = ["main"]
 def _worker(_: argparse.Namespace) -> int:
     from .app import build_app, build_worker
     from .errors import ConfigError
+    from .logs import configure_logging
 
     settings = Settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = build_app(build_worker(settings))
+    configure_logging(settings)
     options: dict[str, Any] = {
         "host": settings.http_host,
         "port": settings.http_port,
         "timeout_graceful_shutdown": settings.shutdown_grace_s,
+        "log_config": None,  # uvicorn's loggers go to our root handler, in our format
     }
     # uvicorn handles SIGTERM/SIGINT (graceful shutdown), then re-raises the signal once it
     # restored the previous handlers; a no-op handler there makes a clean stop exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
+    worker = None
     try:
-        asyncio.run(app.run(run_extra_options=options))
+        worker = build_worker(settings)
+        app = build_app(worker)
+        level = logging.getLevelNamesMapping()[settings.log_level]
+        asyncio.run(app.run(log_level=level, run_extra_options=options))
     except ConfigError as exc:
         print(f"runsteps worker: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit:
+        if worker is None or worker.config_error is None:
+            raise
+        print(f"runsteps worker: configuration error: {worker.config_error}", file=sys.stderr)
         return 2
     return 0
 
@@ -48,15 +59,26 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.redis_url, args.timeout)
 
 
-async def _inspect(args: argparse.Namespace) -> int:
-    from .store import Store
+def _stores(settings: Settings) -> tuple[Redis, list[Store]]:
+    from .app import connect
+    from .keys import partitions
 
-    settings = Settings()
-    redis = Redis.from_url(settings.redis_url)
+    redis = connect(settings)
+    return redis, [Store(redis, settings, part) for part in partitions(settings)]
+
+
+async def _inspect(args: argparse.Namespace) -> int:
+    from .store import find_run, find_step
+
+    redis, stores = _stores(Settings())
     try:
-        store = Store(redis, settings)
-        found = await (store.run(args.run) if args.run else store.step(args.step_id))
+        if args.run:
+            found = await find_run(stores, args.run)
+        else:
+            found = await find_step(stores, args.step_id)
     finally:
+        for store in stores:
+            await store.aclose()
         await redis.aclose()
     if found is None:
         print(f"not tracked: {args.run or args.step_id}", file=sys.stderr)
@@ -66,15 +88,18 @@ async def _inspect(args: argparse.Namespace) -> int:
 
 
 async def _replay_dlq(args: argparse.Namespace) -> int:
-    from .store import Store
-
-    settings = Settings()
-    redis = Redis.from_url(settings.redis_url)
+    redis, stores = _stores(Settings())
+    count = 0
     try:
-        count = await Store(redis, settings).replay_dlq(args.type, args.limit)
+        for store in stores:
+            left = None if args.limit is None else args.limit - count
+            if left is not None and left <= 0:
+                break
+            count += await store.replay_dlq(args.type, left)
+            await store.aclose()
     finally:
         await redis.aclose()
-    print(f"re-submitted {count} dead-lettered entries to {settings.source_stream}")
+    print(f"re-submitted {count} dead-lettered entries to their source streams")
     return 0
 
 

@@ -184,6 +184,9 @@ class Processor:
             commits, plain_acks = self._plan(steps, states)
             results = await self.store.apply(commits, acks + plain_acks, dead)
             dead, acks = [], []
+            for commit, result in zip(commits, results, strict=True):
+                if result is CommitResult.DONE:  # count what was published, exactly once
+                    self.stats.update(f"derived.{t}" for t in commit.types)
             retry = {
                 c.source_id
                 for c, r in zip(commits, results, strict=True)
@@ -264,6 +267,8 @@ class Processor:
             events=tuple(e.model_dump_json().encode() for e in derived.events),
             usage=usage,
             run_usage=derived.run_usage.model_dump_json().encode() if derived.run_usage else b"",
+            types=tuple(str(e.type) for e in derived.events)
+            + ((str(derived.run_usage.type),) if derived.run_usage else ()),
             stall=stall,
             ttl_s=ttl,
         )

@@ -104,7 +104,7 @@ class Recovery:
             )
             if await self.store.publish_stall(step_id, event.model_dump_json().encode()):
                 published += 1
-        self.processor.stats["stalled"] += published
+        self.processor.stats[f"derived.{DerivedType.STALLED}"] += published
         return published
 
     async def run(self) -> None:

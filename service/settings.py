@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import BeforeValidator, Field, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -38,9 +38,16 @@ class Settings(BaseSettings):
     stall_after_s: PositiveInt = Field(600, description="in_progress longer than this: stalled")
     claim_idle_ms: PositiveInt = Field(30_000, description="pending idle time before a claim")
     max_deliveries: PositiveInt = Field(5, description="deliveries before an entry is dead")
+    partitions: PositiveInt = Field(1, description="source streams <stream>:{p}, p < N")
+    cluster: bool = Field(False, description="RUNSTEPS_REDIS_URL points at a Redis Cluster")
     commit_retries: PositiveInt = Field(20, description="CAS conflict retries per batch")
     stall_scan_s: float = Field(5.0, gt=0, description="how often stalled steps are looked for")
     shutdown_grace_s: float = Field(20.0, gt=0, description="SIGTERM: time to finish a batch")
     http_host: str = Field("0.0.0.0", description="bind address of the HTTP port")
     http_port: int = Field(8080, ge=0, le=65535, description="health, metrics and query API")
     log_format: Literal["json", "text"] = Field("json", description="log line format")
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(lambda v: str(v).upper())
+    ] = Field("INFO", description="lowest level logged; DEBUG adds FastStream's per-batch lines")
+    http_access_log: bool = Field(False, description="log every HTTP request (probes, scrapes)")
+    otel_enabled: bool = Field(False, description="OpenTelemetry tracing of consumed batches")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
+from contracts.partitioning import partition_for
 from contracts.run_step import StepStatus
 
 from .keys import Partition, partitions
@@ -32,6 +33,8 @@ __all__ = [
     "Store",
     "StreamEntries",
     "Tracked",
+    "find_run",
+    "find_step",
     "read_streams",
 ]
 
@@ -107,6 +110,7 @@ class Commit:
     run_usage: bytes = b""
     stall: str = ""
     ttl_s: int | None = None
+    types: tuple[str, ...] = ()  # derived event types, for counting once committed
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,3 +479,18 @@ class Store:
             "usage": {k.decode(): int(v) for k, v in totals.items()},
             "steps": [s for s in steps if s is not None],
         }
+
+
+async def find_step(stores: list[Store], step_id: str) -> dict[str, str] | None:
+    """A step's tracked state from whichever partition tracks it (ids carry no partition)."""
+    for store in stores:
+        if (found := await store.step(step_id)) is not None:
+            return found
+    return None
+
+
+async def find_run(stores: list[Store], run_id: str) -> dict[str, Any] | None:
+    """A run's usage totals and steps, from the partition its run id maps to."""
+    if not stores:
+        return None
+    return await stores[partition_for(run_id, len(stores))].run(run_id)

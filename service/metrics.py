@@ -1,0 +1,212 @@
+"""Prometheus metrics of one worker, in a registry of its own (several workers per process).
+
+Counters are read from the worker's telemetry `stats` (shared by its partitions' processors)
+at scrape time, so processing code keeps a plain Counter and knows nothing of Prometheus.
+Batch timings come through the telemetry's `observe` hook. Stream lengths and the consumer
+group's lag and pending count are asked of Redis when scraped, per stream: every worker of a
+group reports the same figures (aggregate them with max by stream, not sum).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, cast
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from contracts.derived import DeadLetterKind, DerivedType
+
+from .lifecycle import Outcome
+
+if TYPE_CHECKING:
+    from .app import Worker
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""Prometheus text exposition format."""
+
+_POLL_TIMEOUT_S = 2.0
+
+# Derived-event families and the stats key that counts each: a batch's decisions, counted
+# when made (a decision redone after a version conflict counts again; conflicts are rare
+# and have their own counter). `finished` covers completed/failed/cancelled/expired/incomplete.
+
+# (metric name without _total, stats key, help)
+_PLAIN_COUNTERS = (
+    ("runsteps_events_consumed", "consumed", "Source entries handled (redeliveries count again)"),
+    ("runsteps_deltas", "deltas", "thread.run.step.delta entries acked without effect"),
+    (
+        "runsteps_transitions_rejected",
+        f"outcome.{Outcome.REJECTED}",
+        "Terminal steps reported with a different terminal status",
+    ),
+    ("runsteps_processing_failures", "failed", "Entries whose processing raised; left pending"),
+    ("runsteps_reclaimed_entries", "reclaimed", "Pending entries taken over from other consumers"),
+    ("runsteps_commit_conflicts", "conflicts", "Commits retried because a step changed meanwhile"),
+)
+
+
+class _Snapshot:
+    """What Redis said at the last scrape; a stream is missing where Redis could not say."""
+
+    __slots__ = ("lag", "lengths", "pending", "up")
+
+    def __init__(self) -> None:
+        self.up = False
+        self.lag: dict[str, int] = {}  # by source stream; absent when Redis cannot tell
+        self.pending: dict[str, int] = {}
+        self.lengths: dict[tuple[str, str], int] = {}  # by (stream, role)
+
+
+class _StatsCollector:
+    """Turns the telemetry stats and the last Redis snapshot into metric families."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.snapshot = _Snapshot()
+
+    def collect(self) -> Iterator[Metric]:
+        stats = dict(self.worker.telemetry.stats)
+        for name, key, doc in _PLAIN_COUNTERS:
+            yield CounterMetricFamily(name, doc, value=stats.get(key, 0))
+
+        derived = CounterMetricFamily(
+            "runsteps_derived_events",
+            "Derived events published, by type (counted once their commit succeeded)",
+            labels=["type"],
+        )
+        for type_ in DerivedType:
+            derived.add_metric([type_.value], stats.get(f"derived.{type_}", 0))
+        yield derived
+
+        decisions = CounterMetricFamily(
+            "runsteps_decisions", "Lifecycle decisions made, by outcome", labels=["outcome"]
+        )
+        for outcome in Outcome:
+            decisions.add_metric([outcome.value], stats.get(f"outcome.{outcome}", 0))
+        yield decisions
+
+        dlq = CounterMetricFamily(
+            "runsteps_dlq_entries", "Source entries dead-lettered, by reason", labels=["kind"]
+        )
+        for kind in DeadLetterKind:
+            dlq.add_metric([kind.value], stats.get(f"dlq.{kind}", 0))
+        yield dlq
+
+        snap = self.snapshot
+        yield GaugeMetricFamily(
+            "runsteps_redis_up",
+            "1 if Redis answered this scrape's queries, else 0",
+            value=1.0 if snap.up else 0.0,
+        )
+        lag = GaugeMetricFamily(
+            "runsteps_consumer_group_lag",
+            "Source entries not yet delivered to the consumer group (XINFO GROUPS lag)",
+            labels=["stream"],
+        )
+        for stream, n in snap.lag.items():
+            lag.add_metric([stream], n)
+        yield lag
+        pending = GaugeMetricFamily(
+            "runsteps_consumer_group_pending",
+            "Entries delivered to the consumer group and not acked yet (XINFO GROUPS pending)",
+            labels=["stream"],
+        )
+        for stream, n in snap.pending.items():
+            pending.add_metric([stream], n)
+        yield pending
+        lengths = GaugeMetricFamily(
+            "runsteps_stream_length", "Entries in each stream (XLEN)", labels=["stream", "role"]
+        )
+        for (stream, role), n in snap.lengths.items():
+            lengths.add_metric([stream, role], n)
+        yield lengths
+
+
+class Metrics:
+    """A worker's metrics: hooks itself into the worker's telemetry; `render` is the scrape."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.registry = CollectorRegistry()
+        self._collector = _StatsCollector(worker)
+        self.registry.register(self._collector)
+        self.batch_seconds = Histogram(
+            "runsteps_batch_processing_seconds",
+            "Time to process one fetched batch (decode, decide, commit)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "runsteps_batch_size",
+            "Source entries per processed batch",
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
+            registry=self.registry,
+        )
+        worker.telemetry.observe = self.observe
+
+    def observe(self, entries: int, seconds: float) -> None:
+        """Record one processed batch (the processor calls this after each batch)."""
+        self.batch_size.observe(entries)
+        self.batch_seconds.observe(seconds)
+
+    async def render(self) -> bytes:
+        """The text exposition, with stream and group figures asked of Redis just now."""
+        snapshot = await self._poll()
+        # No await between taking the snapshot and rendering: one scrape, one snapshot.
+        self._collector.snapshot = snapshot
+        return generate_latest(self.registry)
+
+    async def _poll(self) -> _Snapshot:
+        snap = _Snapshot()
+        redis = self.worker.redis
+        if redis is None:
+            return snap
+        parts = self.worker.parts
+        sources = [p.source_stream for p in parts]
+        streams = [
+            (stream, role)
+            for p in parts
+            for stream, role in (
+                (p.source_stream, "source"),
+                (p.derived_stream, "derived"),
+                (p.dlq_stream, "dlq"),
+            )
+        ]
+        pipe = redis.pipeline(transaction=False)
+        for stream in sources:
+            pipe.xinfo_groups(stream)
+        for stream, _ in streams:
+            pipe.xlen(stream)
+        try:
+            replies = await asyncio.wait_for(
+                pipe.execute(raise_on_error=False), timeout=_POLL_TIMEOUT_S
+            )
+        except Exception:  # Redis down or slow: the scrape still answers, with redis_up 0
+            return snap
+        infos, lengths = replies[: len(sources)], replies[len(sources) :]
+        if any(isinstance(r, Exception) for r in lengths):
+            return snap
+        snap.up = True
+        snap.lengths = {key: int(n) for key, n in zip(streams, lengths, strict=True)}
+        for stream, info in zip(sources, infos, strict=True):
+            if isinstance(info, Exception):  # no such stream yet: no group figures
+                continue
+            group = _find_group(cast("list[dict[str, Any]]", info), self.worker.settings.group)
+            if group is None:
+                continue
+            snap.pending[stream] = int(group["pending"])
+            if group.get("lag") is not None:  # nil when Redis cannot tell (entries deleted)
+                snap.lag[stream] = int(group["lag"])
+        return snap
+
+
+def _find_group(groups: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    for group in groups:
+        raw = group.get("name")
+        if (raw.decode() if isinstance(raw, bytes) else raw) == name:
+            return group
+    return None

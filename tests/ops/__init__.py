@@ -1,0 +1,1 @@
+"""Operations tests: the image, the deployment manifests, Redis ACL and TLS, HTTP."""
