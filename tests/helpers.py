@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from service.settings import Settings
 from service.store import StreamEntries
 
 
@@ -54,3 +55,17 @@ async def drained(redis: Redis, stream: str, group: str) -> bool:
         return False
     last = (await redis.xinfo_stream(stream))["last-generated-id"]
     return bool(g["last-delivered-id"] == last and g["pending"] == 0)
+
+
+async def produce(redis: Redis, settings: Settings, *payloads: bytes | dict[str, Any]) -> None:
+    """XADD each payload as JSON in field `data`, as any producer would."""
+    for p in payloads:
+        data = p if isinstance(p, bytes) else json.dumps(p).encode()
+        await redis.xadd(settings.source_stream, {"data": data})
+
+
+async def settle(redis: Redis, settings: Settings) -> None:
+    """Wait until every produced entry is read and acked."""
+    await wait_until(
+        lambda: drained(redis, settings.source_stream, settings.group), what="stream drained"
+    )

@@ -16,7 +16,7 @@ from service.process import Processor
 from service.sample import SAMPLE_EXPECTED, T0, sample_entries, step
 from service.settings import Settings
 from service.store import Store
-from tests.helpers import drained, entries, fetch, read_json, wait_until
+from tests.helpers import drained, entries, fetch, produce, read_json, settle
 
 
 @pytest.fixture
@@ -26,20 +26,6 @@ async def worker(settings: Settings) -> AsyncIterator[Worker]:
     await w.start()
     yield w
     await w.stop()
-
-
-async def produce(redis: Redis, settings: Settings, *payloads: bytes | dict[str, Any]) -> None:
-    """XADD each payload as a producer in any language would: JSON in field `data`."""
-    for p in payloads:
-        data = p if isinstance(p, bytes) else json.dumps(p).encode()
-        await redis.xadd(settings.source_stream, {"data": data})
-
-
-async def settle(redis: Redis, settings: Settings) -> None:
-    """Wait until every produced entry is read and acked."""
-    await wait_until(
-        lambda: drained(redis, settings.source_stream, settings.group), what="stream drained"
-    )
 
 
 async def test_sample_run_yields_exact_events(

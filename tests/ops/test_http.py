@@ -22,7 +22,7 @@ from service.metrics import Metrics
 from service.redis_server import LocalRedis
 from service.sample import T0, step
 from service.settings import Settings
-from tests.helpers import drained, fetch, wait_until
+from tests.helpers import drained, fetch, produce, settle, wait_until
 
 Response = tuple[int, dict[str, str], bytes]
 
@@ -108,20 +108,6 @@ async def base(settings: Settings) -> AsyncIterator[str]:
     """A running worker app for this test's streams; its base URL."""
     async with serving(build_worker(settings)) as url:
         yield url
-
-
-async def produce(redis: Redis, settings: Settings, *payloads: bytes | dict[str, Any]) -> None:
-    """XADD each payload as JSON in field `data`, as any producer would."""
-    for p in payloads:
-        data = p if isinstance(p, bytes) else json.dumps(p).encode()
-        await redis.xadd(settings.source_stream, {"data": data})
-
-
-async def settle(redis: Redis, settings: Settings) -> None:
-    """Wait until every produced entry is read and acked."""
-    await wait_until(
-        lambda: drained(redis, settings.source_stream, settings.group), what="stream drained"
-    )
 
 
 async def test_probes_answer_when_running(base: str) -> None:
