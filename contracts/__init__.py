@@ -16,6 +16,7 @@ from .derived import (
     TransitionRejected,
     event_id_for,
 )
+from .partitioning import partition_for, partition_stream
 from .run_step import (
     TERMINAL_STATUSES,
     LastError,
@@ -27,7 +28,6 @@ from .run_step import (
     ToolCall,
     Usage,
 )
-from .partitioning import partition_for, partition_stream
 from .schema import json_schemas, write_schemas
 from .stream_events import (
     EVENT_STATUS,

@@ -1,56 +1,56 @@
--- One source entry's effects, all or nothing: compare-and-set of the step's state,
--- XACK of the source entry, derived XADDs, usage totals, stall index.
+-- A batch of source entries' effects. For each entry, all or nothing: compare-and-set of
+-- the step's version, XACK of the source entry, derived XADDs, usage totals, stall index.
+-- One call per batch: the batch arrives as one JSON argument, so the client encodes one
+-- string instead of dozens of arguments per entry.
 --
--- KEYS: 1 step hash, 2 run hash, 3 run steps set, 4 derived stream, 5 source stream,
---       6 stall zset
--- ARGV: 1 expected version ('' = step unknown), 2 new version, 3 group, 4 source id,
---       5 derived maxlen, 6 ttl seconds ('' = none), 7 stall op ('' | '+<deadline>' | '-'),
---       8 step id, 9 usage prompt ('' = no usage), 10 usage completion, 11 usage total,
---       12 run.usage template json, 13 n field pairs, 14 n events,
---       then the field pairs, then the derived event JSONs.
--- Returns {0, current version} on conflict, {2} when the entry was acked already
--- (another consumer did it), {1} when committed.
-local current = redis.call('HGET', KEYS[1], 'v') or ''
-if current ~= ARGV[1] then
-  return {0, current}
+-- KEYS: 1 derived stream, 2 source stream, 3 stall zset,
+--       then for entry i: step hash, run hash, run steps set (3 keys each)
+-- ARGV: 1 group, 2 derived maxlen, 3 JSON array of entries:
+--       {id: source id, e: expected version ('' = step unknown), v: new version,
+--        sid: step id, f: [field, value, ...], ev: [derived event JSON, ...],
+--        u: [prompt, completion, total] (optional), ru: run.usage event (optional),
+--        st: '' | '+<deadline>' | '-', ttl: seconds (optional)}
+-- Returns one code per entry: 0 conflict (version moved: decide again), 1 committed,
+-- 2 acked already by another consumer (nothing written).
+local group, maxlen = ARGV[1], ARGV[2]
+local entries = cjson.decode(ARGV[3])
+local results = {}
+for i, c in ipairs(entries) do
+  local step, run, run_steps = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local current = redis.call('HGET', step, 'v') or ''
+  if current ~= c.e then
+    results[i] = 0
+  elseif redis.call('XACK', KEYS[2], group, c.id) == 0 then
+    results[i] = 2
+  else
+    results[i] = 1
+    if #c.f > 0 or #c.ev > 0 then
+      local hset = {step, 'v', c.v}
+      for _, x in ipairs(c.f) do hset[#hset + 1] = x end
+      redis.call('HSET', unpack(hset))
+      for _, event in ipairs(c.ev) do
+        redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'data', event)
+      end
+      redis.call('SADD', run_steps, c.sid)
+      if c.u then
+        local event = c.ru
+        event['prompt_tokens'] = redis.call('HINCRBY', run, 'prompt_tokens', c.u[1])
+        event['completion_tokens'] = redis.call('HINCRBY', run, 'completion_tokens', c.u[2])
+        event['total_tokens'] = redis.call('HINCRBY', run, 'total_tokens', c.u[3])
+        event['steps_counted'] = redis.call('HINCRBY', run, 'steps_counted', 1)
+        redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'data', cjson.encode(event))
+      end
+      if c.st == '-' then
+        redis.call('ZREM', KEYS[3], c.sid)
+      elseif c.st ~= '' then
+        redis.call('ZADD', KEYS[3], string.sub(c.st, 2), c.sid)
+      end
+      if c.ttl then
+        redis.call('EXPIRE', step, c.ttl)
+        redis.call('EXPIRE', run, c.ttl)
+        redis.call('EXPIRE', run_steps, c.ttl)
+      end
+    end
+  end
 end
-if redis.call('XACK', KEYS[5], ARGV[3], ARGV[4]) == 0 then
-  return {2}
-end
-local nfields = tonumber(ARGV[13])
-local nevents = tonumber(ARGV[14])
-if nfields == 0 and nevents == 0 then
-  return {1}  -- a checked no-op: only the ack was owed
-end
-local hset = {KEYS[1], 'v', ARGV[2]}
-local at = 15
-for _ = 1, nfields * 2 do
-  hset[#hset + 1] = ARGV[at]
-  at = at + 1
-end
-redis.call('HSET', unpack(hset))
-for _ = 1, nevents do
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'data', ARGV[at])
-  at = at + 1
-end
-redis.call('SADD', KEYS[3], ARGV[8])
-if ARGV[9] ~= '' then
-  local event = cjson.decode(ARGV[12])
-  event['prompt_tokens'] = redis.call('HINCRBY', KEYS[2], 'prompt_tokens', ARGV[9])
-  event['completion_tokens'] = redis.call('HINCRBY', KEYS[2], 'completion_tokens', ARGV[10])
-  event['total_tokens'] = redis.call('HINCRBY', KEYS[2], 'total_tokens', ARGV[11])
-  event['steps_counted'] = redis.call('HINCRBY', KEYS[2], 'steps_counted', 1)
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'data', cjson.encode(event))
-end
-local stall = ARGV[7]
-if stall == '-' then
-  redis.call('ZREM', KEYS[6], ARGV[8])
-elseif stall ~= '' then
-  redis.call('ZADD', KEYS[6], string.sub(stall, 2), ARGV[8])
-end
-if ARGV[6] ~= '' then
-  redis.call('EXPIRE', KEYS[1], ARGV[6])
-  redis.call('EXPIRE', KEYS[2], ARGV[6])
-  redis.call('EXPIRE', KEYS[3], ARGV[6])
-end
-return {1}
+return results

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import orjson
 from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
@@ -216,7 +217,8 @@ class Processor:
             version = f"{self._token}{next(self._seq):x}"
             commits.append(self._commit(source_id, step, tracked, decision, version))
             written.add(step.id)
-            states[step.id] = _after(tracked, decision, version)
+            if decision.changes_state:  # a checked no-op writes nothing, not even a version
+                states[step.id] = _after(tracked, decision, version)
         return commits, acks
 
     def _commit(
@@ -264,11 +266,11 @@ class Processor:
             expected=tracked.version,
             version=version,
             fields=tuple(fields),
-            events=tuple(e.model_dump_json().encode() for e in derived.events),
+            events=tuple(orjson.dumps(e).decode() for e in derived.events),
             usage=usage,
-            run_usage=derived.run_usage.model_dump_json().encode() if derived.run_usage else b"",
-            types=tuple(str(e.type) for e in derived.events)
-            + ((str(derived.run_usage.type),) if derived.run_usage else ()),
+            run_usage=derived.run_usage,
+            types=tuple(str(e["type"]) for e in derived.events)
+            + ((str(derived.run_usage["type"]),) if derived.run_usage else ()),
             stall=stall,
             ttl_s=ttl,
         )

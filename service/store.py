@@ -13,6 +13,7 @@ from hashlib import sha1
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, cast
 
+import orjson
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -53,6 +54,7 @@ class _Script:
 
 
 COMMIT = _Script.load("commit.lua")
+READ = _Script.load("read.lua")
 DEADLETTER = _Script.load("deadletter.lua")
 STALL = _Script.load("stall.lua")
 
@@ -105,9 +107,9 @@ class Commit:
     expected: str
     version: str
     fields: tuple[tuple[str, str], ...] = ()
-    events: tuple[bytes, ...] = ()
+    events: tuple[str, ...] = ()
     usage: tuple[int, int, int] | None = None
-    run_usage: bytes = b""
+    run_usage: dict[str, Any] | None = None  # the run.usage event; totals filled in Redis
     stall: str = ""
     ttl_s: int | None = None
     types: tuple[str, ...] = ()  # derived event types, for counting once committed
@@ -199,7 +201,7 @@ class Store:
 
     async def load_scripts(self) -> None:
         """Load every script (on a cluster, redis-py sends SCRIPT LOAD to every primary)."""
-        for script in (COMMIT, DEADLETTER, STALL):
+        for script in (COMMIT, READ, DEADLETTER, STALL):
             await self.redis.script_load(script.source)
 
     async def ensure_group(self) -> None:
@@ -218,13 +220,11 @@ class Store:
         await self.redis.xinfo_stream(self.part.source_stream)
 
     async def read(self, step_ids: list[str]) -> dict[str, Tracked]:
-        """The tracked status, version and rejections of each step, in one round trip."""
-
-        def build(pipe: Any) -> None:
-            for step_id in step_ids:
-                pipe.hmget(self.keys.step(step_id), "s", "v", "x")
-
-        rows = cast("list[list[bytes | None]]", await self._execute(build))
+        """The tracked status, version and rejections of each step, in one script call."""
+        keys = [self.keys.step(step_id) for step_id in step_ids]
+        if not keys:
+            return {}
+        [rows] = await self._execute(lambda pipe: pipe.evalsha(READ.sha, len(keys), *keys))
         out: dict[str, Tracked] = {}
         for step_id, (status, version, rejected) in zip(step_ids, rows, strict=True):
             if version is None or status is None:
@@ -243,32 +243,29 @@ class Store:
         self, pipe: Any, commits: list[Commit], acks: list[bytes], dead: list[DeadLetter]
     ) -> None:
         s, p = self.settings, self.part
-        for c in commits:
-            args: list[Any] = [
-                c.expected,
-                c.version,
-                s.group,
-                c.source_id,
-                s.derived_maxlen,
-                "" if c.ttl_s is None else c.ttl_s,
-                c.stall,
-                c.step_id,
-                *(("", "", "") if c.usage is None else c.usage),
-                c.run_usage,
-                len(c.fields),
-                len(c.events),
-            ]
-            for field_name, field_value in c.fields:
-                args += (field_name, field_value)
-            args.extend(c.events)
-            keys = [
-                self.keys.step(c.step_id),
-                self.keys.run(c.run_id),
-                self.keys.run_steps(c.run_id),
-                p.derived_stream,
-                p.source_stream,
-                self.keys.stalls,
-            ]
+        if commits:
+            keys = [p.derived_stream, p.source_stream, self.keys.stalls]
+            batch = []
+            for c in commits:
+                keys += (self.keys.step(c.step_id), self.keys.run(c.run_id))
+                keys.append(self.keys.run_steps(c.run_id))
+                entry: dict[str, Any] = {
+                    "id": c.source_id.decode(),
+                    "e": c.expected,
+                    "v": c.version,
+                    "sid": c.step_id,
+                    "f": [x for pair in c.fields for x in pair],
+                    "ev": list(c.events),
+                    "st": c.stall,
+                }
+                if c.usage is not None:
+                    entry["u"] = c.usage
+                    entry["ru"] = c.run_usage
+                if c.ttl_s is not None:
+                    entry["ttl"] = c.ttl_s
+                batch.append(entry)
+            # orjson: ~15x faster than json here, measured in bench/ (the batch is one string).
+            args = [s.group, s.derived_maxlen, orjson.dumps(batch)]
             pipe.evalsha(COMMIT.sha, len(keys), *keys, *args)
         for d in dead:
             dargs: list[Any] = [
@@ -289,14 +286,14 @@ class Store:
     async def apply(
         self, commits: list[Commit], acks: list[bytes], dead: list[DeadLetter]
     ) -> list[CommitResult]:
-        """Run every commit, plain ack and dead-letter in one pipeline (one round trip).
+        """Run the batch's commits, dead-letters and plain acks in one round trip.
 
         Returns one result per commit, in order. Plain acks are for entries whose no-op
         decision rests on committed state only, so acking them needs no script. Re-running
         after NOSCRIPT is safe: every script is idempotent per source entry.
         """
         results = await self._execute(lambda pipe: self._build(pipe, commits, acks, dead))
-        return [CommitResult(int(r[0])) for r in results[: len(commits)]]
+        return [CommitResult(int(r)) for r in results[0]] if commits else []
 
     # -- recovery: pending entries of dead, stuck or restarted consumers -------------------
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from contracts import (
@@ -23,6 +26,7 @@ from contracts import (
     json_schemas,
     write_schemas,
 )
+from contracts.derived import NAMESPACE
 
 NAMES = {
     "run_step",
@@ -147,3 +151,14 @@ def test_dead_letter_error_json() -> None:
         "message": "too big",
         "errors": [],
     }
+
+
+@given(
+    step_id=st.text(max_size=40),
+    type_=st.sampled_from(list(DerivedType)),
+    qualifier=st.text(max_size=20),
+)
+def test_event_id_is_uuid5(step_id: str, type_: DerivedType, qualifier: str) -> None:
+    """event_id_for is exactly uuid5(NAMESPACE, "step|type|qualifier"), any language can redo it."""
+    expected = uuid.uuid5(NAMESPACE, f"{step_id}|{type_.value}|{qualifier}")
+    assert event_id_for(step_id, type_, qualifier) == str(expected)
