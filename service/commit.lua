@@ -4,10 +4,12 @@
 -- string instead of dozens of arguments per entry.
 --
 -- KEYS: 1 derived stream, 2 source stream, 3 stall zset,
---       then for entry i: step hash, run hash, run steps set (3 keys each)
+--       then for entry i: step hash, run hash (2 keys each)
 -- ARGV: 1 group, 2 derived maxlen, 3 JSON array of entries:
 --       {id: source id, e: expected version ('' = step unknown), v: new version,
---        sid: step id, f: [field, value, ...], ev: [derived event JSON, ...],
+--        sid: step id, f: [field, value, ...] of the step hash,
+--        rf: [field, value, ...] of the run hash (thread and assistant, first sighting),
+--        ev: [derived event JSON, ...],
 --        u: [prompt, completion, total] (optional), ru: run.usage event (optional),
 --        st: '' | '+<deadline>' | '-', ttl: seconds (optional)}
 -- Returns one code per entry: 0 conflict (version moved: decide again), 1 committed,
@@ -16,7 +18,7 @@ local group, maxlen = ARGV[1], ARGV[2]
 local entries = cjson.decode(ARGV[3])
 local results = {}
 for i, c in ipairs(entries) do
-  local step, run, run_steps = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local step, run = KEYS[2 * i + 2], KEYS[2 * i + 3]
   local current = redis.call('HGET', step, 'v') or ''
   if current ~= c.e then
     results[i] = 0
@@ -31,7 +33,11 @@ for i, c in ipairs(entries) do
       for _, event in ipairs(c.ev) do
         redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'data', event)
       end
-      redis.call('SADD', run_steps, c.sid)
+      -- The run hash lists its steps as '@<step id>' fields: a small listpack hash costs a
+      -- few bytes per step where a set of strings is a hashtable (Redis 7.0).
+      local run_fields = {run, '@' .. c.sid, ''}
+      for _, x in ipairs(c.rf) do run_fields[#run_fields + 1] = x end
+      redis.call('HSET', unpack(run_fields))
       if c.u then
         local event = c.ru
         event['prompt_tokens'] = redis.call('HINCRBY', run, 'prompt_tokens', c.u[1])
@@ -48,7 +54,6 @@ for i, c in ipairs(entries) do
       if c.ttl then
         redis.call('EXPIRE', step, c.ttl)
         redis.call('EXPIRE', run, c.ttl)
-        redis.call('EXPIRE', run_steps, c.ttl)
       end
     end
   end

@@ -34,12 +34,8 @@ class Keys:
         return f"{self._base}:step:{step_id}"
 
     def run(self, run_id: str) -> str:
-        """Hash with a run's cumulative usage totals."""
+        """Hash of a run: usage totals, thread and assistant ids, `@<step id>` per step."""
         return f"{self._base}:run:{run_id}"
-
-    def run_steps(self, run_id: str) -> str:
-        """Set of the step ids seen for a run."""
-        return f"{self._base}:run:{run_id}:steps"
 
     @property
     def failures(self) -> str:

@@ -230,14 +230,10 @@ class Processor:
         s = self.settings
         derived = derive(step, decision)
         fields: list[tuple[str, str]] = []
+        run_fields: tuple[tuple[str, str], ...] = ()
         if tracked.status is None:
-            fields += [
-                ("c", str(step.created_at)),
-                ("r", step.run_id),
-                ("t", step.thread_id),
-                ("a", step.assistant_id),
-                ("y", str(step.type)),
-            ]
+            fields += [("c", str(step.created_at)), ("r", step.run_id), ("y", str(step.type))]
+            run_fields = (("t", step.thread_id), ("a", step.assistant_id))
         stall, ttl, usage = "", None, None
         if decision.outcome is Outcome.STARTED:
             fields.append(("s", str(decision.to_status)))
@@ -266,6 +262,7 @@ class Processor:
             expected=tracked.version,
             version=version,
             fields=tuple(fields),
+            run_fields=run_fields,
             events=tuple(orjson.dumps(e).decode() for e in derived.events),
             usage=usage,
             run_usage=derived.run_usage,

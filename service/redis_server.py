@@ -36,6 +36,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _free_cluster_port() -> int:
+    """A free port p below 55536 whose cluster bus port p + 10000 is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10_000 > 65_535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 def _ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
@@ -149,7 +164,9 @@ class LocalCluster:
         for i in range(masters):
             node_dir = base_dir / f"node{i}"
             node_dir.mkdir(parents=True, exist_ok=True)
-            self.nodes.append(LocalRedis(data_dir=node_dir, args=self._args()))
+            self.nodes.append(
+                LocalRedis(port=_free_cluster_port(), data_dir=node_dir, args=self._args())
+            )
 
     @staticmethod
     def _args() -> tuple[str, ...]:

@@ -67,14 +67,16 @@ FIELD_NAMES = {
     "c": "created_at",
     "d": "ended_at",
     "r": "run_id",
-    "t": "thread_id",
-    "a": "assistant_id",
     "y": "type",
     "up": "prompt_tokens",
     "uc": "completion_tokens",
     "ut": "total_tokens",
     "e": "last_error_code",
 }
+
+
+USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "steps_counted")
+"""The run hash's cumulative usage fields (HINCRBY in the commit script)."""
 
 
 class CommitResult(IntEnum):
@@ -107,6 +109,7 @@ class Commit:
     expected: str
     version: str
     fields: tuple[tuple[str, str], ...] = ()
+    run_fields: tuple[tuple[str, str], ...] = ()
     events: tuple[str, ...] = ()
     usage: tuple[int, int, int] | None = None
     run_usage: dict[str, Any] | None = None  # the run.usage event; totals filled in Redis
@@ -248,13 +251,13 @@ class Store:
             batch = []
             for c in commits:
                 keys += (self.keys.step(c.step_id), self.keys.run(c.run_id))
-                keys.append(self.keys.run_steps(c.run_id))
                 entry: dict[str, Any] = {
                     "id": c.source_id.decode(),
                     "e": c.expected,
                     "v": c.version,
                     "sid": c.step_id,
                     "f": [x for pair in c.fields for x in pair],
+                    "rf": [x for pair in c.run_fields for x in pair],
                     "ev": list(c.events),
                     "st": c.stall,
                 }
@@ -461,19 +464,29 @@ class Store:
             return None
         state = {FIELD_NAMES.get(k.decode(), k.decode()): v.decode() for k, v in raw.items()}
         state["step_id"] = step_id
+        if "run_id" in state:  # thread and assistant are kept once per run, not per step
+            ids = cast(
+                "list[bytes | None]",
+                await self.redis.hmget(self.keys.run(state["run_id"]), "t", "a"),
+            )
+            for name, value in zip(("thread_id", "assistant_id"), ids, strict=True):
+                if value is not None:
+                    state[name] = value.decode()
         return state
 
     async def run(self, run_id: str) -> dict[str, Any] | None:
         """A run's usage totals and its steps' states, or None if unknown."""
-        totals = cast("dict[bytes, bytes]", await self.redis.hgetall(self.keys.run(run_id)))
-        members = cast("set[bytes]", await self.redis.smembers(self.keys.run_steps(run_id)))
-        step_ids = sorted(m.decode() for m in members)
-        if not totals and not step_ids:
+        raw = cast("dict[bytes, bytes]", await self.redis.hgetall(self.keys.run(run_id)))
+        if not raw:
             return None
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        step_ids = sorted(k[1:] for k in fields if k.startswith("@"))
         steps = [await self.step(step_id) for step_id in step_ids]
         return {
             "run_id": run_id,
-            "usage": {k.decode(): int(v) for k, v in totals.items()},
+            "thread_id": fields.get("t"),
+            "assistant_id": fields.get("a"),
+            "usage": {k: int(fields.get(k, 0)) for k in USAGE_FIELDS},
             "steps": [s for s in steps if s is not None],
         }
 
