@@ -1,0 +1,217 @@
+"""The results table: printed as text, written as Markdown with the command and the date."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from service.redis_server import find_redis_server
+
+from .micro import STAGES
+
+if TYPE_CHECKING:
+    from .latency import Latency
+    from .micro import Micro
+    from .recovery import RecoveryResult
+    from .throughput import Throughput
+
+__all__ = ["Results"]
+
+Row = tuple[str, str, str]  # metric, value, note
+
+
+def _n(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _throughput(t: Throughput) -> list[Row]:
+    a, b, c, d = t.a.drain, t.b, t.c, t.d.drain
+    rows: list[Row] = [
+        (
+            "A runsteps worker, 1 process",
+            f"{_n(a.rate)} ev/s",
+            f"{a.seconds:.1f} s for {_n(a.events)}",
+        ),
+        ("B bare redis-py loop", f"{_n(b.rate)} ev/s", "XREADGROUP 500 + validate_json + XACK"),
+        (
+            "C naive FastStream subscriber",
+            f"{_n(c.rate)} ev/s",
+            f"per message; first {_n(c.events)} entries only",
+        ),
+        (
+            "D runsteps worker, 2 processes",
+            f"{_n(d.rate)} ev/s",
+            f"{d.seconds:.1f} s for {_n(d.events)}",
+        ),
+        (
+            "CPU µs/event A / B / C / D",
+            " / ".join(f"{x.cpu_us('consumer'):.0f}+{x.cpu_us('redis'):.0f}" for x in (a, b, c, d)),
+            "consumer process(es) + redis-server, over the timed span",
+        ),
+        ("A/B", f"{a.rate / b.rate:.2f}", "share of the bare-consume ceiling"),
+        ("A/C", f"{a.rate / c.rate:.2f}", "against what most users write first"),
+        ("D/A", f"{d.rate / a.rate:.2f}", "2 processes over 1, on a 2-core machine"),
+        (
+            "worker start-up",
+            f"{t.startup_s:.2f} s",
+            "process start to first entry acked, empty stream",
+        ),
+        (
+            "worker peak RSS (A / D max)",
+            f"{t.a.peak_rss_mib:.0f} / {t.d.peak_rss_mib:.0f} MiB",
+            "VmHWM",
+        ),
+    ]
+    if (m := t.a.memory) is not None:
+        rows += [
+            (
+                "Redis bytes per tracked step",
+                f"{_n(m.per_step)} B",
+                f"used_memory delta, streams deleted; {_n(m.steps)} steps, {_n(m.runs)} runs",
+            ),
+            ("MEMORY USAGE completed step hash", f"{m.step_hash} B", ""),
+            (
+                "MEMORY USAGE run hash / steps set",
+                f"{m.run_hash} / {m.run_steps} B",
+                f"one run of {_n(m.steps / max(1, m.runs))} steps",
+            ),
+            (
+                "stream bytes per entry (source / derived)",
+                f"{_n(m.source_per_entry)} / {_n(m.derived_per_entry)} B",
+                "MEMORY USAGE, for scale",
+            ),
+        ]
+    return rows
+
+
+def _latency(runs: list[Latency]) -> list[Row]:
+    rows: list[Row] = []
+    for x in runs:
+        rate = _n(x.offered_rate)
+        rows += [
+            (
+                f"latency at {rate}/s: p50 / p90",
+                f"{x.p50_ms:.1f} / {x.p90_ms:.1f} ms",
+                f"sent {_n(x.achieved_rate)}/s, {_n(x.events)} events, XADD -> derived seen",
+            ),
+            (
+                f"latency at {rate}/s: p99 / max",
+                f"{x.p99_ms:.1f} / {x.max_ms:.1f} ms",
+                f"worker CPU busy {x.worker_busy:.0%}, redis-server {x.redis_busy:.0%}",
+            ),
+        ]
+    return rows
+
+
+def _micro(m: Micro) -> list[Row]:
+    shares = " / ".join(f"{m.share(s):.0%}" for s in STAGES)
+    return [
+        (
+            "hot path, no Redis",
+            f"{m.us_per_event:.1f} µs/event",
+            f"{_n(m.per_core)} ev/s per core over {_n(m.events)} entries",
+        ),
+        (
+            "hot path shares",
+            shares,
+            " / ".join(STAGES) + " (encode = orjson of the derived events)",
+        ),
+    ]
+
+
+def _recovery(r: RecoveryResult) -> list[Row]:
+    return [
+        (
+            "runsteps claim loop",
+            f"{r.runsteps_s:.2f} s",
+            f"{_n(r.backlog / r.runsteps_s)} ev/s, full processing",
+        ),
+        (
+            "FastStream min_idle_time, validate+ack",
+            f"{r.faststream_s:.2f} s",
+            f"{_n(r.backlog / r.faststream_s)} ev/s",
+        ),
+        (
+            "FastStream min_idle_time + Processor",
+            f"{r.faststream_processor_s:.2f} s",
+            f"{_n(r.backlog / r.faststream_processor_s)} ev/s, full processing",
+        ),
+        (
+            "FastStream / runsteps time",
+            f"{r.faststream_s / r.runsteps_s:.1f}x",
+            f"{r.faststream_processor_s / r.runsteps_s:.1f}x with the same processing",
+        ),
+    ]
+
+
+def _machine() -> str:
+    try:
+        redis = subprocess.run(
+            [find_redis_server(), "--version"], capture_output=True, text=True, check=True
+        ).stdout.split()[2]
+    except Exception:  # the version is decoration; a missing binary failed the run earlier
+        redis = "v=?"
+    return (
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"redis-server {redis.removeprefix('v=')}, {platform.system()} {platform.release()}"
+    )
+
+
+@dataclass
+class Results:
+    """What one `python -m bench` run measured; absent sections were not run."""
+
+    command: str
+    started: datetime
+    throughput: Throughput | None = None
+    latency: list[Latency] = field(default_factory=list)
+    micro: Micro | None = None
+    recovery: RecoveryResult | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def sections(self) -> list[tuple[str, list[Row]]]:
+        """(title, rows) of every section that ran."""
+        out: list[tuple[str, list[Row]]] = []
+        if self.throughput is not None:
+            n = _n(self.throughput.a.drain.events)
+            out.append((f"Throughput: drain {n} pre-filled entries", _throughput(self.throughput)))
+        if self.latency:
+            out.append(("Latency at fixed offered rates, one worker", _latency(self.latency)))
+        if self.micro is not None:
+            out.append(("Hot path: decode -> decide -> derive -> encode", _micro(self.micro)))
+        if self.recovery is not None:
+            title = f"Recovery of a {_n(self.recovery.backlog)}-entry dead-consumer backlog"
+            out.append((title, _recovery(self.recovery)))
+        return out
+
+    def text(self) -> str:
+        """The table as printed."""
+        rows = [r for _, rs in self.sections() for r in rs]
+        w0 = max((len(r[0]) for r in rows), default=10)
+        w1 = max((len(r[1]) for r in rows), default=10)
+        lines = [f"runsteps benchmark  {self.started:%Y-%m-%d %H:%M %Z}  `{self.command}`"]
+        for title, section in self.sections():
+            lines += ["", title]
+            lines += [f"  {m:<{w0}}  {v:>{w1}}  {note}".rstrip() for m, v, note in section]
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        """The table as bench/results.md holds it."""
+        lines = [
+            "# runsteps benchmark results",
+            "",
+            f"- command: `{self.command}`",
+            f"- date: {self.started:%Y-%m-%d %H:%M %Z}",
+            f"- machine: {_machine()}",
+            "- absolute numbers are machine noise; ratios measured side by side are the claim",
+        ]
+        for title, section in self.sections():
+            lines += ["", f"## {title}", "", "| metric | value | note |", "|---|---:|---|"]
+            lines += [f"| {m} | {v} | {note} |" for m, v, note in section]
+        if self.notes:
+            lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"

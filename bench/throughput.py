@@ -1,0 +1,240 @@
+"""Drain throughput: runsteps (1 and 2 processes) against a bare loop and naive FastStream.
+
+Each scenario gets a fresh redis-server, pre-filled before any consumer starts; the clock
+for the rate runs from the first delivery to the last ack (see `watch_drain`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .consumers import consume_baseline, faststream_validator
+from .infra import CpuProbe, Drain, cpu_seconds, finish, fresh_redis, used_memory, watch_drain
+from .workers import WorkerProcess, bench_settings
+from .workload import prefill
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from service.redis_server import LocalRedis
+    from service.settings import Settings
+
+    from .workload import Workload
+
+__all__ = ["Memory", "Throughput", "WorkerRun", "run", "startup"]
+
+NAIVE_MAX = 20_000
+"""The naive subscriber drains only this prefix: it is slow enough to dominate a full run."""
+
+
+def _drain_timeout(events: int, floor_rate: float) -> float:
+    return 60.0 + events / floor_rate
+
+
+def _cpu(server: LocalRedis, consumers: Callable[[], list[int]]) -> CpuProbe:
+    """CPU seconds of the consumer processes and of redis-server."""
+
+    def read() -> dict[str, float]:
+        assert server.proc is not None
+        return {
+            "consumer": sum(cpu_seconds(pid) for pid in consumers()),
+            "redis": cpu_seconds(server.proc.pid),
+        }
+
+    return read
+
+
+def _this_process() -> list[int]:
+    return [os.getpid()]
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """Redis memory of runsteps' tracked state, streams excluded."""
+
+    steps: int  # step hashes found by SCAN
+    runs: int  # run hashes found by SCAN
+    state_bytes: int  # used_memory after (streams deleted) minus before (empty server)
+    step_hash: int  # MEMORY USAGE of one completed step's hash
+    run_hash: int  # MEMORY USAGE of one run's usage hash
+    run_steps: int  # MEMORY USAGE of that run's set of step ids
+    source_per_entry: float  # MEMORY USAGE of the source stream per entry
+    derived_per_entry: float  # MEMORY USAGE of the derived stream per entry
+
+    @property
+    def per_step(self) -> float:
+        """Bytes of state per tracked step (runs, sets and the stall index shared out)."""
+        return self.state_bytes / self.steps
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRun:
+    """A runsteps drain: time, the workers' peak RSS, and the state's Redis memory."""
+
+    drain: Drain
+    processes: int
+    peak_rss_mib: float  # the largest VmHWM among the processes
+    memory: Memory | None
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """A to D side by side, plus the worker's start-up time."""
+
+    startup_s: float
+    a: WorkerRun
+    b: Drain
+    c: Drain
+    d: WorkerRun
+
+
+async def _usage(redis: Redis, key: str) -> int:
+    return int(await redis.memory_usage(key, samples=0) or 0)
+
+
+async def _count(redis: Redis, pattern: str) -> int:
+    n = 0
+    async for _ in redis.scan_iter(match=pattern, count=5000):
+        n += 1
+    return n
+
+
+async def _memory(redis: Redis, s: Settings, workload: Workload, before: int) -> Memory:
+    """Stream sizes, then delete the streams and read what the state alone takes."""
+    source = await _usage(redis, s.source_stream) / len(workload)
+    derived = await _usage(redis, s.derived_stream) / max(1, await redis.xlen(s.derived_stream))
+    await redis.delete(s.source_stream, s.derived_stream, s.dlq_stream)
+    after = await used_memory(redis)
+    prefix = s.key_prefix
+    return Memory(
+        steps=await _count(redis, f"{prefix}:step:*"),
+        runs=await _count(redis, f"{prefix}:run:*") - await _count(redis, f"{prefix}:run:*:steps"),
+        state_bytes=after - before,
+        step_hash=await _usage(redis, f"{prefix}:step:{workload.completed_step}"),
+        run_hash=await _usage(redis, f"{prefix}:run:{workload.run_id}"),
+        run_steps=await _usage(redis, f"{prefix}:run:{workload.run_id}:steps"),
+        source_per_entry=source,
+        derived_per_entry=derived,
+    )
+
+
+async def run_workers(
+    workload: Workload, processes: int, tag: str, *, memory: bool = False
+) -> WorkerRun:
+    """Pre-fill, start `processes` workers, time the drain; optionally measure memory."""
+    async with fresh_redis() as (server, redis):
+        url = server.url
+        s = bench_settings(url, tag)
+        before = await used_memory(redis)
+        await prefill(redis, s.source_stream, s.group, workload.payloads)
+        workers: list[WorkerProcess] = []
+        try:
+            workers = [WorkerProcess(s, f"bench-{tag}{i}") for i in range(processes)]
+            drain = await watch_drain(
+                redis,
+                s.source_stream,
+                s.group,
+                total=len(workload),
+                timeout_s=_drain_timeout(len(workload), 500),
+                what=f"runsteps x{processes}",
+                failed=lambda: next((f for w in workers if (f := w.failure())), None),
+                cpu=_cpu(server, lambda: [w.pid for w in workers]),
+            )
+            rss = max(w.peak_rss_mib() for w in workers)
+        finally:
+            for w in workers:
+                w.stop()
+        mem = await _memory(redis, s, workload, before) if memory else None
+        return WorkerRun(drain, processes, rss, mem)
+
+
+async def startup(workload: Workload) -> float:
+    """Seconds from `python -m service worker` to its first entry acked (empty stream)."""
+    async with fresh_redis() as (server, redis):
+        url = server.url
+        s = bench_settings(url, "startup")
+        await prefill(redis, s.source_stream, s.group, workload.payloads[:1])
+        worker = WorkerProcess(s, "bench-startup")
+        try:
+            drain = await watch_drain(
+                redis,
+                s.source_stream,
+                s.group,
+                total=1,
+                timeout_s=60,
+                what="runsteps start-up",
+                failed=worker.failure,
+            )
+        finally:
+            worker.stop()
+        return drain.wall_s
+
+
+async def baseline(payloads: list[bytes]) -> Drain:
+    """B: the bare redis-py loop, in this process."""
+    async with fresh_redis() as (server, redis):
+        url = server.url
+        s = bench_settings(url, "b")
+        await prefill(redis, s.source_stream, s.group, payloads)
+        client = type(redis).from_url(url)
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            consume_baseline(client, s.source_stream, s.group, "bench-b", stop), name="baseline"
+        )
+        try:
+            return await watch_drain(
+                redis,
+                s.source_stream,
+                s.group,
+                total=len(payloads),
+                timeout_s=_drain_timeout(len(payloads), 2000),
+                what="baseline loop",
+                failed=lambda: repr(task.exception()) if task.done() else None,
+                cpu=_cpu(server, _this_process),
+            )
+        finally:
+            await finish(task, stop)
+            await client.aclose()
+
+
+async def naive(payloads: list[bytes]) -> Drain:
+    """C: a per-message FastStream subscriber, in this process."""
+    async with fresh_redis() as (server, redis):
+        url = server.url
+        s = bench_settings(url, "c")
+        # The group exists before FastStream starts: it would create it at `$` (new only).
+        await prefill(redis, s.source_stream, s.group, payloads)
+        broker = faststream_validator(url, s.source_stream, s.group, "bench-c")
+        try:
+            await broker.start()
+            return await watch_drain(
+                redis,
+                s.source_stream,
+                s.group,
+                total=len(payloads),
+                timeout_s=_drain_timeout(len(payloads), 200),
+                what="naive FastStream subscriber",
+                cpu=_cpu(server, _this_process),
+            )
+        finally:
+            await broker.stop()
+
+
+async def run(workload: Workload, say: Callable[[str], None] = print) -> Throughput:
+    """Start-up, then A, B, C and D, one after the other, each on its own server."""
+    say("throughput: worker start-up on an empty stream ...")
+    startup_s = await startup(workload)
+    say(f"throughput: A, runsteps, 1 process, {len(workload)} entries ...")
+    a = await run_workers(workload, 1, "a", memory=True)
+    say(f"throughput: B, bare redis-py loop, {len(workload)} entries ...")
+    b = await baseline(workload.payloads)
+    c_payloads = workload.payloads[:NAIVE_MAX]
+    say(f"throughput: C, naive FastStream subscriber, first {len(c_payloads)} entries ...")
+    c = await naive(c_payloads)
+    say(f"throughput: D, runsteps, 2 processes, {len(workload)} entries ...")
+    d = await run_workers(workload, 2, "d")
+    return Throughput(startup_s=startup_s, a=a, b=b, c=c, d=d)
