@@ -191,12 +191,29 @@ class LocalCluster:
             node.start()
         cli = shutil.which("redis-cli") or "redis-cli"
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
-        subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
-            check=True,
-            capture_output=True,
-            timeout=timeout_s,
-        )
+        if len(self.nodes) == 1:  # redis-cli --cluster create wants 3 masters: do it by hand
+            port = str(self.nodes[0].port)
+            subprocess.run(
+                [cli, "-p", port, "cluster", "addslotsrange", "0", "16383"],
+                check=True,
+                capture_output=True,
+                timeout=timeout_s,
+            )
+        else:
+            subprocess.run(
+                [
+                    cli,
+                    "--cluster",
+                    "create",
+                    *addresses,
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=timeout_s,
+            )
         self.wait_ok(timeout_s)
         return self
 
