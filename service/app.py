@@ -180,9 +180,15 @@ class Worker:
         """Stop the recovery loops before the broker stops the subscribers."""
         for task in self._loop_tasks:
             task.cancel()
-        for task in self._loop_tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._loop_tasks:
+            # redis-py routes commands through asyncio.wait_for, which on Python 3.11 can
+            # swallow a cancel that lands as a send completes: cancel again, never hang.
+            for _ in range(10):
+                _, alive = await asyncio.wait(self._loop_tasks, timeout=0.5)
+                if not alive:
+                    break
+                for task in alive:
+                    task.cancel()
         self._loop_tasks = []
 
     async def after_shutdown(self) -> None:

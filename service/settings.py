@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     dlq_maxlen: PositiveInt = Field(100_000, description="approximate MAXLEN of the DLQ")
     max_payload_bytes: PositiveInt = Field(1_048_576, description="larger entries are refused")
     batch_size: PositiveInt = Field(500, description="entries fetched per XREADGROUP")
-    block_ms: PositiveInt = Field(200, description="XREADGROUP BLOCK when the stream is idle")
+    # Below redis-py's 5 s socket timeout: a longer BLOCK times out on every idle poll.
+    block_ms: int = Field(200, gt=0, le=4000, description="XREADGROUP BLOCK when idle")
     state_ttl_s: PositiveInt = Field(7 * 86_400, description="TTL of terminal step state")
     stall_after_s: PositiveInt = Field(600, description="in_progress longer than this: stalled")
     claim_idle_ms: PositiveInt = Field(30_000, description="pending idle time before a claim")
