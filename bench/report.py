@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.redis_server import find_redis_server
@@ -75,8 +77,8 @@ def _throughput(t: Throughput) -> list[Row]:
             ),
             ("MEMORY USAGE completed step hash", f"{m.step_hash} B", ""),
             (
-                "MEMORY USAGE run hash / steps set",
-                f"{m.run_hash} / {m.run_steps} B",
+                "MEMORY USAGE run hash",
+                f"{m.run_hash} B",
                 f"one run of {_n(m.steps / max(1, m.runs))} steps",
             ),
             (
@@ -148,6 +150,16 @@ def _recovery(r: RecoveryResult) -> list[Row]:
     ]
 
 
+def _code() -> str:
+    """A fingerprint of the code measured: the service, its contracts and this bench."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for package in ("service", "contracts", "bench"):
+        for path in sorted((root / package).glob("*.[pl][yu]*")):  # .py and .lua
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _machine() -> str:
     try:
         redis = subprocess.run(
@@ -207,6 +219,7 @@ class Results:
             f"- command: `{self.command}`",
             f"- date: {self.started:%Y-%m-%d %H:%M %Z}",
             f"- machine: {_machine()}",
+            f"- code: sha256 of service/, contracts/, bench/ sources = {_code()}",
             "- absolute numbers are machine noise; ratios measured side by side are the claim",
         ]
         for title, section in self.sections():

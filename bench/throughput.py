@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from service.keys import partitions
+
 from .consumers import consume_baseline, faststream_validator
 from .infra import CpuProbe, Drain, cpu_seconds, finish, fresh_redis, used_memory, watch_drain
 from .workers import WorkerProcess, bench_settings
@@ -60,8 +62,7 @@ class Memory:
     runs: int  # run hashes found by SCAN
     state_bytes: int  # used_memory after (streams deleted) minus before (empty server)
     step_hash: int  # MEMORY USAGE of one completed step's hash
-    run_hash: int  # MEMORY USAGE of one run's usage hash
-    run_steps: int  # MEMORY USAGE of that run's set of step ids
+    run_hash: int  # MEMORY USAGE of one run's hash (totals, ids, its steps)
     source_per_entry: float  # MEMORY USAGE of the source stream per entry
     derived_per_entry: float  # MEMORY USAGE of the derived stream per entry
 
@@ -105,18 +106,20 @@ async def _count(redis: Redis, pattern: str) -> int:
 
 async def _memory(redis: Redis, s: Settings, workload: Workload, before: int) -> Memory:
     """Stream sizes, then delete the streams and read what the state alone takes."""
-    source = await _usage(redis, s.source_stream) / len(workload)
-    derived = await _usage(redis, s.derived_stream) / max(1, await redis.xlen(s.derived_stream))
-    await redis.delete(s.source_stream, s.derived_stream, s.dlq_stream)
+    part = partitions(s)[0]
+    keys = part.keys
+    streams = (part.source_stream, part.derived_stream, part.dlq_stream)
+    source = await _usage(redis, part.source_stream) / len(workload)
+    derived_n = max(1, await redis.xlen(part.derived_stream))
+    derived = await _usage(redis, part.derived_stream) / derived_n
+    await redis.delete(*streams)
     after = await used_memory(redis)
-    prefix = s.key_prefix
     return Memory(
-        steps=await _count(redis, f"{prefix}:step:*"),
-        runs=await _count(redis, f"{prefix}:run:*") - await _count(redis, f"{prefix}:run:*:steps"),
+        steps=await _count(redis, keys.step("*")),
+        runs=await _count(redis, keys.run("*")),
         state_bytes=after - before,
-        step_hash=await _usage(redis, f"{prefix}:step:{workload.completed_step}"),
-        run_hash=await _usage(redis, f"{prefix}:run:{workload.run_id}"),
-        run_steps=await _usage(redis, f"{prefix}:run:{workload.run_id}:steps"),
+        step_hash=await _usage(redis, keys.step(workload.completed_step)),
+        run_hash=await _usage(redis, keys.run(workload.run_id)),
         source_per_entry=source,
         derived_per_entry=derived,
     )
