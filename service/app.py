@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from types import FrameType
 from typing import Annotated, Any, cast
 
 from faststream import AckPolicy
@@ -23,7 +27,7 @@ from redis.exceptions import (
 
 from contracts.stream_events import Inbound
 
-from .errors import ConfigError
+from .errors import ConfigError, StartupAbortedError
 from .keys import Partition, partitions
 from .process import INFRASTRUCTURE_ERRORS, Entry, Processor, Telemetry
 from .recovery import Recovery
@@ -83,6 +87,8 @@ class Worker:
         self._loop_tasks: list[asyncio.Task[None]] = []
         self.started_at = time.monotonic()
         self.config_error: ConfigError | None = None
+        self.aborted = False  # stopped by a signal before start-up completed
+        self._stop = asyncio.Event()
 
     @property
     def store(self) -> Store | None:
@@ -122,10 +128,41 @@ class Worker:
     async def on_startup(self) -> None:
         """Connect, fail fast on configuration errors, create the group, finish own backlog."""
         try:
-            await self._start_up()
+            with self._stop_on_signal():
+                await self._start_up()
         except ConfigError as exc:
             self.config_error = exc  # uvicorn turns a failed start-up into SystemExit(3)
             raise
+        except StartupAbortedError:
+            self.aborted = True
+            raise
+
+    @contextlib.contextmanager
+    def _stop_on_signal(self) -> Iterator[None]:
+        """While starting up, SIGTERM/SIGINT also end the wait for Redis.
+
+        uvicorn only records a signal during the lifespan start-up; a worker waiting for an
+        unreachable Redis would otherwise sit out the whole termination grace period.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def chained(sig: int, frame: FrameType | None) -> None:
+            loop.call_soon_threadsafe(self._stop.set)
+            handler = previous[signal.Signals(sig)]
+            if callable(handler):
+                handler(sig, frame)
+
+        for sig in previous:
+            signal.signal(sig, chained)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     async def _start_up(self) -> None:
         s = self.settings
@@ -152,8 +189,7 @@ class Worker:
         for recovery in self.recoveries:
             await recovery.finish_own()
 
-    @staticmethod
-    async def _connect(store: Store) -> None:
+    async def _connect(self, store: Store) -> None:
         backoff = 0.1
         while True:
             try:
@@ -164,7 +200,10 @@ class Worker:
                 raise  # ConnectionError subclasses in redis-py, but no retry can fix them
             except INFRASTRUCTURE_ERRORS as exc:
                 log.warning("redis unavailable at start-up (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), backoff)
+                if self._stop.is_set():
+                    raise StartupAbortedError("stopped while waiting for Redis") from exc
                 backoff = min(backoff * 2, 5.0)
             else:
                 return

@@ -52,6 +52,8 @@ def _worker(_: argparse.Namespace) -> int:
         print(f"runsteps worker: configuration error: {exc}", file=sys.stderr)
         return 2
     except SystemExit:
+        if worker is not None and worker.aborted:
+            return 0  # a stop request before Redis was ever reached: a clean exit
         if worker is None or worker.config_error is None:
             raise
         print(f"runsteps worker: configuration error: {worker.config_error}", file=sys.stderr)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["CommitConflictError", "ConfigError", "RedisServerNotFoundError", "RunstepsError"]
+__all__ = [
+    "CommitConflictError",
+    "ConfigError",
+    "RedisServerNotFoundError",
+    "RunstepsError",
+    "StartupAbortedError",
+]
 
 
 class RunstepsError(Exception):
@@ -19,3 +25,7 @@ class CommitConflictError(RunstepsError):
 
 class RedisServerNotFoundError(RunstepsError):
     """No `redis-server` binary could be found to start a private Redis."""
+
+
+class StartupAbortedError(RunstepsError):
+    """The worker was told to stop (SIGTERM) while still waiting for Redis at start-up."""

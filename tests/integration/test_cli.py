@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from redis.asyncio import Redis
 
 from service.cli import main
 from service.process import Processor
+from service.redis_server import free_port
 from service.sample import T0, step
 from service.settings import Settings
 from service.store import Store
@@ -84,3 +87,31 @@ def test_schema_command_writes_files(tmp_path: Path) -> None:
     names = {p.name for p in tmp_path.iterdir()}
     assert {"run_step.schema.json", "derived_event.schema.json"} <= names
     assert json.loads((tmp_path / "inbound.schema.json").read_text())
+
+
+def test_sigterm_while_waiting_for_redis_exits_promptly(settings: Settings) -> None:
+    """A worker that cannot reach Redis at start-up still stops at once on SIGTERM, exit 0."""
+    unreachable = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "worker"],
+        cwd=ROOT,
+        env=worker_env(unreachable, "lonely"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # wait until it is retrying, never on a timer
+            if "redis unavailable at start-up" in line:
+                break
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - began < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
