@@ -4,10 +4,10 @@
 -- string instead of dozens of arguments per entry.
 --
 -- KEYS: 1 derived stream, 2 source stream, 3 stall zset,
---       then for entry i: step hash, run hash (2 keys each)
+--       then for entry i: step state (a string), run hash (2 keys each)
 -- ARGV: 1 group, 2 derived maxlen, 3 JSON array of entries:
 --       {id: source id, e: expected version ('' = step unknown), v: new version,
---        sid: step id, f: [field, value, ...] of the step hash,
+--        sid: step id, f: the step's new state string ('' = unchanged), version first,
 --        rf: [field, value, ...] of the run hash (thread and assistant, first sighting),
 --        ev: [derived event JSON, ...],
 --        u: [prompt, completion, total] (optional), ru: run.usage event (optional),
@@ -19,17 +19,20 @@ local entries = cjson.decode(ARGV[3])
 local results = {}
 for i, c in ipairs(entries) do
   local step, run = KEYS[2 * i + 2], KEYS[2 * i + 3]
-  local current = redis.call('HGET', step, 'v') or ''
+  local state = redis.call('GET', step)
+  local current = state and string.match(state, '^[^|]*') or ''
   if current ~= c.e then
     results[i] = 0
   elseif redis.call('XACK', KEYS[2], group, c.id) == 0 then
     results[i] = 2
   else
     results[i] = 1
-    if #c.f > 0 or #c.ev > 0 then
-      local hset = {step, 'v', c.v}
-      for _, x in ipairs(c.f) do hset[#hset + 1] = x end
-      redis.call('HSET', unpack(hset))
+    if c.f ~= '' then
+      if c.ttl then
+        redis.call('SET', step, c.f, 'EX', c.ttl)
+      else
+        redis.call('SET', step, c.f)
+      end
       for _, event in ipairs(c.ev) do
         redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'data', event)
       end
@@ -52,7 +55,6 @@ for i, c in ipairs(entries) do
         redis.call('ZADD', KEYS[3], string.sub(c.st, 2), c.sid)
       end
       if c.ttl then
-        redis.call('EXPIRE', step, c.ttl)
         redis.call('EXPIRE', run, c.ttl)
       end
     end

@@ -37,7 +37,7 @@ from .decode import Delta, Rejection, decode_entry
 from .derive import derive
 from .errors import CommitConflictError
 from .lifecycle import Decision, Outcome, decide
-from .store import Commit, CommitResult, DeadLetter, Store, Tracked
+from .store import Commit, CommitResult, DeadLetter, Store, Tracked, encode_state
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -215,53 +215,55 @@ class Processor:
                 acks.append(source_id)
                 continue
             version = f"{self._token}{next(self._seq):x}"
-            commits.append(self._commit(source_id, step, tracked, decision, version))
+            commit, record = self._commit(source_id, step, tracked, decision, version)
+            commits.append(commit)
             written.add(step.id)
             if decision.changes_state:  # a checked no-op writes nothing, not even a version
-                states[step.id] = _after(tracked, decision, version)
+                states[step.id] = _after(tracked, decision, version, record)
         return commits, acks
 
     def _commit(
         self, source_id: bytes, step: RunStep, tracked: Tracked, decision: Decision, version: str
-    ) -> Commit:
+    ) -> tuple[Commit, dict[str, str]]:
+        """The commit of one decision, and the step's state record after it."""
         base = Commit(source_id, step.id, step.run_id, tracked.version, version)
         if not decision.changes_state:
-            return base
+            return base, dict(tracked.record)
         s = self.settings
         derived = derive(step, decision)
-        fields: list[tuple[str, str]] = []
+        record = dict(tracked.record)
+        record["v"] = version
         run_fields: tuple[tuple[str, str], ...] = ()
         if tracked.status is None:
-            fields += [("c", str(step.created_at)), ("r", step.run_id), ("y", str(step.type))]
+            record.update(c=str(step.created_at), r=step.run_id, y=str(step.type))
             run_fields = (("t", step.thread_id), ("a", step.assistant_id))
         stall, ttl, usage = "", None, None
         if decision.outcome is Outcome.STARTED:
-            fields.append(("s", str(decision.to_status)))
+            record["s"] = str(decision.to_status)
             # From when the step was first seen, not created_at alone: replaying old events
             # must not raise a storm of stalls for steps that finished long ago.
             stall = f"+{max(step.created_at, int(time.time())) + s.stall_after_s}"
         elif decision.outcome is Outcome.FINISHED:
-            fields.append(("s", str(decision.to_status)))
+            record["s"] = str(decision.to_status)
             if step.terminal_at is not None:
-                fields.append(("d", str(step.terminal_at)))
+                record["d"] = str(step.terminal_at)
             if step.usage is not None:
                 u = step.usage
                 usage = (u.prompt_tokens, u.completion_tokens, u.total_tokens)
-                fields += [("up", str(usage[0])), ("uc", str(usage[1])), ("ut", str(usage[2]))]
+                record.update(up=str(usage[0]), uc=str(usage[1]), ut=str(usage[2]))
             if step.last_error is not None:
-                fields.append(("e", str(step.last_error.code)))
+                record["e"] = str(step.last_error.code)
             stall, ttl = "-", s.state_ttl_s
         else:  # REJECTED: remember it so a redelivery does not reject twice
-            rejected = sorted({*tracked.rejected, decision.to_status})
-            fields.append(("x", ",".join(rejected)))
+            record["x"] = ",".join(sorted({*tracked.rejected, decision.to_status}))
             ttl = s.state_ttl_s
-        return Commit(
+        commit = Commit(
             source_id=source_id,
             step_id=step.id,
             run_id=step.run_id,
             expected=tracked.version,
             version=version,
-            fields=tuple(fields),
+            state=encode_state(record),
             run_fields=run_fields,
             events=tuple(orjson.dumps(e).decode() for e in derived.events),
             usage=usage,
@@ -271,11 +273,17 @@ class Processor:
             stall=stall,
             ttl_s=ttl,
         )
+        return commit, record
 
 
-def _after(tracked: Tracked, decision: Decision, version: str) -> Tracked:
+def _after(tracked: Tracked, decision: Decision, version: str, record: dict[str, str]) -> Tracked:
     """The state this batch expects once `decision` is committed."""
     rejected = tracked.rejected
     if decision.outcome is Outcome.REJECTED:
         rejected = rejected | {decision.to_status}
-    return Tracked(status=decision.new_status or tracked.status, version=version, rejected=rejected)
+    return Tracked(
+        status=decision.new_status or tracked.status,
+        version=version,
+        rejected=rejected,
+        record=record,
+    )

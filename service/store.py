@@ -7,7 +7,8 @@ or a script.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import IntEnum
 from hashlib import sha1
 from importlib.resources import files
@@ -54,12 +55,10 @@ class _Script:
 
 
 COMMIT = _Script.load("commit.lua")
-READ = _Script.load("read.lua")
 DEADLETTER = _Script.load("deadletter.lua")
 STALL = _Script.load("stall.lua")
 
-# Short hash field names: a tracked step is a small listpack hash, so names are bytes paid
-# per step. `inspect` and the query API map them back to readable names.
+# Short field names of the state string; `inspect` and the query API show readable ones.
 FIELD_NAMES = {
     "s": "status",
     "v": "version",
@@ -87,13 +86,64 @@ class CommitResult(IntEnum):
     ALREADY = 2  # another consumer acked this entry first: nothing written
 
 
+STATE_FIELDS = ("v", "s", "x", "c", "y", "d", "up", "uc", "ut", "e", "r")
+"""A step's state is one string of these fields joined by '|': a string value costs far less
+Redis memory than a hash. The version comes first (the commit script compares it) and the
+run id last, so that a '|' inside a run id cannot shift the other fields."""
+
+
+# One-letter codes for the two enums stored per step: bytes paid by every tracked step.
+_CODES = {
+    "s": {"in_progress": "i", "completed": "c", "failed": "f", "cancelled": "x",
+          "expired": "e", "incomplete": "n"},
+    "y": {"message_creation": "m", "tool_calls": "t"},
+}  # fmt: skip
+_CODES["x"] = _CODES["s"]
+_NAMES = {field: {v: k for k, v in codes.items()} for field, codes in _CODES.items()}
+
+
+def _map(field: str, value: str, table: dict[str, dict[str, str]]) -> str:
+    codes = table.get(field)
+    if codes is None or not value:
+        return value
+    return ",".join(codes[v] for v in value.split(","))
+
+
+def encode_state(record: Mapping[str, str]) -> str:
+    """One step's state as the string the store keeps."""
+    return "|".join(_map(name, record.get(name, ""), _CODES) for name in STATE_FIELDS)
+
+
+def decode_state(raw: str) -> dict[str, str]:
+    """The fields of a stored state string (empty ones left out)."""
+    values = raw.split("|", len(STATE_FIELDS) - 1)
+    return {
+        name: _map(name, value, _NAMES)
+        for name, value in zip(STATE_FIELDS, values, strict=False)
+        if value
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Tracked:
-    """The parts of a step's stored state that the lifecycle decides on."""
+    """A step's stored state: what the lifecycle decides on, and the whole record."""
 
     status: StepStatus | None
     version: str
     rejected: frozenset[StepStatus]
+    record: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: str) -> Tracked:
+        """The Tracked of a stored state string."""
+        record = decode_state(raw)
+        rejected = record.get("x", "")
+        return cls(
+            status=StepStatus(record["s"]),
+            version=record["v"],
+            rejected=frozenset(StepStatus(r) for r in rejected.split(",") if r),
+            record=record,
+        )
 
 
 UNKNOWN = Tracked(status=None, version="", rejected=frozenset())
@@ -108,7 +158,7 @@ class Commit:
     run_id: str
     expected: str
     version: str
-    fields: tuple[tuple[str, str], ...] = ()
+    state: str = ""  # the step's whole new state string ('' = unchanged)
     run_fields: tuple[tuple[str, str], ...] = ()
     events: tuple[str, ...] = ()
     usage: tuple[int, int, int] | None = None
@@ -204,7 +254,7 @@ class Store:
 
     async def load_scripts(self) -> None:
         """Load every script (on a cluster, redis-py sends SCRIPT LOAD to every primary)."""
-        for script in (COMMIT, READ, DEADLETTER, STALL):
+        for script in (COMMIT, DEADLETTER, STALL):
             await self.redis.script_load(script.source)
 
     async def ensure_group(self) -> None:
@@ -223,24 +273,15 @@ class Store:
         await self.redis.xinfo_stream(self.part.source_stream)
 
     async def read(self, step_ids: list[str]) -> dict[str, Tracked]:
-        """The tracked status, version and rejections of each step, in one script call."""
+        """The tracked state of each step, in one MGET (one slot per partition)."""
         keys = [self.keys.step(step_id) for step_id in step_ids]
         if not keys:
             return {}
-        [rows] = await self._execute(lambda pipe: pipe.evalsha(READ.sha, len(keys), *keys))
-        out: dict[str, Tracked] = {}
-        for step_id, (status, version, rejected) in zip(step_ids, rows, strict=True):
-            if version is None or status is None:
-                out[step_id] = UNKNOWN
-                continue
-            out[step_id] = Tracked(
-                status=StepStatus(status.decode()),
-                version=version.decode(),
-                rejected=frozenset(StepStatus(r) for r in rejected.decode().split(",") if r)
-                if rejected
-                else frozenset(),
-            )
-        return out
+        [rows] = await self._execute(lambda pipe: pipe.mget(keys))
+        return {
+            step_id: UNKNOWN if raw is None else Tracked.parse(raw.decode())
+            for step_id, raw in zip(step_ids, rows, strict=True)
+        }
 
     def _build(
         self, pipe: Any, commits: list[Commit], acks: list[bytes], dead: list[DeadLetter]
@@ -256,7 +297,7 @@ class Store:
                     "e": c.expected,
                     "v": c.version,
                     "sid": c.step_id,
-                    "f": [x for pair in c.fields for x in pair],
+                    "f": c.state,
                     "rf": [x for pair in c.run_fields for x in pair],
                     "ev": list(c.events),
                     "st": c.stall,
@@ -459,10 +500,10 @@ class Store:
 
     async def step(self, step_id: str) -> dict[str, str] | None:
         """A step's tracked state with readable field names, or None if unknown."""
-        raw = cast("dict[bytes, bytes]", await self.redis.hgetall(self.keys.step(step_id)))
-        if not raw:
+        raw = cast("bytes | None", await self.redis.get(self.keys.step(step_id)))
+        if raw is None:
             return None
-        state = {FIELD_NAMES.get(k.decode(), k.decode()): v.decode() for k, v in raw.items()}
+        state = {FIELD_NAMES[k]: v for k, v in decode_state(raw.decode()).items()}
         state["step_id"] = step_id
         if "run_id" in state:  # thread and assistant are kept once per run, not per step
             ids = cast(

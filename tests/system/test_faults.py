@@ -12,7 +12,7 @@ import random
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -23,6 +23,7 @@ from service.app import build_worker
 from service.redis_server import LocalRedis
 from service.sample import step
 from service.settings import Settings
+from service.store import decode_state
 from tests.helpers import drained, entries, wait_until
 from tests.system.load import SUMMARIES, Load, produce, run_totals, tally
 from tests.system.workers import start_worker, stop_worker
@@ -139,7 +140,8 @@ async def test_redis_kill9_and_restart(tmp_path: Path, fsync: str) -> None:
         assert result.unexpected == 0
         if fsync == "always":
             assert result.lost == 0
-        assert all(w.poll() is None for w in workers), "a worker died with Redis"
+        dead = [stop_worker(w) for w in workers if w.poll() is not None]
+        assert not dead, "a worker died with Redis:\n" + "\n".join(dead)
     finally:
         producer.cancel()
         errors = [stop_worker(w) for w in workers]
@@ -307,8 +309,8 @@ def _stable(events: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     }
 
 
-async def _statuses(redis: Redis, prefix: str, step_ids: list[str]) -> list[bytes | None]:
-    pipe = redis.pipeline(transaction=False)
-    for sid in step_ids:
-        pipe.hget(f"{prefix}:step:{sid}", "s")
-    return list(await pipe.execute())
+async def _statuses(redis: Redis, prefix: str, step_ids: list[str]) -> list[str | None]:
+    states = cast(
+        "list[bytes | None]", await redis.mget([f"{prefix}:step:{sid}" for sid in step_ids])
+    )
+    return [None if raw is None else decode_state(raw.decode())["s"] for raw in states]
