@@ -17,9 +17,14 @@ from contracts.stream_events import (
     RunStepEvent,
 )
 
-__all__ = ["Delta", "Rejection", "decode_entry"]
+from .fastpath import FastStep, decode_fast
+
+__all__ = ["Delta", "Rejection", "Step", "decode_entry"]
 
 DATA_FIELD = b"data"
+
+Step = RunStep | FastStep
+"""A validated run step: the hot path's msgspec struct, or the pydantic model (same fields)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +57,12 @@ def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def decode_entry(fields: dict[bytes, bytes], max_bytes: int) -> RunStep | Delta | Rejection:
-    """Validate one source entry's `data` field into what the lifecycle acts on."""
+def decode_entry(fields: dict[bytes, bytes], max_bytes: int) -> Step | Delta | Rejection:
+    """Validate one source entry's `data` field into what the lifecycle acts on.
+
+    Well-formed steps take the msgspec fast path; everything else (deltas, lax or invalid
+    input) is validated by the pydantic contracts, which also word every rejection.
+    """
     data = fields.get(DATA_FIELD)
     if data is None:
         names = sorted(k.decode("utf-8", "replace") for k in fields)
@@ -63,6 +72,9 @@ def decode_entry(fields: dict[bytes, bytes], max_bytes: int) -> RunStep | Delta 
             DeadLetterKind.OVERSIZED,
             f"payload is {len(data)} bytes; the limit is {max_bytes}",
         )
+    fast = decode_fast(data)
+    if fast is not None:
+        return fast
     try:
         parsed = INBOUND.validate_json(data)
     except ValidationError as exc:

@@ -9,12 +9,14 @@ at a cost of tens of microseconds per event on the hot path (see bench/).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contracts.derived import DerivedType, event_id_for
-from contracts.run_step import LastError, RunStep, Usage
 
 from .lifecycle import Decision, Outcome
+
+if TYPE_CHECKING:
+    from .decode import Step
 
 __all__ = ["Derived", "derive"]
 
@@ -27,14 +29,15 @@ class Derived:
     """What one decision publishes: step events, and a run.usage event if usage counts.
 
     The run.usage totals are cumulative over the run, so only the store can fill them in,
-    atomically with the increment; `run_usage` carries everything else (totals at 0).
+    atomically with the increment: `run_usage` carries every other field, and the store
+    appends prompt_tokens, completion_tokens, total_tokens and steps_counted.
     """
 
     events: tuple[Event, ...]
     run_usage: Event | None
 
 
-def _common(step: RunStep, decision: Decision, type_: DerivedType, qualifier: str = "") -> Event:
+def _common(step: Step, decision: Decision, type_: DerivedType, qualifier: str = "") -> Event:
     return {
         "type": type_,
         "event_id": event_id_for(step.id, type_, qualifier),
@@ -47,7 +50,8 @@ def _common(step: RunStep, decision: Decision, type_: DerivedType, qualifier: st
     }
 
 
-def _usage(usage: Usage | None) -> Event | None:
+def _usage(step: Step) -> Event | None:
+    usage = step.usage
     if usage is None:
         return None
     return {
@@ -57,11 +61,12 @@ def _usage(usage: Usage | None) -> Event | None:
     }
 
 
-def _error(error: LastError | None) -> Event | None:
+def _error(step: Step) -> Event | None:
+    error = step.last_error
     return None if error is None else {"code": error.code, "message": error.message}
 
 
-def derive(step: RunStep, decision: Decision) -> Derived:
+def derive(step: Step, decision: Decision) -> Derived:
     """The derived events that `decision` on `step` publishes (none for no-ops)."""
     ended_at = step.terminal_at
     occurred_at = ended_at if ended_at is not None else step.created_at
@@ -75,19 +80,13 @@ def derive(step: RunStep, decision: Decision) -> Derived:
             occurred_at=occurred_at,
             step_type=step.type,
             duration_s=None if ended_at is None else max(0, ended_at - step.created_at),
-            usage=_usage(step.usage),
-            last_error=_error(step.last_error),
+            usage=_usage(step),
+            last_error=_error(step),
         )
         usage = None
         if step.usage is not None:
             usage = _common(step, decision, DerivedType.RUN_USAGE)
-            usage.update(
-                occurred_at=occurred_at,
-                prompt_tokens=0,
-                completion_tokens=0,
-                total_tokens=0,
-                steps_counted=0,
-            )
+            usage["occurred_at"] = occurred_at
         return Derived((finished,), usage)
     if decision.outcome is Outcome.REJECTED:
         rejected = _common(step, decision, DerivedType.TRANSITION_REJECTED, decision.to_status)

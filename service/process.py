@@ -31,9 +31,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.derived import DeadLetterKind
 from contracts.partitioning import partition_for
-from contracts.run_step import RunStep
 
-from .decode import Delta, Rejection, decode_entry
+from .decode import Delta, Rejection, Step, decode_entry
 from .derive import derive
 from .errors import CommitConflictError
 from .lifecycle import Decision, Outcome, decide
@@ -159,7 +158,7 @@ class Processor:
         part = self.store.part
         dead: list[DeadLetter] = []
         acks: list[bytes] = []
-        steps: list[tuple[bytes, RunStep]] = []
+        steps: list[tuple[bytes, Step]] = []
         for source_id, fields in entries:
             decoded = decode_entry(fields, self.settings.max_payload_bytes)
             if isinstance(decoded, Rejection):
@@ -200,7 +199,7 @@ class Processor:
         raise CommitConflictError(f"{len(steps)} entries still conflict; left pending")
 
     def _plan(
-        self, steps: list[tuple[bytes, RunStep]], states: dict[str, Tracked]
+        self, steps: list[tuple[bytes, Step]], states: dict[str, Tracked]
     ) -> tuple[list[Commit], list[bytes]]:
         commits: list[Commit] = []
         acks: list[bytes] = []
@@ -223,7 +222,7 @@ class Processor:
         return commits, acks
 
     def _commit(
-        self, source_id: bytes, step: RunStep, tracked: Tracked, decision: Decision, version: str
+        self, source_id: bytes, step: Step, tracked: Tracked, decision: Decision, version: str
     ) -> tuple[Commit, dict[str, str]]:
         """The commit of one decision, and the step's state record after it."""
         base = Commit(source_id, step.id, step.run_id, tracked.version, version)
@@ -233,10 +232,10 @@ class Processor:
         derived = derive(step, decision)
         record = dict(tracked.record)
         record["v"] = version
-        run_fields: tuple[tuple[str, str], ...] = ()
+        run_owner = ("", "")
         if tracked.status is None:
             record.update(c=str(step.created_at), r=step.run_id, y=str(step.type))
-            run_fields = (("t", step.thread_id), ("a", step.assistant_id))
+            run_owner = (step.thread_id, step.assistant_id)
         stall, ttl, usage = "", None, None
         if decision.outcome is Outcome.STARTED:
             record["s"] = str(decision.to_status)
@@ -264,7 +263,7 @@ class Processor:
             expected=tracked.version,
             version=version,
             state=encode_state(record),
-            run_fields=run_fields,
+            run_owner=run_owner,
             events=tuple(orjson.dumps(e).decode() for e in derived.events),
             usage=usage,
             run_usage=derived.run_usage,

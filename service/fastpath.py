@@ -1,0 +1,199 @@
+"""The hot path's decoder: msgspec mirrors of the contracts, checked as strictly.
+
+`contracts` stays the published, pydantic definition of a run step; decoding every entry
+with it cost ~8 µs, about a third of the worker's time per event (bench/). These msgspec
+structs accept a subset of what the pydantic models accept (strict types, same limits, same
+required fields, same discriminators) at a fraction of the cost. Whatever they do not
+accept goes to pydantic, which either accepts it (lax input such as "123" for an int) or
+rejects it with the error the dead-letter entry carries. tests/contract/test_fastpath.py
+checks the subset claim on valid, invalid and generated payloads.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from contracts.run_step import (
+    METADATA_MAX_KEY_CHARS,
+    METADATA_MAX_KEYS,
+    METADATA_MAX_VALUE_CHARS,
+    LastErrorCode,
+    StepStatus,
+    StepType,
+)
+from contracts.stream_events import EVENT_STATUS
+
+__all__ = ["FastStep", "decode_fast"]
+
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _Usage(msgspec.Struct, frozen=True):
+    prompt_tokens: NonNegative
+    completion_tokens: NonNegative
+    total_tokens: NonNegative
+
+
+class _LastError(msgspec.Struct, frozen=True):
+    code: LastErrorCode
+    message: str
+
+
+class _MessageCreation(msgspec.Struct, frozen=True):
+    message_id: str
+
+
+class _MessageCreationDetails(msgspec.Struct, frozen=True, tag="message_creation"):
+    message_creation: _MessageCreation
+
+
+class _LogsOutput(msgspec.Struct, frozen=True, tag="logs"):
+    logs: str
+
+
+class _ImageFile(msgspec.Struct, frozen=True):
+    file_id: str
+
+
+class _ImageOutput(msgspec.Struct, frozen=True, tag="image"):
+    image: _ImageFile
+
+
+class _CodeInterpreter(msgspec.Struct, frozen=True):
+    input: str
+    outputs: list[_LogsOutput | _ImageOutput]
+
+
+class _CodeInterpreterCall(msgspec.Struct, frozen=True, tag="code_interpreter"):
+    id: str
+    code_interpreter: _CodeInterpreter
+
+
+class _RankingOptions(msgspec.Struct, frozen=True):
+    ranker: str
+    score_threshold: float
+
+
+class _FileSearchContent(msgspec.Struct, frozen=True, tag="text"):
+    text: str
+
+
+class _FileSearchResult(msgspec.Struct, frozen=True):
+    file_id: str
+    file_name: str
+    score: float
+    content: list[_FileSearchContent] | None = None
+
+
+class _FileSearch(msgspec.Struct, frozen=True):
+    ranking_options: _RankingOptions | None = None
+    results: list[_FileSearchResult] | None = None
+
+
+class _FileSearchCall(msgspec.Struct, frozen=True, tag="file_search"):
+    id: str
+    file_search: _FileSearch
+
+
+class _FunctionCall(msgspec.Struct, frozen=True):
+    name: str
+    arguments: str
+    output: str | None = None
+
+
+class _FunctionCallItem(msgspec.Struct, frozen=True, tag="function"):
+    id: str
+    function: _FunctionCall
+
+
+class _ToolCallsDetails(msgspec.Struct, frozen=True, tag="tool_calls"):
+    tool_calls: list[_CodeInterpreterCall | _FileSearchCall | _FunctionCallItem]
+
+
+_Metadata = Annotated[
+    dict[
+        Annotated[str, msgspec.Meta(max_length=METADATA_MAX_KEY_CHARS)],
+        Annotated[str, msgspec.Meta(max_length=METADATA_MAX_VALUE_CHARS)],
+    ],
+    msgspec.Meta(max_length=METADATA_MAX_KEYS),
+]
+
+
+class FastStep(msgspec.Struct, frozen=True, kw_only=True):
+    """A run step, field for field as `contracts.RunStep` (inside an envelope `object` may
+    be left out, as there); unknown fields are ignored, where RunStep keeps them."""
+
+    id: str
+    created_at: int
+    assistant_id: str
+    thread_id: str
+    run_id: str
+    type: StepType
+    status: StepStatus
+    step_details: _MessageCreationDetails | _ToolCallsDetails
+    object: Literal["thread.run.step"] = "thread.run.step"
+    last_error: _LastError | None = None
+    expired_at: int | None = None
+    cancelled_at: int | None = None
+    failed_at: int | None = None
+    completed_at: int | None = None
+    metadata: _Metadata | None = None
+    usage: _Usage | None = None
+
+    @property
+    def terminal_at(self) -> int | None:
+        """When the step reached its terminal status, or None (in progress, incomplete)."""
+        status = self.status
+        if status is StepStatus.COMPLETED:
+            return self.completed_at
+        if status is StepStatus.FAILED:
+            return self.failed_at
+        if status is StepStatus.CANCELLED:
+            return self.cancelled_at
+        if status is StepStatus.EXPIRED:
+            return self.expired_at
+        return None
+
+
+class _BareStep(FastStep, frozen=True, kw_only=True):
+    # A bare entry is told apart from an envelope or a delta by `object`: required here.
+    object: Literal["thread.run.step"]
+
+
+# No unknown fields: RunStepEvent allows them, but a payload with an `object` beside `event`
+# is a bare step to pydantic's discriminator, so anything unusual goes that way.
+class _Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    event: Literal[
+        "thread.run.step.created",
+        "thread.run.step.in_progress",
+        "thread.run.step.completed",
+        "thread.run.step.failed",
+        "thread.run.step.cancelled",
+        "thread.run.step.expired",
+    ]
+    data: FastStep
+
+
+_STEP = msgspec.json.Decoder(_BareStep)
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_DETAILS_TAG = {_MessageCreationDetails: StepType.MESSAGE_CREATION,
+                _ToolCallsDetails: StepType.TOOL_CALLS}  # fmt: skip
+
+
+def decode_fast(data: bytes) -> FastStep | None:
+    """The step in `data` (bare or in its streaming envelope), or None: ask pydantic."""
+    try:
+        if data.startswith(b'{"event"'):
+            envelope = _ENVELOPE.decode(data)
+            step = envelope.data
+            if EVENT_STATUS[envelope.event] is not step.status:
+                return None  # pydantic's path rejects it, saying why
+        else:
+            step = _STEP.decode(data)
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+    if _DETAILS_TAG[type(step.step_details)] is not step.type:
+        return None
+    return step
