@@ -36,6 +36,12 @@ class Derived:
     events: tuple[Event, ...]
     run_usage: Event | None
 
+    @property
+    def types(self) -> tuple[str, ...]:
+        """The types of every event published, run.usage included."""
+        types = tuple(e["type"] for e in self.events)
+        return types if self.run_usage is None else (*types, self.run_usage["type"])
+
 
 def _common(step: Step, decision: Decision, type_: DerivedType, qualifier: str = "") -> Event:
     return {

@@ -225,9 +225,10 @@ class Processor:
         self, source_id: bytes, step: Step, tracked: Tracked, decision: Decision, version: str
     ) -> tuple[Commit, dict[str, str]]:
         """The commit of one decision, and the step's state record after it."""
-        base = Commit(source_id, step.id, step.run_id, tracked.version, version)
         if not decision.changes_state:
-            return base, dict(tracked.record)
+            return Commit(source_id, step.id, step.run_id, tracked.version, version), dict(
+                tracked.record
+            )
         s = self.settings
         derived = derive(step, decision)
         record = dict(tracked.record)
@@ -264,11 +265,11 @@ class Processor:
             version=version,
             state=encode_state(record),
             run_owner=run_owner,
-            events=tuple(orjson.dumps(e).decode() for e in derived.events),
+            events=tuple(orjson.dumps(e) for e in derived.events),
             usage=usage,
-            run_usage=derived.run_usage,
-            types=tuple(str(e["type"]) for e in derived.events)
-            + ((str(derived.run_usage["type"]),) if derived.run_usage else ()),
+            # The store appends the run's totals: the JSON goes without its closing brace.
+            run_usage=b"" if derived.run_usage is None else orjson.dumps(derived.run_usage)[:-1],
+            types=derived.types,
             stall=stall,
             ttl_s=ttl,
         )

@@ -15,7 +15,6 @@ from importlib.resources import files
 from typing import TYPE_CHECKING, Any, cast
 
 import hiredis
-import orjson
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
@@ -142,9 +141,31 @@ def _map(field: str, value: str, table: dict[str, dict[str, str]]) -> str:
     return ",".join(codes[v] for v in value.split(","))
 
 
+_STATUS, _TYPE = _CODES["s"], _CODES["y"]
+
+
 def encode_state(record: Mapping[str, str]) -> str:
-    """One step's state as the string the store keeps."""
-    return "|".join(_map(name, record.get(name, ""), _CODES) for name in STATE_FIELDS)
+    """One step's state as the string the store keeps (fields in STATE_FIELDS order).
+
+    Spelled out field by field: it runs once per write on the worker's hot path.
+    """
+    get = record.get
+    rejected = get("x")
+    return "|".join(
+        (
+            get("v", ""),
+            _STATUS.get(get("s", ""), ""),
+            ",".join(_STATUS[r] for r in rejected.split(",")) if rejected else "",
+            get("c", ""),
+            _TYPE.get(get("y", ""), ""),
+            get("d", ""),
+            get("up", ""),
+            get("uc", ""),
+            get("ut", ""),
+            get("e", ""),
+            get("r", ""),
+        )
+    )
 
 
 def decode_state(raw: str) -> dict[str, str]:
@@ -157,7 +178,9 @@ def decode_state(raw: str) -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True, slots=True)
+# Tracked and Commit are built per entry on the hot path: plain slotted dataclasses, as a
+# frozen one's __init__ sets every field through object.__setattr__. Never mutated.
+@dataclass(slots=True)
 class Tracked:
     """A step's stored state: what the lifecycle decides on, and the whole record."""
 
@@ -182,7 +205,7 @@ class Tracked:
 UNKNOWN = Tracked(status=None, version="", rejected=frozenset())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Commit:
     """All the effects of one source entry, applied by one script call."""
 
@@ -193,9 +216,9 @@ class Commit:
     version: str
     state: str = ""  # the step's whole new state string ('' = unchanged)
     run_owner: tuple[str, str] = ("", "")  # (thread, assistant) on a step's first sighting
-    events: tuple[str, ...] = ()
+    events: tuple[bytes, ...] = ()  # derived events, JSON
     usage: tuple[int, int, int] | None = None
-    run_usage: dict[str, Any] | None = None  # the run.usage event; totals filled in Redis
+    run_usage: bytes = b""  # the run.usage event's JSON, its totals and closing brace left off
     stall: str = ""
     ttl_s: int | None = None
     types: tuple[str, ...] = ()  # derived event types, for counting once committed
@@ -328,11 +351,7 @@ class Store:
             step_key, run_key = self.keys.step, self.keys.run
             for c in commits:
                 keys += (step_key(c.step_id), run_key(c.run_id))
-                usage = run_usage = ""
-                if c.usage is not None and c.run_usage is not None:
-                    usage = "%d,%d,%d" % c.usage  # noqa: UP031  # fastest for three ints
-                    # The totals are appended by the script: cut the closing brace here.
-                    run_usage = orjson.dumps(c.run_usage)[:-1].decode()
+                usage = "" if c.usage is None else "%d,%d,%d" % c.usage  # noqa: UP031  # fastest
                 args += (
                     c.source_id,
                     c.expected,
@@ -343,7 +362,7 @@ class Store:
                     "" if c.ttl_s is None else c.ttl_s,
                     *c.run_owner,
                     usage,
-                    run_usage,
+                    c.run_usage,
                     len(c.events),
                     *c.events,
                 )

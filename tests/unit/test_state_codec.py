@@ -1,0 +1,47 @@
+"""The step state string: every record survives encode -> decode unchanged."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contracts.run_step import StepStatus, StepType
+from service.store import STATE_FIELDS, Tracked, decode_state, encode_state
+
+_PLAIN = st.text(st.characters(blacklist_characters="|,", blacklist_categories=["Cs"]), min_size=1)
+_STATUSES = st.sampled_from([str(s) for s in StepStatus])
+
+
+@st.composite
+def records(draw: st.DrawFn) -> dict[str, str]:
+    record = {"v": draw(_PLAIN), "s": draw(_STATUSES)}
+    optional = {
+        "x": st.lists(_STATUSES, min_size=1, unique=True).map(",".join),
+        "c": _PLAIN,
+        "y": st.sampled_from([str(t) for t in StepType]),
+        "d": _PLAIN,
+        "up": _PLAIN,
+        "uc": _PLAIN,
+        "ut": _PLAIN,
+        "e": _PLAIN,
+        # The run id comes last, so it may even hold the separator.
+        "r": st.text(st.characters(blacklist_categories=["Cs"]), min_size=1),
+    }
+    for name, values in optional.items():
+        if draw(st.booleans()):
+            record[name] = draw(values)
+    return record
+
+
+@given(records())
+def test_every_record_round_trips(record: dict[str, str]) -> None:
+    assert set(record) <= set(STATE_FIELDS)
+    assert decode_state(encode_state(record)) == record
+
+
+def test_state_uses_one_letter_codes() -> None:
+    raw = encode_state({"v": "a1", "s": "completed", "x": "failed,cancelled", "y": "tool_calls"})
+    assert raw == "a1|c|f,x||t||||||"
+    tracked = Tracked.parse(raw)
+    assert tracked.status is StepStatus.COMPLETED
+    assert tracked.rejected == {StepStatus.FAILED, StepStatus.CANCELLED}
