@@ -17,6 +17,7 @@
 local group, maxlen = ARGV[1], ARGV[2]
 local derived, source, stalls = KEYS[1], KEYS[2], KEYS[3]
 local results = {}
+local TOTALS = {'prompt_tokens', 'completion_tokens', 'total_tokens', 'steps_counted'}
 local a = 3
 local i = 0
 local nargs = #ARGV
@@ -45,21 +46,32 @@ while a <= nargs do
         redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', ARGV[k])
       end
       -- The run hash lists its steps as '@<step id>' fields: a small listpack hash costs a
-      -- few bytes per step where a set of strings is a hashtable (Redis 7.0).
+      -- few bytes per step where a set of strings is a hashtable (Redis 7.0). Usage totals
+      -- are read and written back in the same HSET: fewer calls than one HINCRBY each.
+      local fields = {run, '@' .. sid, ''}
       if thread ~= '' or assistant ~= '' then
-        redis.call('HSET', run, '@' .. sid, '', 't', thread, 'a', assistant)
-      else
-        redis.call('HSET', run, '@' .. sid, '')
+        fields[4], fields[5], fields[6], fields[7] = 't', thread, 'a', assistant
       end
       if usage ~= '' then
         local p, c, t = string.match(usage, '^(%d+),(%d+),(%d+)$')
-        p = redis.call('HINCRBY', run, 'prompt_tokens', p)
-        c = redis.call('HINCRBY', run, 'completion_tokens', c)
-        t = redis.call('HINCRBY', run, 'total_tokens', t)
-        local counted = redis.call('HINCRBY', run, 'steps_counted', 1)
-        redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', run_usage ..
-          ',"prompt_tokens":' .. p .. ',"completion_tokens":' .. c .. ',"total_tokens":' .. t ..
-          ',"steps_counted":' .. counted .. '}')
+        local old = redis.call('HMGET', run, unpack(TOTALS))
+        local totals = {
+          string.format('%d', (tonumber(old[1]) or 0) + p),
+          string.format('%d', (tonumber(old[2]) or 0) + c),
+          string.format('%d', (tonumber(old[3]) or 0) + t),
+          string.format('%d', (tonumber(old[4]) or 0) + 1),
+        }
+        local event = {run_usage}
+        for k = 1, 4 do
+          fields[#fields + 1] = TOTALS[k]
+          fields[#fields + 1] = totals[k]
+          event[k + 1] = ',"' .. TOTALS[k] .. '":' .. totals[k]
+        end
+        event[6] = '}'
+        redis.call('HSET', unpack(fields))
+        redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', table.concat(event))
+      else
+        redis.call('HSET', unpack(fields))
       end
       if stall == '-' then
         redis.call('ZREM', stalls, sid)
