@@ -162,3 +162,10 @@ def test_event_id_is_uuid5(step_id: str, type_: DerivedType, qualifier: str) -> 
     """event_id_for is exactly uuid5(NAMESPACE, "step|type|qualifier"), any language can redo it."""
     expected = uuid.uuid5(NAMESPACE, f"{step_id}|{type_.value}|{qualifier}")
     assert event_id_for(step_id, type_, qualifier) == str(expected)
+
+
+@given(st.text(), st.text(), st.text())
+def test_event_id_is_uuid5_of_its_parts(step_id: str, type_: str, qualifier: str) -> None:
+    """The hand-rolled uuid5 equals the standard library's for any input."""
+    expected = uuid.uuid5(NAMESPACE, f"{step_id}|{type_}|{qualifier}")
+    assert event_id_for(step_id, type_, qualifier) == str(expected)
