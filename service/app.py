@@ -231,7 +231,10 @@ class Worker:
         self._loop_tasks = []
 
     async def after_shutdown(self) -> None:
-        """Hand back anything still pending to the other consumers, then disconnect."""
+        """Send any deferred commit, hand back what is still pending, then disconnect."""
+        for processor in self.processors:
+            with contextlib.suppress(Exception):  # unsent, its entries stay pending: no loss
+                await processor.flush()
         for store in self.stores:
             await store.aclose()
             with contextlib.suppress(Exception):  # Redis may be gone: the claim time covers it
@@ -292,7 +295,9 @@ def _subscribe(worker: Worker, index: int, part: Partition) -> None:
         description="Run-step events: each entry's field `data` holds one JSON object.",
     )
     async def handle(batch: _DocumentedBatch) -> None:
-        await worker.processors[index].process(batch.entries)
+        # A full batch means a backlog: its commit may overlap with planning the next one.
+        entries = batch.entries
+        await worker.processors[index].process(entries, more=len(entries) >= settings.batch_size)
 
 
 def build_worker(settings: Settings) -> Worker:

@@ -7,12 +7,13 @@ another worker moved the step meanwhile: those entries are re-read and decided a
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -75,8 +76,33 @@ class Telemetry:
     observe: Callable[[int, float], None] | None = None
 
 
+PLAN_SLICE = 50
+"""Entries planned between two turns of the event loop while a commit call is in flight."""
+
+FLUSH_AFTER_S = 0.02
+"""How long a full batch's commit may wait for the next batch before it is sent alone."""
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One batch, decided: what its commit call sends, and the states it will leave."""
+
+    entries: list[Entry]
+    steps: list[tuple[bytes, Step]] = field(default_factory=list)
+    commits: list[Commit] = field(default_factory=list)
+    acks: list[bytes] = field(default_factory=list)  # entries acked without a script
+    dead: list[DeadLetter] = field(default_factory=list)
+    predicted: dict[str, Tracked] = field(default_factory=dict)  # step -> state after
+    conflicts: list[tuple[bytes, Step]] = field(default_factory=list)  # to decide again
+    started: float = field(default_factory=time.perf_counter)
+
+
 class Processor:
-    """Applies batches of source entries to the store; holds no state between batches."""
+    """Applies batches of source entries to the store.
+
+    Between batches it holds at most one planned, unsent commit (see `process(more=True)`);
+    a lock keeps the subscriber and the recovery loop from interleaving.
+    """
 
     def __init__(self, store: Store, settings: Settings, shared: Telemetry | None = None) -> None:
         self.store = store
@@ -87,6 +113,10 @@ class Processor:
         # expects the version its own previous write set, which no other worker can forge.
         self._token = secrets.token_hex(3)
         self._seq = itertools.count()
+        self._lock = asyncio.Lock()
+        self._deferred: _Plan | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[dict[bytes, str]]] = set()
 
     @property
     def stats(self) -> Counter[str]:
@@ -102,19 +132,65 @@ class Processor:
     def observe(self, hook: Callable[[int, float], None] | None) -> None:
         self.telemetry.observe = hook
 
-    async def process(self, entries: list[Entry]) -> dict[bytes, str]:
+    async def process(self, entries: list[Entry], *, more: bool = False) -> dict[bytes, str]:
         """Apply one batch; every entry ends acked with its effects, or stays pending.
 
         Returns the entries that failed (id -> error), after recording them for the delivery
         cap. A failing batch is retried entry by entry, so one bad entry never holds back the
         others. Redis being unreachable is not an entry's fault: that raises, and the whole
         batch stays pending for a retry once Redis is back.
+
+        `more` says another batch follows at once (this one was full: a backlog). Then this
+        batch is only planned, and its commit goes out with the next batch, right after that
+        batch's state reads, so Redis runs it while this process plans the next one. The
+        commit waits at most FLUSH_AFTER_S for a next batch; `flush()` sends it at once.
         """
-        started = time.perf_counter()
+        async with self._lock:
+            deferred, self._deferred = self._deferred, None
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
+            if deferred is None and not more:
+                return await self._guarded(entries, self._process)
+            try:
+                plan = await self._overlap(deferred, entries)
+            except INFRASTRUCTURE_ERRORS:
+                raise
+            except Exception as exc:
+                # Start again without overlap (isolating bad entries): every commit is
+                # idempotent per entry, whatever of the deferred batch already went out.
+                log.warning("overlapped batches failed (%s); one by one", _describe(exc))
+                failures = {} if deferred is None else await self._guarded(deferred.entries)
+                return failures | await self._guarded(entries)
+            if more:
+                self._deferred = plan
+                loop = asyncio.get_running_loop()
+                self._flush_timer = loop.call_later(FLUSH_AFTER_S, self._flush_soon)
+                return {}
+            return await self._guarded(plan.entries, lambda _: self._send(plan))
+
+    async def flush(self) -> dict[bytes, str]:
+        """Send a deferred commit now (the worker calls this before it stops)."""
+        async with self._lock:
+            deferred, self._deferred = self._deferred, None
+            if deferred is None:
+                return {}
+            return await self._guarded(deferred.entries, lambda _: self._send(deferred))
+
+    def _flush_soon(self) -> None:
+        self._flush_timer = None
+        task = asyncio.create_task(self.flush())
+        self._flushing.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._flushing.discard)
+
+    async def _guarded(
+        self,
+        entries: list[Entry],
+        run: Callable[[list[Entry]], Awaitable[None]] | None = None,
+    ) -> dict[bytes, str]:
+        """Run `run` (default: process from scratch); isolate entries if it fails."""
         try:
-            await self._process(entries)
-            if self.observe is not None:
-                self.observe(len(entries), time.perf_counter() - started)
+            await (run or self._process)(entries)
         except INFRASTRUCTURE_ERRORS:
             raise
         except Exception as exc:
@@ -154,18 +230,17 @@ class Processor:
         await self.store.apply([], [], dead)
         await self.store.forget_failures([d.source_id for d in dead])
 
-    async def _process(self, entries: list[Entry]) -> None:
+    def _decode(self, entries: list[Entry]) -> _Plan:
+        """Decode a batch: steps to decide on, plain acks (deltas), dead letters."""
         part = self.store.part
-        dead: list[DeadLetter] = []
-        acks: list[bytes] = []
-        steps: list[tuple[bytes, Step]] = []
+        plan = _Plan(entries)
         for source_id, fields in entries:
             decoded = decode_entry(fields, self.settings.max_payload_bytes)
             if isinstance(decoded, Rejection):
-                dead.append(DeadLetter(source_id, fields, decoded.to_json()))
+                plan.dead.append(DeadLetter(source_id, fields, decoded.to_json()))
                 self.stats[f"dlq.{decoded.kind}"] += 1
             elif isinstance(decoded, Delta):
-                acks.append(source_id)
+                plan.acks.append(source_id)
                 self.stats["deltas"] += 1
             elif part.count > 1 and partition_for(decoded.run_id, part.count) != part.index:
                 wrong = Rejection(
@@ -173,40 +248,104 @@ class Processor:
                     f"run {decoded.run_id} belongs to partition "
                     f"{partition_for(decoded.run_id, part.count)}, not {part.index}",
                 )
-                dead.append(DeadLetter(source_id, fields, wrong.to_json()))
+                plan.dead.append(DeadLetter(source_id, fields, wrong.to_json()))
                 self.stats[f"dlq.{wrong.kind}"] += 1
             else:
-                steps.append((source_id, decoded))
+                plan.steps.append((source_id, decoded))
         self.stats["consumed"] += len(entries)
+        return plan
 
-        for _ in range(self.settings.commit_retries):
-            states = await self.store.read(list({step.id: None for _, step in steps}))
-            commits, plain_acks = self._plan(steps, states)
-            results = await self.store.apply(commits, acks + plain_acks, dead)
-            dead, acks = [], []
-            for commit, result in zip(commits, results, strict=True):
-                if result is CommitResult.DONE:  # count what was published, exactly once
-                    self.stats.update(f"derived.{t}" for t in commit.types)
-            retry = {
-                c.source_id
-                for c, r in zip(commits, results, strict=True)
-                if r is CommitResult.CONFLICT
-            }
-            self.stats["conflicts"] += len(retry)
-            steps = [(sid, step) for sid, step in steps if sid in retry]
-            if not steps:
-                return
-        raise CommitConflictError(f"{len(steps)} entries still conflict; left pending")
+    async def _process(self, entries: list[Entry]) -> None:
+        plan = self._decode(entries)
+        states = await self.store.read(_step_ids(plan.steps))
+        self._plan(plan, states)
+        await self._send(plan)
+
+    async def _overlap(self, deferred: _Plan | None, entries: list[Entry]) -> _Plan:
+        """Plan `entries` while Redis runs the deferred batch's commit; returns the plan.
+
+        The deferred commit goes out after this batch's state reads, so those reads are not
+        held behind it. Steps the deferred batch writes are not read: this batch starts from
+        the states those commits will leave. Should any of them not land (another worker
+        moved the step), this batch is planned again from fresh reads.
+        """
+        plan = self._decode(entries)
+        ids = _step_ids(plan.steps)
+        predicted = {} if deferred is None else deferred.predicted
+        states = await self.store.read([i for i in ids if i not in predicted])
+        if deferred is None:
+            self._plan(plan, states)
+            return plan
+        flight = asyncio.ensure_future(self._apply(deferred))
+        carried = {i: predicted[i] for i in ids if i in predicted}
+        try:
+            states |= carried
+            written = set(carried)
+            # In slices, yielding between them: asyncio writes what the socket did not take
+            # at once only while the loop runs, and Redis starts on the commit call only
+            # once all of it has arrived.
+            for at in range(0, len(plan.steps), PLAN_SLICE):
+                await asyncio.sleep(0)
+                self._plan(plan, states, written, plan.steps[at : at + PLAN_SLICE])
+        finally:
+            missed = await flight  # never leave the deferred commit unobserved
+        await self._retry(deferred)
+        if missed & carried.keys():
+            plan = self._decode(entries)
+            self._plan(plan, await self.store.read(ids))
+        return plan
+
+    async def _apply(self, plan: _Plan) -> set[str]:
+        """Send a plan's commits, acks and dead letters; returns steps whose commit missed."""
+        results = await self.store.apply(plan.commits, plan.acks, plan.dead)
+        missed: set[str] = set()
+        conflicts: set[bytes] = set()
+        for commit, result in zip(plan.commits, results, strict=True):
+            if result is CommitResult.DONE:  # count what was published, exactly once
+                self.stats.update(f"derived.{t}" for t in commit.types)
+            else:
+                missed.add(commit.step_id)
+                if result is CommitResult.CONFLICT:
+                    conflicts.add(commit.source_id)
+        self.stats["conflicts"] += len(conflicts)
+        plan.conflicts = [(sid, step) for sid, step in plan.steps if sid in conflicts]
+        return missed
+
+    async def _send(self, plan: _Plan) -> None:
+        await self._apply(plan)
+        await self._retry(plan)
+
+    async def _retry(self, plan: _Plan) -> None:
+        """Decide conflicting entries again on fresh state until they commit, then observe."""
+        for _ in range(self.settings.commit_retries - 1):
+            if not plan.conflicts:
+                break
+            again = _Plan(plan.entries, steps=plan.conflicts)
+            self._plan(again, await self.store.read(_step_ids(again.steps)))
+            await self._apply(again)
+            plan.conflicts = again.conflicts
+        if plan.conflicts:
+            raise CommitConflictError(f"{len(plan.conflicts)} entries still conflict; left pending")
+        if self.observe is not None:
+            self.observe(len(plan.entries), time.perf_counter() - plan.started)
 
     def _plan(
-        self, steps: list[tuple[bytes, Step]], states: dict[str, Tracked]
-    ) -> tuple[list[Commit], list[bytes]]:
-        commits: list[Commit] = []
-        acks: list[bytes] = []
-        # Steps with a write earlier in this batch: their later no-ops rest on state that is
-        # not committed yet, so they go through the script's version check too.
-        written: set[str] = set()
-        for source_id, step in steps:
+        self,
+        plan: _Plan,
+        states: dict[str, Tracked],
+        written: set[str] | None = None,
+        steps: list[tuple[bytes, Step]] | None = None,
+    ) -> None:
+        """Decide `steps` (default: all of `plan`'s) on `states`; fills in `plan`'s commits,
+        acks and predicted states.
+
+        `written`: steps whose state in `states` is not committed yet (written earlier in
+        this batch, or predicted from the deferred batch): their later no-ops go through the
+        script's version check too, as a plain ack would rest on state that may not land.
+        """
+        commits, acks = plan.commits, plan.acks
+        written = set() if written is None else written
+        for source_id, step in plan.steps if steps is None else steps:
             tracked = states[step.id]
             decision = decide(tracked.status, step.status, tracked.rejected)
             self.stats[f"outcome.{decision.outcome}"] += 1
@@ -219,7 +358,7 @@ class Processor:
             written.add(step.id)
             if decision.changes_state:  # a checked no-op writes nothing, not even a version
                 states[step.id] = _after(tracked, decision, version, record)
-        return commits, acks
+            plan.predicted[step.id] = states[step.id]
 
     def _commit(
         self, source_id: bytes, step: Step, tracked: Tracked, decision: Decision, version: str
@@ -274,6 +413,10 @@ class Processor:
             ttl_s=ttl,
         )
         return commit, record
+
+
+def _step_ids(steps: list[tuple[bytes, Step]]) -> list[str]:
+    return list({step.id: None for _, step in steps})
 
 
 def _after(tracked: Tracked, decision: Decision, version: str, record: dict[str, str]) -> Tracked:

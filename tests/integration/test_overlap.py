@@ -1,0 +1,104 @@
+"""Full batches: a commit deferred to go out with the next batch, against a real Redis.
+
+The worker plans batch k+1 while Redis runs batch k's commit (see Processor.process). These
+tests pin down what that must never change: every entry ends acked with its effects exactly
+once, a deferred commit never waits long, and a prediction that does not land (another
+worker moved the step meanwhile) is decided again on fresh state.
+"""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import Redis
+
+from service.process import FLUSH_AFTER_S, Processor
+from service.sample import step
+from service.settings import Settings
+from service.store import Store
+from tests.helpers import drained, fetch, pending, produce, read_json, wait_until
+
+
+async def _setup(redis: Redis, settings: Settings) -> tuple[Store, Processor]:
+    store = Store(redis, settings)
+    await store.ensure_group()
+    await store.load_scripts()
+    return store, Processor(store, settings)
+
+
+def _types(events: list[dict[str, object]]) -> list[tuple[object, object]]:
+    return [(e["step_id"], e["type"]) for e in events]
+
+
+async def test_deferred_commit_goes_out_with_the_next_batch(
+    redis: Redis, settings: Settings
+) -> None:
+    _, processor = await _setup(redis, settings)
+    s = settings
+    await produce(redis, s, step("a", "in_progress"), step("b", "in_progress"))
+    first = await fetch(redis, s.source_stream, s.group, s.consumer)
+    assert await processor.process(first, more=True) == {}
+    assert await pending(redis, s.source_stream, s.group) == 2  # planned, not sent
+    # The next batch carries a's end and b's duplicate: both decided on the predicted state.
+    await produce(redis, s, step("a", "completed", usage=(10, 5)), step("b", "in_progress"))
+    second = await fetch(redis, s.source_stream, s.group, s.consumer)
+    assert await processor.process(second) == {}
+    assert await drained(redis, s.source_stream, s.group)
+    assert _types(await read_json(redis, s.derived_stream)) == [
+        ("a", "run_step.started"),
+        ("b", "run_step.started"),
+        ("a", "run_step.completed"),
+        ("a", "run.usage"),
+    ]
+    assert processor.stats["conflicts"] == 0
+
+
+async def test_deferred_commit_is_flushed_when_no_batch_follows(
+    redis: Redis, settings: Settings
+) -> None:
+    _, processor = await _setup(redis, settings)
+    s = settings
+    await produce(redis, s, step("a", "in_progress"))
+    started = time.monotonic()
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+
+    async def done() -> bool:
+        return await drained(redis, s.source_stream, s.group)
+
+    await wait_until(done, 5, "the deferred commit to be flushed")
+    assert time.monotonic() - started < FLUSH_AFTER_S + 1.0
+    assert _types(await read_json(redis, s.derived_stream)) == [("a", "run_step.started")]
+
+
+async def test_flush_sends_a_deferred_commit_at_once(redis: Redis, settings: Settings) -> None:
+    _, processor = await _setup(redis, settings)
+    s = settings
+    await produce(redis, s, step("a", "in_progress"))
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+    await processor.flush()
+    assert await drained(redis, s.source_stream, s.group)
+    assert await processor.flush() == {}  # nothing left: a second flush does nothing
+
+
+async def test_prediction_that_does_not_land_is_decided_again(
+    redis: Redis, settings: Settings
+) -> None:
+    """Another worker finishes step a while a's start waits deferred: a's start conflicts and
+    is decided again (a no-op now), and the next batch's a.failed, planned on the predicted
+    in_progress state, is planned again: rejected, since a completed first."""
+    store, processor = await _setup(redis, settings)
+    s = settings
+    other = Processor(store, s)
+    await produce(redis, s, step("a", "in_progress"))
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+    await produce(redis, s, step("a", "completed", usage=(10, 5)))
+    await other.process(await fetch(redis, s.source_stream, s.group, "other"))
+    await produce(redis, s, step("a", "failed"))
+    assert await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer)) == {}
+    assert await drained(redis, s.source_stream, s.group)
+    assert _types(await read_json(redis, s.derived_stream)) == [
+        ("a", "run_step.completed"),
+        ("a", "run.usage"),
+        ("a", "run_step.transition_rejected"),
+    ]
+    assert processor.stats["conflicts"] >= 1
