@@ -75,11 +75,15 @@ def _throughput(t: Throughput) -> list[Row]:
                 f"{_n(m.per_step)} B",
                 f"used_memory delta, streams deleted; {_n(m.steps)} steps, {_n(m.runs)} runs",
             ),
-            ("MEMORY USAGE completed step hash", f"{m.step_hash} B", ""),
+            (
+                "one completed step's field + state",
+                f"{m.step_state} B",
+                "'@<step id>' and its state string, inside its run's hash",
+            ),
             (
                 "MEMORY USAGE run hash",
                 f"{m.run_hash} B",
-                f"one run of {_n(m.steps / max(1, m.runs))} steps",
+                f"one run of {_n(m.steps / max(1, m.runs))} steps, {m.run_encoding}",
             ),
             (
                 "stream bytes per entry (source / derived)",

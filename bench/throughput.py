@@ -58,11 +58,12 @@ def _this_process() -> list[int]:
 class Memory:
     """Redis memory of runsteps' tracked state, streams excluded."""
 
-    steps: int  # step hashes found by SCAN
+    steps: int  # step fields ('@<step id>') in the run hashes found by SCAN
     runs: int  # run hashes found by SCAN
     state_bytes: int  # used_memory after (streams deleted) minus before (empty server)
-    step_hash: int  # MEMORY USAGE of one completed step's hash
-    run_hash: int  # MEMORY USAGE of one run's hash (totals, ids, its steps)
+    step_state: int  # bytes of one completed step's field and state string
+    run_hash: int  # MEMORY USAGE of one run's hash (its steps' states, ids, totals)
+    run_encoding: str  # OBJECT ENCODING of that hash: listpack is the compact one
     source_per_entry: float  # MEMORY USAGE of the source stream per entry
     derived_per_entry: float  # MEMORY USAGE of the derived stream per entry
 
@@ -97,11 +98,17 @@ async def _usage(redis: Redis, key: str) -> int:
     return int(await redis.memory_usage(key, samples=0) or 0)
 
 
-async def _count(redis: Redis, pattern: str) -> int:
-    n = 0
-    async for _ in redis.scan_iter(match=pattern, count=5000):
-        n += 1
-    return n
+async def _steps(redis: Redis, pattern: str) -> tuple[int, int]:
+    """(tracked steps, run hashes) among the keys matching `pattern`."""
+    runs = [key async for key in redis.scan_iter(match=pattern, count=5000)]
+    steps = 0
+    for at in range(0, len(runs), 500):
+        pipe = redis.pipeline(transaction=False)
+        for key in runs[at : at + 500]:
+            pipe.hkeys(key)
+        for fields in await pipe.execute():
+            steps += sum(1 for f in fields if f.startswith(b"@"))
+    return steps, len(runs)
 
 
 async def _memory(redis: Redis, s: Settings, workload: Workload, before: int) -> Memory:
@@ -114,12 +121,16 @@ async def _memory(redis: Redis, s: Settings, workload: Workload, before: int) ->
     derived = await _usage(redis, part.derived_stream) / derived_n
     await redis.delete(*streams)
     after = await used_memory(redis)
+    steps, runs = await _steps(redis, keys.run("*"))
+    completed = "@" + workload.completed_step
+    state = await redis.hget(keys.run(workload.run_id), completed) or b""
     return Memory(
-        steps=await _count(redis, keys.step("*")),
-        runs=await _count(redis, keys.run("*")),
+        steps=steps,
+        runs=runs,
         state_bytes=after - before,
-        step_hash=await _usage(redis, keys.step(workload.completed_step)),
+        step_state=len(completed) + len(state),
         run_hash=await _usage(redis, keys.run(workload.run_id)),
+        run_encoding=(await redis.object("encoding", keys.run(workload.run_id))).decode(),
         source_per_entry=source,
         derived_per_entry=derived,
     )

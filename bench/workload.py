@@ -43,8 +43,8 @@ class Workload:
     steps: int
     runs: int
     mix: Counter[str]
-    completed_step: str  # a step that ends `completed`: a typical terminal state hash
-    run_id: str  # the run it belongs to
+    completed_step: str  # a step that ends `completed`: a typical terminal state
+    run_id: str  # the run it belongs to (a typical run hash)
 
     def __len__(self) -> int:
         return len(self.payloads)

@@ -105,9 +105,9 @@ class Worker:
         """The first partition's recovery loop."""
         return self.recoveries[0] if self.recoveries else None
 
-    async def step(self, step_id: str) -> dict[str, str] | None:
-        """A step's tracked state, from whichever partition tracks it."""
-        return await find_step(self.stores, step_id)
+    async def step(self, run_id: str, step_id: str) -> dict[str, str] | None:
+        """A step's tracked state, from the partition its run id maps to."""
+        return await find_step(self.stores, run_id, step_id)
 
     async def run(self, run_id: str) -> dict[str, Any] | None:
         """A run's usage totals and steps, from the partition its run id maps to."""

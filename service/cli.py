@@ -80,16 +80,17 @@ async def _inspect(args: argparse.Namespace) -> int:
 
     redis, stores = _stores(Settings())
     try:
-        if args.run:
-            found = await find_run(stores, args.run)
+        if args.step_id:
+            found = await find_step(stores, args.run, args.step_id)
         else:
-            found = await find_step(stores, args.step_id)
+            found = await find_run(stores, args.run)
     finally:
         for store in stores:
             await store.aclose()
         await redis.aclose()
     if found is None:
-        print(f"not tracked: {args.run or args.step_id}", file=sys.stderr)
+        what = f"step {args.step_id} of run {args.run}" if args.step_id else f"run {args.run}"
+        print(f"not tracked: {what}", file=sys.stderr)
         return 1
     print(json.dumps(found, indent=2, sort_keys=True))
     return 0
@@ -127,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="private Redis + worker + sample run, events printed")
     demo.add_argument("--redis-url", default=None, help="use this Redis instead of a private one")
     demo.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for events")
-    inspect = sub.add_parser("inspect", help="print a step's (or a run's) tracked state")
-    inspect.add_argument("step_id", nargs="?", help="the step id")
-    inspect.add_argument("--run", help="a run id: its steps and usage totals")
+    inspect = sub.add_parser("inspect", help="print a run's (or one of its steps') state")
+    inspect.add_argument("--run", required=True, help="the run id: its steps and usage totals")
+    inspect.add_argument("step_id", nargs="?", help="only this step of the run")
     replay = sub.add_parser("replay-dlq", help="re-submit dead-lettered entries (after a fix)")
     replay.add_argument("--type", help="only entries of this error kind, e.g. processing_failed")
     replay.add_argument("--limit", type=int, help="at most this many entries")

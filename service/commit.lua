@@ -3,33 +3,44 @@
 -- One call per batch. Arguments are flat strings, read with a cursor: no cjson on either
 -- side (decoding one JSON batch cost more Redis time than all the writes it described).
 --
--- KEYS: 1 derived stream, 2 source stream, 3 stall zset,
---       then for entry i: step state (a string), run hash (2 keys each)
--- ARGV: 1 group, 2 derived maxlen, then per entry 13 fields and its events:
---       id (source entry), e (expected version, '' = step unknown), v (new version),
---       sid (step id), f (new state string, '' = unchanged: a checked no-op),
---       st ('' | '+<deadline>' | '-'), ttl ('' = none), t and a (thread and assistant for
---       the run hash, '' = known already), u (usage 'p,c,t', '' = none), ru (the run.usage
---       event JSON, its totals cut off: they are appended here), n (number of events),
---       then n derived event JSON strings.
+-- A step's state lives in its run's hash, as field '@<step id>': a small hash is one
+-- compact listpack, where a key per step would cost a key, a value object and a TTL entry.
+-- The run hash also holds 't' and 'a' (thread, assistant), 'n' (steps in progress) and the
+-- usage totals. It expires state TTL seconds after its last step ended; while any step is
+-- in progress it does not expire.
+--
+-- KEYS: 1 derived stream, 2 source stream, 3 stall zset, then the run hash of each entry
+-- ARGV: 1 group, 2 derived maxlen, then per entry 14 fields and its events:
+--       id (source entry), e (expected version, '' = step unknown), v (new version, unused
+--       here: it leads the state string), sid (step id), f (new state string, '' = unchanged:
+--       a checked no-op), st ('' | '+<deadline>' | '-'), m (the step's stall index member),
+--       ttl ('' = none), t and a (thread and assistant for the run hash, '' = known
+--       already), dn (steps in progress: -1, 0 or 1), u (usage 'p,c,t', '' = none),
+--       ru (the run.usage event JSON, its totals cut off: they are appended here),
+--       n (number of events), then n derived event JSON strings.
 -- Returns one code per entry: 0 conflict (version moved: decide again), 1 committed,
 -- 2 acked already by another consumer (nothing written).
 local group, maxlen = ARGV[1], ARGV[2]
 local derived, source, stalls = KEYS[1], KEYS[2], KEYS[3]
-local results = {}
 local TOTALS = {'prompt_tokens', 'completion_tokens', 'total_tokens', 'steps_counted'}
+local results = {}
 local a = 3
 local i = 0
 local nargs = #ARGV
 while a <= nargs do
   i = i + 1
-  local id, expected, _, sid, state, stall, ttl, thread, assistant, usage, run_usage, n =
-    unpack(ARGV, a, a + 11)
-  local first = a + 12
+  local id, expected, _, sid, state, stall, member, ttl, thread, assistant, dn, usage,
+    run_usage, n = unpack(ARGV, a, a + 13)
+  local first = a + 14
   a = first + tonumber(n)
-  local step, run = KEYS[2 * i + 2], KEYS[2 * i + 3]
-  local current = redis.call('GET', step)
-  current = current and string.match(current, '^[^|]*') or ''
+  local run, field = KEYS[3 + i], '@' .. sid
+  local got
+  if usage ~= '' then
+    got = redis.call('HMGET', run, field, 'n', unpack(TOTALS))
+  else
+    got = redis.call('HMGET', run, field, 'n')
+  end
+  local current = got[1] and string.match(got[1], '^[^|]*') or ''
   if current ~= expected then
     results[i] = 0
   elseif redis.call('XACK', source, group, id) == 0 then
@@ -37,48 +48,47 @@ while a <= nargs do
   else
     results[i] = 1
     if state ~= '' then
-      if ttl ~= '' then
-        redis.call('SET', step, state, 'EX', ttl)
-      else
-        redis.call('SET', step, state)
-      end
-      for k = first, a - 1 do
-        redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', ARGV[k])
-      end
-      -- The run hash lists its steps as '@<step id>' fields: a small listpack hash costs a
-      -- few bytes per step where a set of strings is a hashtable (Redis 7.0). Usage totals
-      -- are read and written back in the same HSET: fewer calls than one HINCRBY each.
-      local fields = {run, '@' .. sid, ''}
+      local fields = {run, field, state}
       if thread ~= '' or assistant ~= '' then
         fields[4], fields[5], fields[6], fields[7] = 't', thread, 'a', assistant
       end
+      local live = tonumber(got[2]) or 0
+      if dn ~= '0' then
+        live = math.max(0, live + tonumber(dn))
+        fields[#fields + 1] = 'n'
+        fields[#fields + 1] = tostring(live)
+      end
+      local usage_event
       if usage ~= '' then
-        local p, c, t = string.match(usage, '^(%d+),(%d+),(%d+)$')
-        local old = redis.call('HMGET', run, unpack(TOTALS))
-        local totals = {
-          string.format('%d', (tonumber(old[1]) or 0) + p),
-          string.format('%d', (tonumber(old[2]) or 0) + c),
-          string.format('%d', (tonumber(old[3]) or 0) + t),
-          string.format('%d', (tonumber(old[4]) or 0) + 1),
-        }
+        local add = {string.match(usage, '^(%d+),(%d+),(%d+)$')}
+        add[4] = 1
         local event = {run_usage}
         for k = 1, 4 do
+          local total = string.format('%d', (tonumber(got[k + 2]) or 0) + add[k])
           fields[#fields + 1] = TOTALS[k]
-          fields[#fields + 1] = totals[k]
-          event[k + 1] = ',"' .. TOTALS[k] .. '":' .. totals[k]
+          fields[#fields + 1] = total
+          event[k + 1] = ',"' .. TOTALS[k] .. '":' .. total
         end
         event[6] = '}'
-        redis.call('HSET', unpack(fields))
-        redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', table.concat(event))
-      else
-        redis.call('HSET', unpack(fields))
+        usage_event = table.concat(event)
+      end
+      redis.call('HSET', unpack(fields))
+      for k = first, a - 1 do
+        redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', ARGV[k])
+      end
+      if usage_event then
+        redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', usage_event)
       end
       if stall == '-' then
-        redis.call('ZREM', stalls, sid)
+        redis.call('ZREM', stalls, member)
       elseif stall ~= '' then
-        redis.call('ZADD', stalls, string.sub(stall, 2), sid)
+        redis.call('ZADD', stalls, string.sub(stall, 2), member)
       end
-      if ttl ~= '' then
+      if live > 0 then
+        if dn == '1' and live == 1 then
+          redis.call('PERSIST', run)  -- the run's first live step: it expired no more
+        end
+      elseif ttl ~= '' then
         redis.call('EXPIRE', run, ttl)
       end
     end

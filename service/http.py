@@ -1,9 +1,10 @@
 """HTTP on the worker's port: probes, metrics, the query API and the AsyncAPI document.
 
-FastStream's ASGI app matches routes by exact path, so `/steps/<id>` and `/runs/<id>` are
-prefix routes, dispatched by `App` before FastStream's own routes. The AsyncAPI page is
-rendered here from the document itself, with no script or stylesheet from anywhere else:
-FastStream's page loads its viewer from a CDN, which a locked-down cluster cannot reach.
+FastStream's ASGI app matches routes by exact path, so `/runs/<id>` and
+`/runs/<id>/steps/<id>` (the Assistants API's own path shape) are prefix routes, dispatched
+by `App` before FastStream's own routes. The AsyncAPI page is rendered here from the
+document itself, with no script or stylesheet from anywhere else: FastStream's page loads
+its viewer from a CDN, which a locked-down cluster cannot reach.
 """
 
 from __future__ import annotations
@@ -105,25 +106,30 @@ def routes(
 
 
 def prefix_routes(worker: Worker) -> list[tuple[str, ASGIApp]]:
-    """`/steps/<step_id>` and `/runs/<run_id>`: tracked state as JSON, 404 when unknown."""
-    return [
-        ("/steps/", _lookup("/steps/", "step", worker.step)),
-        ("/runs/", _lookup("/runs/", "run", worker.run)),
-    ]
+    """`/runs/<run_id>` and `/runs/<run_id>/steps/<step_id>`: tracked state as JSON, 404
+    when unknown. A step's state is kept under its run, so its path names the run."""
+
+    async def fetch(path: str) -> tuple[str, dict[str, Any] | None]:
+        run_id, sep, step_id = path.partition("/steps/")
+        if sep and step_id:
+            return "step", await worker.step(run_id, step_id)
+        return "run", await worker.run(run_id)
+
+    return [("/runs/", _lookup("/runs/", fetch))]
 
 
 def _lookup(
-    prefix: str, what: str, fetch: Callable[[str], Awaitable[dict[str, Any] | None]]
+    prefix: str, fetch: Callable[[str], Awaitable[tuple[str, dict[str, Any] | None]]]
 ) -> ASGIApp:
     async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         key = scope["path"][len(prefix) :]
         if scope["method"] not in {"GET", "HEAD"}:
             response = AsgiResponse(b"Method Not Allowed", 405, headers={"allow": "GET, HEAD"})
-        elif not key:
-            response = _json({"error": f"no {what} id in the path"}, 404)
+        elif not key or key.startswith("/"):
+            response = _json({"error": "no run id in the path"}, 404)
         else:
             try:
-                found = await fetch(key)
+                what, found = await fetch(key)
             except INFRASTRUCTURE_ERRORS:
                 response = _json({"error": "redis unavailable"}, 503)
             else:

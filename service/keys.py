@@ -17,7 +17,7 @@ __all__ = ["Keys", "Partition", "partitions"]
 class Keys:
     """State key names of one partition.
 
-    With a hash tag (`runsteps:{3}:step:<id>`) every key of partition 3 shares the slot of
+    With a hash tag (`runsteps:{3}:run:<id>`) every key of partition 3 shares the slot of
     its streams (`runsteps.events:{3}`, ...), so each commit script stays single-slot on
     Redis Cluster.
     """
@@ -29,12 +29,9 @@ class Keys:
     def _base(self) -> str:
         return self.prefix if self.tag is None else f"{self.prefix}:{{{self.tag}}}"
 
-    def step(self, step_id: str) -> str:
-        """Hash with one step's tracked state."""
-        return f"{self._base}:step:{step_id}"
-
     def run(self, run_id: str) -> str:
-        """Hash of a run: usage totals, thread and assistant ids, `@<step id>` per step."""
+        """Hash of a run: each step's state as `@<step id>`, thread and assistant ids (`t`,
+        `a`), steps in progress (`n`) and usage totals."""
         return f"{self._base}:run:{run_id}"
 
     @property
@@ -44,7 +41,7 @@ class Keys:
 
     @property
     def stalls(self) -> str:
-        """Sorted set: step id -> unix deadline after which it counts as stalled."""
+        """Sorted set: run and step (`store.stall_member`) -> unix deadline for a stall."""
         return f"{self._base}:stalls"
 
 

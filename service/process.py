@@ -32,12 +32,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.derived import DeadLetterKind
 from contracts.partitioning import partition_for
+from contracts.run_step import StepStatus
 
 from .decode import Delta, Rejection, Step, decode_entry
 from .derive import derive
 from .errors import CommitConflictError
 from .lifecycle import Decision, Outcome, decide
-from .store import Commit, CommitResult, DeadLetter, Store, Tracked, encode_state
+from .store import Commit, CommitResult, DeadLetter, StepRef, Store, Tracked, encode_state
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -92,7 +93,7 @@ class _Plan:
     commits: list[Commit] = field(default_factory=list)
     acks: list[bytes] = field(default_factory=list)  # entries acked without a script
     dead: list[DeadLetter] = field(default_factory=list)
-    predicted: dict[str, Tracked] = field(default_factory=dict)  # step -> state after
+    predicted: dict[StepRef, Tracked] = field(default_factory=dict)  # state after
     conflicts: list[tuple[bytes, Step]] = field(default_factory=list)  # to decide again
     started: float = field(default_factory=time.perf_counter)
 
@@ -257,7 +258,7 @@ class Processor:
 
     async def _process(self, entries: list[Entry]) -> None:
         plan = self._decode(entries)
-        states = await self.store.read(_step_ids(plan.steps))
+        states = await self.store.read(_refs(plan.steps))
         self._plan(plan, states)
         await self._send(plan)
 
@@ -270,7 +271,7 @@ class Processor:
         moved the step), this batch is planned again from fresh reads.
         """
         plan = self._decode(entries)
-        ids = _step_ids(plan.steps)
+        ids = _refs(plan.steps)
         predicted = {} if deferred is None else deferred.predicted
         states = await self.store.read([i for i in ids if i not in predicted])
         if deferred is None:
@@ -295,16 +296,16 @@ class Processor:
             self._plan(plan, await self.store.read(ids))
         return plan
 
-    async def _apply(self, plan: _Plan) -> set[str]:
+    async def _apply(self, plan: _Plan) -> set[StepRef]:
         """Send a plan's commits, acks and dead letters; returns steps whose commit missed."""
         results = await self.store.apply(plan.commits, plan.acks, plan.dead)
-        missed: set[str] = set()
+        missed: set[StepRef] = set()
         conflicts: set[bytes] = set()
         for commit, result in zip(plan.commits, results, strict=True):
             if result is CommitResult.DONE:  # count what was published, exactly once
                 self.stats.update(f"derived.{t}" for t in commit.types)
             else:
-                missed.add(commit.step_id)
+                missed.add((commit.run_id, commit.step_id))
                 if result is CommitResult.CONFLICT:
                     conflicts.add(commit.source_id)
         self.stats["conflicts"] += len(conflicts)
@@ -321,7 +322,7 @@ class Processor:
             if not plan.conflicts:
                 break
             again = _Plan(plan.entries, steps=plan.conflicts)
-            self._plan(again, await self.store.read(_step_ids(again.steps)))
+            self._plan(again, await self.store.read(_refs(again.steps)))
             await self._apply(again)
             plan.conflicts = again.conflicts
         if plan.conflicts:
@@ -332,8 +333,8 @@ class Processor:
     def _plan(
         self,
         plan: _Plan,
-        states: dict[str, Tracked],
-        written: set[str] | None = None,
+        states: dict[StepRef, Tracked],
+        written: set[StepRef] | None = None,
         steps: list[tuple[bytes, Step]] | None = None,
     ) -> None:
         """Decide `steps` (default: all of `plan`'s) on `states`; fills in `plan`'s commits,
@@ -346,19 +347,20 @@ class Processor:
         commits, acks = plan.commits, plan.acks
         written = set() if written is None else written
         for source_id, step in plan.steps if steps is None else steps:
-            tracked = states[step.id]
+            ref = (step.run_id, step.id)
+            tracked = states[ref]
             decision = decide(tracked.status, step.status, tracked.rejected)
             self.stats[f"outcome.{decision.outcome}"] += 1
-            if not decision.changes_state and step.id not in written:
+            if not decision.changes_state and ref not in written:
                 acks.append(source_id)
                 continue
             version = f"{self._token}{next(self._seq):x}"
             commit, record = self._commit(source_id, step, tracked, decision, version)
             commits.append(commit)
-            written.add(step.id)
+            written.add(ref)
             if decision.changes_state:  # a checked no-op writes nothing, not even a version
-                states[step.id] = _after(tracked, decision, version, record)
-            plan.predicted[step.id] = states[step.id]
+                states[ref] = _after(tracked, decision, version, record)
+            plan.predicted[ref] = states[ref]
 
     def _commit(
         self, source_id: bytes, step: Step, tracked: Tracked, decision: Decision, version: str
@@ -374,11 +376,12 @@ class Processor:
         record["v"] = version
         run_owner = ("", "")
         if tracked.status is None:
-            record.update(c=str(step.created_at), r=step.run_id, y=str(step.type))
+            record.update(c=str(step.created_at), y=str(step.type))
             run_owner = (step.thread_id, step.assistant_id)
-        stall, ttl, usage = "", None, None
+        stall, live, ttl, usage = "", 0, None, None
         if decision.outcome is Outcome.STARTED:
             record["s"] = str(decision.to_status)
+            live = 1
             # From when the step was first seen, not created_at alone: replaying old events
             # must not raise a storm of stalls for steps that finished long ago.
             stall = f"+{max(step.created_at, int(time.time())) + s.stall_after_s}"
@@ -392,7 +395,9 @@ class Processor:
                 record.update(up=str(usage[0]), uc=str(usage[1]), ut=str(usage[2]))
             if step.last_error is not None:
                 record["e"] = str(step.last_error.code)
-            stall, ttl = "-", s.state_ttl_s
+            if tracked.status is StepStatus.IN_PROGRESS:  # off the stall index, one less live
+                stall, live = "-", -1
+            ttl = s.state_ttl_s
         else:  # REJECTED: remember it so a redelivery does not reject twice
             record["x"] = ",".join(sorted({*tracked.rejected, decision.to_status}))
             ttl = s.state_ttl_s
@@ -410,13 +415,14 @@ class Processor:
             run_usage=b"" if derived.run_usage is None else orjson.dumps(derived.run_usage)[:-1],
             types=derived.types,
             stall=stall,
+            live=live,
             ttl_s=ttl,
         )
         return commit, record
 
 
-def _step_ids(steps: list[tuple[bytes, Step]]) -> list[str]:
-    return list({step.id: None for _, step in steps})
+def _refs(steps: list[tuple[bytes, Step]]) -> list[StepRef]:
+    return list({(step.run_id, step.id): None for _, step in steps})
 
 
 def _after(tracked: Tracked, decision: Decision, version: str, record: dict[str, str]) -> Tracked:

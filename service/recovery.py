@@ -84,8 +84,8 @@ class Recovery:
         s = self.settings
         now = int(time.time()) if now is None else now
         published = 0
-        for step_id in await self.store.due_stalls(now, limit=500):
-            state = await self.store.step(step_id)
+        for run_id, step_id in await self.store.due_stalls(now, limit=500):
+            state = await self.store.step(run_id, step_id)
             if state is None or state.get("status") != StepStatus.IN_PROGRESS:
                 continue
             created = int(state.get("created_at", now))
@@ -93,7 +93,7 @@ class Recovery:
                 type=DerivedType.STALLED,
                 event_id=event_id_for(step_id, DerivedType.STALLED),
                 step_id=step_id,
-                run_id=state.get("run_id", ""),
+                run_id=run_id,
                 thread_id=state.get("thread_id", ""),
                 assistant_id=state.get("assistant_id", ""),
                 from_status=StepStatus.IN_PROGRESS,
@@ -102,7 +102,7 @@ class Recovery:
                 stalled_for_s=max(0, now - created),
                 stall_after_s=s.stall_after_s,
             )
-            if await self.store.publish_stall(step_id, event.model_dump_json().encode()):
+            if await self.store.publish_stall(run_id, step_id, event.model_dump_json().encode()):
                 published += 1
         self.processor.stats[f"derived.{DerivedType.STALLED}"] += published
         return published

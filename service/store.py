@@ -33,6 +33,7 @@ __all__ = [
     "Commit",
     "CommitResult",
     "DeadLetter",
+    "StepRef",
     "Store",
     "StreamEntries",
     "Tracked",
@@ -66,7 +67,6 @@ FIELD_NAMES = {
     "x": "rejected",
     "c": "created_at",
     "d": "ended_at",
-    "r": "run_id",
     "y": "type",
     "up": "prompt_tokens",
     "uc": "completion_tokens",
@@ -76,7 +76,20 @@ FIELD_NAMES = {
 
 
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "steps_counted")
-"""The run hash's cumulative usage fields (HINCRBY in the commit script)."""
+"""The run hash's cumulative usage fields (summed in the commit script)."""
+
+StepRef = tuple[str, str]
+"""(run id, step id): where a step's state is kept."""
+
+
+def stall_member(run_id: str, step_id: str) -> str:
+    """A step's member in the stall index: its run id (length-prefixed) and its id."""
+    return f"{len(run_id)}:{run_id}{step_id}"
+
+
+def _stall_ref(member: str) -> StepRef:
+    size, _, rest = member.partition(":")
+    return rest[: int(size)], rest[int(size) :]
 
 
 class _HiredisPacking:
@@ -118,10 +131,10 @@ class CommitResult(IntEnum):
     ALREADY = 2  # another consumer acked this entry first: nothing written
 
 
-STATE_FIELDS = ("v", "s", "x", "c", "y", "d", "up", "uc", "ut", "e", "r")
-"""A step's state is one string of these fields joined by '|': a string value costs far less
-Redis memory than a hash. The version comes first (the commit script compares it) and the
-run id last, so that a '|' inside a run id cannot shift the other fields."""
+STATE_FIELDS = ("v", "s", "x", "c", "y", "d", "up", "uc", "ut", "e")
+"""A step's state is one string of these fields joined by '|', kept in its run's hash (the
+run id is the key). The version comes first: the commit script compares it. Short enough
+(about 45 bytes) for Redis to keep a run's hash as one compact listpack."""
 
 
 # One-letter codes for the two enums stored per step: bytes paid by every tracked step.
@@ -147,23 +160,30 @@ _STATUS, _TYPE = _CODES["s"], _CODES["y"]
 def encode_state(record: Mapping[str, str]) -> str:
     """One step's state as the string the store keeps (fields in STATE_FIELDS order).
 
-    Spelled out field by field: it runs once per write on the worker's hot path.
+    Spelled out field by field: it runs once per write on the worker's hot path. Two more
+    savings, as every byte is paid once per tracked step: the end time is kept as seconds
+    after the creation time, and total_tokens is left out when it is prompt + completion.
     """
     get = record.get
     rejected = get("x")
+    created, ended = get("c", ""), get("d", "")
+    if created and ended:
+        ended = str(int(ended) - int(created))
+    prompt, completion, total = get("up", ""), get("uc", ""), get("ut", "")
+    if prompt and completion and total and int(total) == int(prompt) + int(completion):
+        total = ""
     return "|".join(
         (
             get("v", ""),
             _STATUS.get(get("s", ""), ""),
             ",".join(_STATUS[r] for r in rejected.split(",")) if rejected else "",
-            get("c", ""),
+            created,
             _TYPE.get(get("y", ""), ""),
-            get("d", ""),
-            get("up", ""),
-            get("uc", ""),
-            get("ut", ""),
+            ended,
+            prompt,
+            completion,
+            total,
             get("e", ""),
-            get("r", ""),
         )
     )
 
@@ -171,11 +191,16 @@ def encode_state(record: Mapping[str, str]) -> str:
 def decode_state(raw: str) -> dict[str, str]:
     """The fields of a stored state string (empty ones left out)."""
     values = raw.split("|", len(STATE_FIELDS) - 1)
-    return {
+    record = {
         name: _map(name, value, _NAMES)
         for name, value in zip(STATE_FIELDS, values, strict=False)
         if value
     }
+    if "c" in record and "d" in record:
+        record["d"] = str(int(record["c"]) + int(record["d"]))
+    if "up" in record and "uc" in record and "ut" not in record:
+        record["ut"] = str(int(record["up"]) + int(record["uc"]))
+    return record
 
 
 # Tracked and Commit are built per entry on the hot path: plain slotted dataclasses, as a
@@ -219,7 +244,8 @@ class Commit:
     events: tuple[bytes, ...] = ()  # derived events, JSON
     usage: tuple[int, int, int] | None = None
     run_usage: bytes = b""  # the run.usage event's JSON, its totals and closing brace left off
-    stall: str = ""
+    stall: str = ""  # '' | '+<deadline>' (into the stall index) | '-' (out of it)
+    live: int = 0  # change in the run's steps in progress: -1, 0 or 1
     ttl_s: int | None = None
     types: tuple[str, ...] = ()  # derived event types, for counting once committed
 
@@ -330,16 +356,26 @@ class Store:
         await self.redis.ping()
         await self.redis.xinfo_stream(self.part.source_stream)
 
-    async def read(self, step_ids: list[str]) -> dict[str, Tracked]:
-        """The tracked state of each step, in one MGET (one slot per partition)."""
-        keys = [self.keys.step(step_id) for step_id in step_ids]
-        if not keys:
+    async def read(self, refs: list[StepRef]) -> dict[StepRef, Tracked]:
+        """The tracked state of each step: one HMGET per run, in one round trip."""
+        by_run: dict[str, list[str]] = {}
+        for run_id, step_id in refs:
+            by_run.setdefault(run_id, []).append(step_id)
+        if not by_run:
             return {}
-        [rows] = await self._execute(lambda pipe: pipe.mget(keys))
-        return {
-            step_id: UNKNOWN if raw is None else Tracked.parse(raw.decode())
-            for step_id, raw in zip(step_ids, rows, strict=True)
-        }
+        run_key = self.keys.run
+
+        def build(pipe: Any) -> None:
+            for run_id, step_ids in by_run.items():
+                pipe.hmget(run_key(run_id), ["@" + step_id for step_id in step_ids])
+
+        states: dict[StepRef, Tracked] = {}
+        for (run_id, step_ids), rows in zip(
+            by_run.items(), await self._execute(build), strict=True
+        ):
+            for step_id, raw in zip(step_ids, rows, strict=True):
+                states[run_id, step_id] = UNKNOWN if raw is None else Tracked.parse(raw.decode())
+        return states
 
     def _build(
         self, pipe: Any, commits: list[Commit], acks: list[bytes], dead: list[DeadLetter]
@@ -348,9 +384,9 @@ class Store:
         if commits:
             keys = [p.derived_stream, p.source_stream, self.keys.stalls]
             args: list[Any] = [s.group, s.derived_maxlen]
-            step_key, run_key = self.keys.step, self.keys.run
+            run_key = self.keys.run
             for c in commits:
-                keys += (step_key(c.step_id), run_key(c.run_id))
+                keys.append(run_key(c.run_id))
                 usage = "" if c.usage is None else "%d,%d,%d" % c.usage  # noqa: UP031  # fastest
                 args += (
                     c.source_id,
@@ -359,8 +395,10 @@ class Store:
                     c.step_id,
                     c.state,
                     c.stall,
+                    stall_member(c.run_id, c.step_id) if c.stall else "",
                     "" if c.ttl_s is None else c.ttl_s,
                     *c.run_owner,
+                    c.live,
                     usage,
                     c.run_usage,
                     len(c.events),
@@ -538,38 +576,31 @@ class Store:
 
     # -- stalled steps -----------------------------------------------------------------------
 
-    async def due_stalls(self, now: int, limit: int) -> list[str]:
-        """Step ids whose stall deadline has passed."""
-        ids = cast(
+    async def due_stalls(self, now: int, limit: int) -> list[StepRef]:
+        """(run id, step id) of the steps whose stall deadline has passed."""
+        members = cast(
             "list[bytes]",
             await self.redis.zrangebyscore(self.keys.stalls, "-inf", now, start=0, num=limit),
         )
-        return [i.decode() for i in ids]
+        return [_stall_ref(m.decode()) for m in members]
 
-    async def publish_stall(self, step_id: str, event: bytes) -> bool:
-        """Publish `event` if this call takes `step_id` off the stall index (once overall)."""
+    async def publish_stall(self, run_id: str, step_id: str, event: bytes) -> bool:
+        """Publish `event` if this call takes the step off the stall index (once overall)."""
         s = self.settings
-        keys = [self.keys.stalls, self.keys.step(step_id), self.part.derived_stream]
-        args: list[Any] = [step_id, s.derived_maxlen, event]
+        keys = [self.keys.stalls, self.keys.run(run_id), self.part.derived_stream]
+        args: list[Any] = [stall_member(run_id, step_id), step_id, s.derived_maxlen, event]
         [published] = await self._execute(lambda pipe: pipe.evalsha(STALL.sha, 3, *keys, *args))
         return bool(published)
 
-    async def step(self, step_id: str) -> dict[str, str] | None:
+    async def step(self, run_id: str, step_id: str) -> dict[str, str] | None:
         """A step's tracked state with readable field names, or None if unknown."""
-        raw = cast("bytes | None", await self.redis.get(self.keys.step(step_id)))
-        if raw is None:
+        raw = cast(
+            "list[bytes | None]",
+            await self.redis.hmget(self.keys.run(run_id), "@" + step_id, "t", "a"),
+        )
+        if raw[0] is None:
             return None
-        state = {FIELD_NAMES[k]: v for k, v in decode_state(raw.decode()).items()}
-        state["step_id"] = step_id
-        if "run_id" in state:  # thread and assistant are kept once per run, not per step
-            ids = cast(
-                "list[bytes | None]",
-                await self.redis.hmget(self.keys.run(state["run_id"]), "t", "a"),
-            )
-            for name, value in zip(("thread_id", "assistant_id"), ids, strict=True):
-                if value is not None:
-                    state[name] = value.decode()
-        return state
+        return _readable(run_id, step_id, raw[0].decode(), raw[1], raw[2])
 
     async def run(self, run_id: str) -> dict[str, Any] | None:
         """A run's usage totals and its steps' states, or None if unknown."""
@@ -577,23 +608,38 @@ class Store:
         if not raw:
             return None
         fields = {k.decode(): v.decode() for k, v in raw.items()}
-        step_ids = sorted(k[1:] for k in fields if k.startswith("@"))
-        steps = [await self.step(step_id) for step_id in step_ids]
+        thread, assistant = fields.get("t"), fields.get("a")
         return {
             "run_id": run_id,
-            "thread_id": fields.get("t"),
-            "assistant_id": fields.get("a"),
+            "thread_id": thread,
+            "assistant_id": assistant,
             "usage": {k: int(fields.get(k, 0)) for k in USAGE_FIELDS},
-            "steps": [s for s in steps if s is not None],
+            "steps_in_progress": int(fields.get("n", 0)),
+            "steps": [
+                _readable(run_id, name[1:], value, thread, assistant)
+                for name, value in sorted(fields.items())
+                if name.startswith("@")
+            ],
         }
 
 
-async def find_step(stores: list[Store], step_id: str) -> dict[str, str] | None:
-    """A step's tracked state from whichever partition tracks it (ids carry no partition)."""
-    for store in stores:
-        if (found := await store.step(step_id)) is not None:
-            return found
-    return None
+def _readable(
+    run_id: str, step_id: str, raw: str, thread: bytes | str | None, assistant: bytes | str | None
+) -> dict[str, str]:
+    state = {FIELD_NAMES[k]: v for k, v in decode_state(raw).items()}
+    state |= {"step_id": step_id, "run_id": run_id}
+    # Thread and assistant are kept once per run, not per step.
+    for name, value in (("thread_id", thread), ("assistant_id", assistant)):
+        if value is not None:
+            state[name] = value.decode() if isinstance(value, bytes) else value
+    return state
+
+
+async def find_step(stores: list[Store], run_id: str, step_id: str) -> dict[str, str] | None:
+    """A step's tracked state, from the partition its run id maps to."""
+    if not stores:
+        return None
+    return await stores[partition_for(run_id, len(stores))].step(run_id, step_id)
 
 
 async def find_run(stores: list[Store], run_id: str) -> dict[str, Any] | None:

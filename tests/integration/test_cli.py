@@ -51,7 +51,7 @@ def test_demo_runs_end_to_end() -> None:
 
 
 async def test_inspect_step_and_run(redis: Redis, settings: Settings) -> None:
-    """`inspect STEP_ID` and `inspect --run RUN_ID` print tracked state as JSON."""
+    """`inspect --run RUN_ID [STEP_ID]` prints a run's (or one step's) state as JSON."""
     store = Store(redis, settings)
     await store.ensure_group()
     body = step("i1", "completed", run_id="r-inspect", ended_at=T0 + 2, usage=(3, 4))
@@ -59,14 +59,15 @@ async def test_inspect_step_and_run(redis: Redis, settings: Settings) -> None:
     await Processor(store, settings).process(
         await fetch(redis, settings.source_stream, settings.group, "c")
     )
-    one = runsteps(settings, "inspect", "i1")
+    one = runsteps(settings, "inspect", "--run", "r-inspect", "i1")
     assert one.returncode == 0, one.stderr
     assert json.loads(one.stdout)["status"] == "completed"
     run = runsteps(settings, "inspect", "--run", "r-inspect")
     assert json.loads(run.stdout)["usage"]["total_tokens"] == 7
-    missing = runsteps(settings, "inspect", "nope")
+    missing = runsteps(settings, "inspect", "--run", "r-inspect", "nope")
     assert missing.returncode == 1
-    assert "not tracked" in missing.stderr
+    assert "not tracked: step nope of run r-inspect" in missing.stderr
+    assert runsteps(settings, "inspect", "--run", "nope").returncode == 1
 
 
 async def test_replay_dlq_command(redis: Redis, settings: Settings) -> None:

@@ -147,17 +147,28 @@ async def test_stalled_step_published_once_across_workers(redis: Redis, settings
 async def test_terminal_state_expires_and_live_state_does_not(
     redis: Redis, settings: Settings
 ) -> None:
-    """Terminal steps get RUNSTEPS_STATE_TTL_S; in-progress steps keep their state."""
+    """A run's state expires RUNSTEPS_STATE_TTL_S after its last step ended; while a step is
+    in progress it does not expire, and a run that starts a step again stops expiring."""
     s = settings.model_copy(update={"state_ttl_s": 3600})
     store = Store(redis, s)
+    processor = Processor(store, s)
     await store.ensure_group()
-    await produce(
-        redis, s, step("t1", "in_progress"), step("t2", "completed", ended_at=T0, usage=(1, 1))
-    )
-    await Processor(store, s).process(await fetch(redis, s.source_stream, s.group, s.consumer))
-    assert await redis.ttl(store.keys.step("t1")) == -1
-    assert 3500 < await redis.ttl(store.keys.step("t2")) <= 3600
-    assert 3500 < await redis.ttl(store.keys.run("run_demo")) <= 3600
+    run = store.keys.run("run_demo")
+
+    async def after(*bodies: dict[str, Any]) -> int:
+        await produce(redis, s, *bodies)
+        await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
+        return int(await redis.ttl(run))
+
+    def done(step_id: str) -> dict[str, Any]:
+        return step(step_id, "completed", ended_at=T0, usage=(1, 1))
+
+    assert await after(step("t1", "in_progress"), done("t2")) == -1
+    assert 3500 < await after(done("t1")) <= 3600
+    assert await after(step("t3", "in_progress")) == -1
+    assert 3500 < await after(step("t3", "failed", ended_at=T0, error="server_error")) <= 3600
+    assert 3500 < await after(step("t3", "cancelled", ended_at=T0)) <= 3600  # rejected
+    assert (await store.run("run_demo") or {})["steps_in_progress"] == 0
 
 
 async def test_replay_dlq_resubmits_then_removes(redis: Redis, settings: Settings) -> None:

@@ -196,7 +196,7 @@ async def test_same_step_many_times_in_one_batch(redis: Redis, settings: Setting
     types = [e["type"] for e in await read_json(redis, settings.derived_stream)]
     assert types == ["run_step.started", "run_step.completed", "run_step.transition_rejected"]
     assert await drained(redis, settings.source_stream, settings.group)
-    state = await store.step("c1")
+    state = await store.step("run_demo", "c1")
     assert state is not None
     assert state["status"] == "completed"
     assert state["rejected"] == "cancelled"

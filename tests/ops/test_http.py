@@ -195,7 +195,7 @@ async def test_group_gauges_show_lag_then_pending(redis: Redis, settings: Settin
 
 
 async def test_queries_return_state_or_404(base: str, redis: Redis, settings: Settings) -> None:
-    """/steps/<id> and /runs/<id> return tracked state and usage; unknown ids are 404 JSON."""
+    """/runs/<id> and /runs/<id>/steps/<id> return state and usage; unknown ids: 404 JSON."""
     await produce(
         redis,
         settings,
@@ -205,21 +205,23 @@ async def test_queries_return_state_or_404(base: str, redis: Redis, settings: Se
     )
     await settle(redis, settings)
 
-    status, body = await get_json(base, "/steps/q1")
+    status, body = await get_json(base, "/runs/rq/steps/q1")
     assert status == 200
     assert (body["step_id"], body["status"], body["run_id"]) == ("q1", "completed", "rq")
     status, body = await get_json(base, "/runs/rq")
     assert status == 200
     assert body["usage"]["total_tokens"] == 17
     assert sorted(s["step_id"] for s in body["steps"]) == ["q1", "q2"]
+    assert body["steps_in_progress"] == 0
 
-    assert await get_json(base, "/steps/unknown") == (
+    assert await get_json(base, "/runs/rq/steps/unknown") == (
         404,
-        {"error": "step not tracked", "id": "unknown"},
+        {"error": "step not tracked", "id": "rq/steps/unknown"},
     )
     assert (await get_json(base, "/runs/unknown"))[0] == 404
-    assert (await get_json(base, "/steps/"))[0] == 404
-    assert (await request(base, "/steps/q1", method="DELETE"))[0] == 405
+    assert (await get_json(base, "/runs/"))[0] == 404
+    assert (await request(base, "/steps/q1"))[0] == 404  # a step is found under its run
+    assert (await request(base, "/runs/rq/steps/q1", method="DELETE"))[0] == 405
 
 
 async def test_asyncapi_document_names_the_three_streams(base: str, settings: Settings) -> None:
@@ -279,7 +281,7 @@ async def test_partitioned_worker_serves_every_partition(redis: Redis, settings:
                 functools.partial(drained, redis, part.source_stream, own.group), what="drained"
             )
         for run_id in ("run_a", "run_b", "run_c", "run_d"):
-            status, body = await get_json(url, f"/steps/p_{run_id}")
+            status, body = await get_json(url, f"/runs/{run_id}/steps/p_{run_id}")
             assert (status, body["status"]) == (200, "in_progress")
             assert (await get_json(url, f"/runs/{run_id}"))[0] == 200
         m = await scrape(url)

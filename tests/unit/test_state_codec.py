@@ -9,6 +9,7 @@ from contracts.run_step import StepStatus, StepType
 from service.store import STATE_FIELDS, Tracked, decode_state, encode_state
 
 _PLAIN = st.text(st.characters(blacklist_characters="|,", blacklist_categories=["Cs"]), min_size=1)
+_INT = st.integers(-(2**40), 2**40).map(str)
 _STATUSES = st.sampled_from([str(s) for s in StepStatus])
 
 
@@ -17,19 +18,18 @@ def records(draw: st.DrawFn) -> dict[str, str]:
     record = {"v": draw(_PLAIN), "s": draw(_STATUSES)}
     optional = {
         "x": st.lists(_STATUSES, min_size=1, unique=True).map(",".join),
-        "c": _PLAIN,
+        "c": _INT,
         "y": st.sampled_from([str(t) for t in StepType]),
-        "d": _PLAIN,
-        "up": _PLAIN,
-        "uc": _PLAIN,
-        "ut": _PLAIN,
+        "d": _INT,
         "e": _PLAIN,
-        # The run id comes last, so it may even hold the separator.
-        "r": st.text(st.characters(blacklist_categories=["Cs"]), min_size=1),
     }
     for name, values in optional.items():
         if draw(st.booleans()):
             record[name] = draw(values)
+    if draw(st.booleans()):  # usage comes whole; its total may or may not be the sum
+        prompt, completion = draw(st.integers(0, 10**9)), draw(st.integers(0, 10**9))
+        total = draw(st.sampled_from([prompt + completion, draw(st.integers(0, 10**9))]))
+        record |= {"up": str(prompt), "uc": str(completion), "ut": str(total)}
     return record
 
 
@@ -39,9 +39,17 @@ def test_every_record_round_trips(record: dict[str, str]) -> None:
     assert decode_state(encode_state(record)) == record
 
 
+def test_state_is_compact() -> None:
+    record = {"v": "a1", "s": "completed", "c": "1764000000", "d": "1764000014"}
+    record |= {"up": "1266", "uc": "101", "ut": "1367"}
+    raw = encode_state(record)
+    assert raw == "a1|c||1764000000||14|1266|101||"
+    assert decode_state(raw) == record
+
+
 def test_state_uses_one_letter_codes() -> None:
     raw = encode_state({"v": "a1", "s": "completed", "x": "failed,cancelled", "y": "tool_calls"})
-    assert raw == "a1|c|f,x||t||||||"
+    assert raw == "a1|c|f,x||t|||||"
     tracked = Tracked.parse(raw)
     assert tracked.status is StepStatus.COMPLETED
     assert tracked.rejected == {StepStatus.FAILED, StepStatus.CANCELLED}
