@@ -137,11 +137,13 @@ run id is the key). The version comes first: the commit script compares it. Shor
 (about 45 bytes) for Redis to keep a run's hash as one compact listpack."""
 
 
-# One-letter codes for the two enums stored per step: bytes paid by every tracked step.
+# One-letter codes for the enums stored per step: bytes paid by every tracked step, and a
+# state string over 64 bytes would turn its whole run's hash from a listpack into a table.
 _CODES = {
     "s": {"in_progress": "i", "completed": "c", "failed": "f", "cancelled": "x",
           "expired": "e", "incomplete": "n"},
     "y": {"message_creation": "m", "tool_calls": "t"},
+    "e": {"server_error": "s", "rate_limit_exceeded": "r"},
 }  # fmt: skip
 _CODES["x"] = _CODES["s"]
 _NAMES = {field: {v: k for k, v in codes.items()} for field, codes in _CODES.items()}
@@ -154,7 +156,7 @@ def _map(field: str, value: str, table: dict[str, dict[str, str]]) -> str:
     return ",".join(codes[v] for v in value.split(","))
 
 
-_STATUS, _TYPE = _CODES["s"], _CODES["y"]
+_STATUS, _TYPE, _ERROR = _CODES["s"], _CODES["y"], _CODES["e"]
 
 
 def encode_state(record: Mapping[str, str]) -> str:
@@ -183,7 +185,7 @@ def encode_state(record: Mapping[str, str]) -> str:
             prompt,
             completion,
             total,
-            get("e", ""),
+            _ERROR.get(get("e", ""), ""),
         )
     )
 

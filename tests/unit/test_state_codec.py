@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contracts.run_step import StepStatus, StepType
+from contracts.run_step import LastErrorCode, StepStatus, StepType
 from service.store import STATE_FIELDS, Tracked, decode_state, encode_state
 
 _PLAIN = st.text(st.characters(blacklist_characters="|,", blacklist_categories=["Cs"]), min_size=1)
@@ -21,7 +21,7 @@ def records(draw: st.DrawFn) -> dict[str, str]:
         "c": _INT,
         "y": st.sampled_from([str(t) for t in StepType]),
         "d": _INT,
-        "e": _PLAIN,
+        "e": st.sampled_from([str(c) for c in LastErrorCode]),
     }
     for name, values in optional.items():
         if draw(st.booleans()):
@@ -45,6 +45,14 @@ def test_state_is_compact() -> None:
     raw = encode_state(record)
     assert raw == "a1|c||1764000000||14|1266|101||"
     assert decode_state(raw) == record
+
+
+def test_a_long_state_stays_short_enough_for_a_listpack() -> None:
+    """Redis keeps a hash compact while every value is at most 64 bytes (the default)."""
+    record = {"v": "f" * 6 + "f" * 8, "s": "failed", "x": "completed,cancelled", "c": "9" * 10}
+    record |= {"y": "tool_calls", "d": "9" * 10 + "9", "up": "9" * 6, "uc": "9" * 6}
+    record |= {"ut": "1", "e": "rate_limit_exceeded"}
+    assert len(encode_state(record)) <= 64
 
 
 def test_state_uses_one_letter_codes() -> None:
