@@ -20,6 +20,7 @@ __all__ = [
     "RunStepDelta",
     "RunStepDeltaEvent",
     "RunStepEvent",
+    "StepEventLiteral",
     "StepEventName",
 ]
 

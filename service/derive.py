@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from contracts.derived import DerivedType, event_id_for
+from contracts.run_step import StepStatus
 
 from .lifecycle import Decision, Outcome
 
@@ -24,7 +25,7 @@ Event = dict[str, Any]
 """One derived event as JSON-ready values (StrEnums serialise as their values)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per event: a frozen dataclass's __init__ costs more
 class Derived:
     """What one decision publishes: step events, and a run.usage event if usage counts.
 
@@ -41,6 +42,14 @@ class Derived:
         """The types of every event published, run.usage included."""
         types = tuple(e["type"] for e in self.events)
         return types if self.run_usage is None else (*types, self.run_usage["type"])
+
+
+# run_step.<status> for each terminal status (a dict lookup: this runs once per event).
+_FINISHED: dict[StepStatus, DerivedType] = {
+    status: DerivedType(f"run_step.{status}")
+    for status in StepStatus
+    if status is not StepStatus.IN_PROGRESS
+}
 
 
 def _common(step: Step, decision: Decision, type_: DerivedType, qualifier: str = "") -> Event:
@@ -81,7 +90,7 @@ def derive(step: Step, decision: Decision) -> Derived:
         started.update(occurred_at=step.created_at, step_type=step.type)
         return Derived((started,), None)
     if decision.outcome is Outcome.FINISHED:
-        finished = _common(step, decision, DerivedType(f"run_step.{decision.to_status}"))
+        finished = _common(step, decision, _FINISHED[decision.to_status])
         finished.update(
             occurred_at=occurred_at,
             step_type=step.type,

@@ -23,7 +23,7 @@ from contracts.run_step import (
     StepStatus,
     StepType,
 )
-from contracts.stream_events import EVENT_STATUS
+from contracts.stream_events import EVENT_STATUS, StepEventLiteral
 
 __all__ = ["FastStep", "decode_fast"]
 
@@ -165,14 +165,7 @@ class _BareStep(FastStep, frozen=True, kw_only=True):
 # No unknown fields: RunStepEvent allows them, but a payload with an `object` beside `event`
 # is a bare step to pydantic's discriminator, so anything unusual goes that way.
 class _Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    event: Literal[
-        "thread.run.step.created",
-        "thread.run.step.in_progress",
-        "thread.run.step.completed",
-        "thread.run.step.failed",
-        "thread.run.step.cancelled",
-        "thread.run.step.expired",
-    ]
+    event: StepEventLiteral
     data: FastStep
 
 

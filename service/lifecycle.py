@@ -6,7 +6,7 @@ worker does under duplicates, redelivery and out-of-order arrival follows from `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from contracts.run_step import TERMINAL_STATUSES, StepStatus
@@ -24,6 +24,10 @@ class Outcome(StrEnum):
     STALE = "stale"  # in_progress after terminal: arrived late, ignored without noise
 
 
+_WRITES = frozenset({Outcome.STARTED, Outcome.FINISHED, Outcome.REJECTED})
+_MOVES = frozenset({Outcome.STARTED, Outcome.FINISHED})
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The outcome of one incoming status against the tracked one."""
@@ -31,18 +35,18 @@ class Decision:
     outcome: Outcome
     from_status: StepStatus | None
     to_status: StepStatus
+    # True when the tracked state must be written (and a derived event published).
+    changes_state: bool = field(init=False)
+    # The status to store, or None when the stored status stays as it is.
+    new_status: StepStatus | None = field(init=False)
 
-    @property
-    def changes_state(self) -> bool:
-        """True when the tracked state must be written (and a derived event published)."""
-        return self.outcome in (Outcome.STARTED, Outcome.FINISHED, Outcome.REJECTED)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "changes_state", self.outcome in _WRITES)
+        moves = self.outcome in _MOVES
+        object.__setattr__(self, "new_status", self.to_status if moves else None)
 
-    @property
-    def new_status(self) -> StepStatus | None:
-        """The status to store, or None when the stored status stays as it is."""
-        if self.outcome in (Outcome.STARTED, Outcome.FINISHED):
-            return self.to_status
-        return None
+
+_DECISIONS: dict[tuple[StepStatus | None, StepStatus, frozenset[StepStatus]], Decision] = {}
 
 
 def decide(
@@ -53,8 +57,19 @@ def decide(
     """Decide what `incoming` does to a step whose tracked status is `current`.
 
     `rejected` holds the terminal statuses already refused for this step, so that the same
-    refused event redelivered does not yield a second rejection.
+    refused event redelivered does not yield a second rejection. The inputs take a few
+    hundred values at most, so each Decision is made once and then looked up.
     """
+    key = (current, incoming, rejected)
+    decision = _DECISIONS.get(key)
+    if decision is None:
+        decision = _DECISIONS[key] = _decide(current, incoming, rejected)
+    return decision
+
+
+def _decide(
+    current: StepStatus | None, incoming: StepStatus, rejected: frozenset[StepStatus]
+) -> Decision:
     if current is None:
         outcome = Outcome.STARTED if incoming is StepStatus.IN_PROGRESS else Outcome.FINISHED
     elif current is StepStatus.IN_PROGRESS:
