@@ -7,6 +7,7 @@ or a script.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -41,6 +42,9 @@ __all__ = [
     "find_step",
     "read_streams",
 ]
+
+
+log = logging.getLogger("runsteps.store")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +91,10 @@ def stall_member(run_id: str, step_id: str) -> str:
     return f"{len(run_id)}:{run_id}{step_id}"
 
 
-def _stall_ref(member: str) -> StepRef:
-    size, _, rest = member.partition(":")
+def _stall_ref(member: str) -> StepRef | None:
+    size, sep, rest = member.partition(":")
+    if not (sep and size.isdigit() and int(size) <= len(rest)):
+        return None
     return rest[: int(size)], rest[int(size) :]
 
 
@@ -579,12 +585,26 @@ class Store:
     # -- stalled steps -----------------------------------------------------------------------
 
     async def due_stalls(self, now: int, limit: int) -> list[StepRef]:
-        """(run id, step id) of the steps whose stall deadline has passed."""
+        """(run id, step id) of the steps whose stall deadline has passed.
+
+        A member that does not name a run (written by an earlier build) is dropped, so it
+        can never stop the scan.
+        """
         members = cast(
             "list[bytes]",
             await self.redis.zrangebyscore(self.keys.stalls, "-inf", now, start=0, num=limit),
         )
-        return [_stall_ref(m.decode()) for m in members]
+        refs, unreadable = [], []
+        for member in members:
+            ref = _stall_ref(member.decode(errors="replace"))
+            if ref is None:
+                unreadable.append(member)
+            else:
+                refs.append(ref)
+        if unreadable:
+            log.warning("dropping %d unreadable stall index members", len(unreadable))
+            await self.redis.zrem(self.keys.stalls, *unreadable)
+        return refs
 
     async def publish_stall(self, run_id: str, step_id: str, event: bytes) -> bool:
         """Publish `event` if this call takes the step off the stall index (once overall)."""

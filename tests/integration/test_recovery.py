@@ -144,6 +144,21 @@ async def test_stalled_step_published_once_across_workers(redis: Redis, settings
     assert await scanners[0].scan_stalls(now=later + 100) == 0
 
 
+async def test_unreadable_stall_member_is_dropped_not_fatal(
+    redis: Redis, settings: Settings
+) -> None:
+    """A stall index member that names no run (an earlier build's format) never stops a scan."""
+    s = settings.model_copy(update={"stall_after_s": 1})
+    store = Store(redis, s)
+    await store.ensure_group()
+    await redis.zadd(store.keys.stalls, {"step_old": 1, "99:x": 1})
+    await produce(redis, s, step("slow", "in_progress"))
+    processor = Processor(store, s)
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
+    assert await Recovery(store, processor, s).scan_stalls(now=int(time.time()) + 5) == 1
+    assert await redis.zcard(store.keys.stalls) == 0
+
+
 async def test_terminal_state_expires_and_live_state_does_not(
     redis: Redis, settings: Settings
 ) -> None:
