@@ -10,14 +10,16 @@
 -- in progress it does not expire.
 --
 -- KEYS: 1 derived stream, 2 source stream, 3 stall zset, then the run hash of each entry
--- ARGV: 1 group, 2 derived maxlen, then per entry 14 fields and its events:
---       id (source entry), e (expected version, '' = step unknown), v (new version, unused
---       here: it leads the state string), sid (step id), f (new state string, '' = unchanged:
---       a checked no-op), st ('' | '+<deadline>' | '-'), m (the step's stall index member),
---       ttl ('' = none), t and a (thread and assistant for the run hash, '' = known
---       already), dn (steps in progress: -1, 0 or 1), u (usage 'p,c,t', '' = none),
---       ru (the run.usage event JSON, its totals cut off: they are appended here),
---       n (number of events), then n derived event JSON strings.
+-- ARGV: 1 group, 2 derived maxlen, then per entry 7 arguments and its events:
+--       a header of fields that never hold '|', joined by '|' (one argument instead of
+--       seven: the client packs every argument separately, and this is its hot path):
+--         id (source entry), e (expected version, '' = step unknown),
+--         st ('' | '+<deadline>' | '-'), ttl ('' = none), dn (steps in progress: -1, 0, 1),
+--         u (usage 'p,c,t', '' = none), n (number of derived events);
+--       sid (step id), f (new state string, '' = unchanged: a checked no-op),
+--       m (the step's stall index member), t and a (thread and assistant for the run hash,
+--       '' = known already), ru (the run.usage event JSON, its totals cut off: they are
+--       appended here), then n derived event JSON strings.
 -- Returns one code per entry: 0 conflict (version moved: decide again), 1 committed,
 -- 2 acked already by another consumer (nothing written).
 local group, maxlen = ARGV[1], ARGV[2]
@@ -29,9 +31,10 @@ local i = 0
 local nargs = #ARGV
 while a <= nargs do
   i = i + 1
-  local id, expected, _, sid, state, stall, member, ttl, thread, assistant, dn, usage,
-    run_usage, n = unpack(ARGV, a, a + 13)
-  local first = a + 14
+  local id, expected, stall, ttl, dn, usage, n =
+    string.match(ARGV[a], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  local sid, state, member, thread, assistant, run_usage = unpack(ARGV, a + 1, a + 6)
+  local first = a + 7
   a = first + tonumber(n)
   local run, field = KEYS[3 + i], '@' .. sid
   local got

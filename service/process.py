@@ -301,14 +301,18 @@ class Processor:
         results = await self.store.apply(plan.commits, plan.acks, plan.dead)
         missed: set[StepRef] = set()
         conflicts: set[bytes] = set()
+        published: list[str] = []
         for commit, result in zip(plan.commits, results, strict=True):
             if result is CommitResult.DONE:  # count what was published, exactly once
-                self.stats.update(f"derived.{t}" for t in commit.types)
+                published += commit.types
             else:
                 missed.add((commit.run_id, commit.step_id))
                 if result is CommitResult.CONFLICT:
                     conflicts.add(commit.source_id)
-        self.stats["conflicts"] += len(conflicts)
+        stats = self.stats
+        for type_, n in Counter(published).items():
+            stats[f"derived.{type_}"] += n
+        stats["conflicts"] += len(conflicts)
         plan.conflicts = [(sid, step) for sid, step in plan.steps if sid in conflicts]
         return missed
 
@@ -346,11 +350,12 @@ class Processor:
         """
         commits, acks = plan.commits, plan.acks
         written = set() if written is None else written
+        outcomes: list[Outcome] = []
         for source_id, step in plan.steps if steps is None else steps:
             ref = (step.run_id, step.id)
             tracked = states[ref]
             decision = decide(tracked.status, step.status, tracked.rejected)
-            self.stats[f"outcome.{decision.outcome}"] += 1
+            outcomes.append(decision.outcome)
             if not decision.changes_state and ref not in written:
                 acks.append(source_id)
                 continue
@@ -361,6 +366,9 @@ class Processor:
             if decision.changes_state:  # a checked no-op writes nothing, not even a version
                 states[ref] = _after(tracked, decision, version, record)
             plan.predicted[ref] = states[ref]
+        stats = self.stats
+        for outcome, n in Counter(outcomes).items():
+            stats[f"outcome.{outcome}"] += n
 
     def _commit(
         self, source_id: bytes, step: Step, tracked: Tracked, decision: Decision, version: str
@@ -409,7 +417,7 @@ class Processor:
             version=version,
             state=encode_state(record),
             run_owner=run_owner,
-            events=tuple(orjson.dumps(e) for e in derived.events),
+            events=tuple(map(orjson.dumps, derived.events)),
             usage=usage,
             # The store appends the run's totals: the JSON goes without its closing brace.
             run_usage=b"" if derived.run_usage is None else orjson.dumps(derived.run_usage)[:-1],

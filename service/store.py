@@ -396,20 +396,19 @@ class Store:
             for c in commits:
                 keys.append(run_key(c.run_id))
                 usage = "" if c.usage is None else "%d,%d,%d" % c.usage  # noqa: UP031  # fastest
+                ttl = "" if c.ttl_s is None else c.ttl_s
+                # Fields that never hold '|' travel as one header (see commit.lua).
+                header = (
+                    f"{c.source_id.decode()}|{c.expected}|{c.stall}|{ttl}|{c.live}|{usage}|"
+                    f"{len(c.events)}"
+                )
                 args += (
-                    c.source_id,
-                    c.expected,
-                    c.version,
+                    header,
                     c.step_id,
                     c.state,
-                    c.stall,
                     stall_member(c.run_id, c.step_id) if c.stall else "",
-                    "" if c.ttl_s is None else c.ttl_s,
                     *c.run_owner,
-                    c.live,
-                    usage,
                     c.run_usage,
-                    len(c.events),
                     *c.events,
                 )
             pipe.evalsha(COMMIT.sha, len(keys), *keys, *args)
