@@ -35,7 +35,16 @@ class Settings(BaseSettings):
     batch_size: PositiveInt = Field(500, description="entries fetched per XREADGROUP")
     # Below redis-py's 5 s socket timeout: a longer BLOCK times out on every idle poll.
     block_ms: int = Field(200, gt=0, le=4000, description="XREADGROUP BLOCK when idle")
-    state_ttl_s: PositiveInt = Field(7 * 86_400, description="TTL of terminal step state")
+    linger_ms: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="after a partial batch, wait this long before the next fetch: fewer, "
+        "fuller batches (less CPU) at moderate rates, for up to this much latency",
+    )
+    state_ttl_s: PositiveInt = Field(
+        7 * 86_400, description="a run's state expires this long after its last step ended"
+    )
     stall_after_s: PositiveInt = Field(600, description="in_progress longer than this: stalled")
     claim_idle_ms: PositiveInt = Field(30_000, description="pending idle time before a claim")
     max_deliveries: PositiveInt = Field(5, description="deliveries before an entry is dead")

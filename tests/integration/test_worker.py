@@ -19,10 +19,10 @@ from service.store import Store
 from tests.helpers import drained, entries, fetch, produce, read_json, settle
 
 
-@pytest.fixture
-async def worker(settings: Settings) -> AsyncIterator[Worker]:
-    """A worker consuming this test's streams, in this process."""
-    w = build_worker(settings)
+@pytest.fixture(params=[2.0, 0.0], ids=["linger", "no-linger"])
+async def worker(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[Worker]:
+    """A worker consuming this test's streams, in this process (with and without linger)."""
+    w = build_worker(settings.model_copy(update={"linger_ms": request.param}))
     await w.start()
     yield w
     await w.stop()
