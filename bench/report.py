@@ -16,6 +16,7 @@ from service.redis_server import find_redis_server
 from .micro import STAGES
 
 if TYPE_CHECKING:
+    from .infra import Drain
     from .latency import Latency
     from .micro import Micro
     from .recovery import RecoveryResult
@@ -28,6 +29,14 @@ Row = tuple[str, str, str]  # metric, value, note
 
 def _n(x: float) -> str:
     return f"{x:,.0f}"
+
+
+_CORES = os.cpu_count() or 1
+
+
+def _ceiling(drain: Drain) -> float:
+    """Events/s if every core of this machine did nothing but this drain's CPU work."""
+    return _CORES * 1e6 / (drain.cpu_us("consumer") + drain.cpu_us("redis"))
 
 
 def _throughput(t: Throughput) -> list[Row]:
@@ -56,7 +65,13 @@ def _throughput(t: Throughput) -> list[Row]:
         ),
         ("A/B", f"{a.rate / b.rate:.2f}", "share of the bare-consume ceiling"),
         ("A/C", f"{a.rate / c.rate:.2f}", "against what most users write first"),
-        ("D/A", f"{d.rate / a.rate:.2f}", "2 processes over 1, on a 2-core machine"),
+        ("D/A", f"{d.rate / a.rate:.2f}", f"2 processes over 1, on a {_CORES}-core machine"),
+        (
+            "D vs this machine's CPU ceiling",
+            f"{d.rate / _ceiling(d):.0%}",
+            f"ceiling {_n(_ceiling(d))} ev/s: {_CORES} cores / D's CPU per event (workers and "
+            "Redis share the cores; with Redis on its own core each worker adds its rate)",
+        ),
         (
             "worker start-up",
             f"{t.startup_s:.2f} s",
