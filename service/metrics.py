@@ -136,7 +136,8 @@ class Metrics:
         self.registry.register(self._collector)
         self.batch_seconds = Histogram(
             "runsteps_batch_processing_seconds",
-            "Time to process one fetched batch (decode, decide, commit)",
+            "Time from decoding a fetched batch to its commit's reply (a full batch's commit"
+            " goes out with the next batch, so this includes one fetch of it)",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
