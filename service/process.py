@@ -152,7 +152,7 @@ class Processor:
                 self._flush_timer.cancel()
                 self._flush_timer = None
             if deferred is None and not more:
-                return await self._guarded(entries, self._process)
+                return await self._guarded(entries)
             try:
                 plan = await self._overlap(deferred, entries)
             except INFRASTRUCTURE_ERRORS:
@@ -277,6 +277,10 @@ class Processor:
         if deferred is None:
             self._plan(plan, states)
             return plan
+        # The batch as decoded, before planning fills in its commits: kept to plan it again.
+        decoded = _Plan(
+            entries, plan.steps, acks=list(plan.acks), dead=plan.dead, started=plan.started
+        )
         flight = asyncio.ensure_future(self._apply(deferred))
         carried = {i: predicted[i] for i in ids if i in predicted}
         try:
@@ -292,7 +296,7 @@ class Processor:
             missed = await flight  # never leave the deferred commit unobserved
         await self._retry(deferred)
         if missed & carried.keys():
-            plan = self._decode(entries)
+            plan = decoded
             self._plan(plan, await self.store.read(ids))
         return plan
 
@@ -356,16 +360,17 @@ class Processor:
             tracked = states[ref]
             decision = decide(tracked.status, step.status, tracked.rejected)
             outcomes.append(decision.outcome)
-            if not decision.changes_state and ref not in written:
-                acks.append(source_id)
+            if not decision.changes_state:
+                if ref in written:  # a checked no-op: acked by the script, writes nothing
+                    commits.append(Commit(source_id, step.id, step.run_id, tracked.version))
+                else:
+                    acks.append(source_id)
                 continue
             version = f"{self._token}{next(self._seq):x}"
             commit, record = self._commit(source_id, step, tracked, decision, version)
             commits.append(commit)
             written.add(ref)
-            if decision.changes_state:  # a checked no-op writes nothing, not even a version
-                states[ref] = _after(tracked, decision, version, record)
-            plan.predicted[ref] = states[ref]
+            states[ref] = plan.predicted[ref] = _after(tracked, decision, version, record)
         stats = self.stats
         for outcome, n in Counter(outcomes).items():
             stats[f"outcome.{outcome}"] += n
@@ -373,11 +378,7 @@ class Processor:
     def _commit(
         self, source_id: bytes, step: Step, tracked: Tracked, decision: Decision, version: str
     ) -> tuple[Commit, dict[str, str]]:
-        """The commit of one decision, and the step's state record after it."""
-        if not decision.changes_state:
-            return Commit(source_id, step.id, step.run_id, tracked.version, version), dict(
-                tracked.record
-            )
+        """The commit of a decision that changes state, and the step's record after it."""
         s = self.settings
         derived = derive(step, decision)
         record = dict(tracked.record)
@@ -414,7 +415,6 @@ class Processor:
             step_id=step.id,
             run_id=step.run_id,
             expected=tracked.version,
-            version=version,
             state=encode_state(record),
             run_owner=run_owner,
             events=tuple(map(orjson.dumps, derived.events)),

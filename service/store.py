@@ -245,8 +245,7 @@ class Commit:
     source_id: bytes
     step_id: str
     run_id: str
-    expected: str
-    version: str
+    expected: str  # the version its state must still have ('' = step unknown)
     state: str = ""  # the step's whole new state string ('' = unchanged)
     run_owner: tuple[str, str] = ("", "")  # (thread, assistant) on a step's first sighting
     events: tuple[bytes, ...] = ()  # derived events, JSON

@@ -102,3 +102,4 @@ async def test_prediction_that_does_not_land_is_decided_again(
         ("a", "run_step.transition_rejected"),
     ]
     assert processor.stats["conflicts"] >= 1
+    assert processor.stats["consumed"] == 2  # planned twice, counted once
