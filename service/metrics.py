@@ -10,7 +10,7 @@ group reports the same figures (aggregate them with max by stream, not sum).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -73,28 +73,27 @@ class _StatsCollector:
         for name, key, doc in _PLAIN_COUNTERS:
             yield CounterMetricFamily(name, doc, value=stats.get(key, 0))
 
-        derived = CounterMetricFamily(
+        yield _family(
+            CounterMetricFamily,
             "runsteps_derived_events",
             "Derived events published, by type (counted once their commit succeeded)",
-            labels=["type"],
+            ["type"],
+            (((t.value,), stats.get(f"derived.{t}", 0)) for t in DerivedType),
         )
-        for type_ in DerivedType:
-            derived.add_metric([type_.value], stats.get(f"derived.{type_}", 0))
-        yield derived
-
-        decisions = CounterMetricFamily(
-            "runsteps_decisions", "Lifecycle decisions made, by outcome", labels=["outcome"]
+        yield _family(
+            CounterMetricFamily,
+            "runsteps_decisions",
+            "Lifecycle decisions made, by outcome",
+            ["outcome"],
+            (((o.value,), stats.get(f"outcome.{o}", 0)) for o in Outcome),
         )
-        for outcome in Outcome:
-            decisions.add_metric([outcome.value], stats.get(f"outcome.{outcome}", 0))
-        yield decisions
-
-        dlq = CounterMetricFamily(
-            "runsteps_dlq_entries", "Source entries dead-lettered, by reason", labels=["kind"]
+        yield _family(
+            CounterMetricFamily,
+            "runsteps_dlq_entries",
+            "Source entries dead-lettered, by reason",
+            ["kind"],
+            (((k.value,), stats.get(f"dlq.{k}", 0)) for k in DeadLetterKind),
         )
-        for kind in DeadLetterKind:
-            dlq.add_metric([kind.value], stats.get(f"dlq.{kind}", 0))
-        yield dlq
 
         snap = self.snapshot
         yield GaugeMetricFamily(
@@ -102,28 +101,41 @@ class _StatsCollector:
             "1 if Redis answered this scrape's queries, else 0",
             value=1.0 if snap.up else 0.0,
         )
-        lag = GaugeMetricFamily(
+        yield _family(
+            GaugeMetricFamily,
             "runsteps_consumer_group_lag",
             "Source entries not yet delivered to the consumer group (XINFO GROUPS lag)",
-            labels=["stream"],
+            ["stream"],
+            (((stream,), n) for stream, n in snap.lag.items()),
         )
-        for stream, n in snap.lag.items():
-            lag.add_metric([stream], n)
-        yield lag
-        pending = GaugeMetricFamily(
+        yield _family(
+            GaugeMetricFamily,
             "runsteps_consumer_group_pending",
             "Entries delivered to the consumer group and not acked yet (XINFO GROUPS pending)",
-            labels=["stream"],
+            ["stream"],
+            (((stream,), n) for stream, n in snap.pending.items()),
         )
-        for stream, n in snap.pending.items():
-            pending.add_metric([stream], n)
-        yield pending
-        lengths = GaugeMetricFamily(
-            "runsteps_stream_length", "Entries in each stream (XLEN)", labels=["stream", "role"]
+        yield _family(
+            GaugeMetricFamily,
+            "runsteps_stream_length",
+            "Entries in each stream (XLEN)",
+            ["stream", "role"],
+            snap.lengths.items(),
         )
-        for (stream, role), n in snap.lengths.items():
-            lengths.add_metric([stream, role], n)
-        yield lengths
+
+
+def _family(
+    kind: type[CounterMetricFamily | GaugeMetricFamily],
+    name: str,
+    doc: str,
+    labels: list[str],
+    samples: Iterable[tuple[tuple[str, ...], float]],
+) -> Metric:
+    """A labelled metric family with one sample per label-values tuple."""
+    family = kind(name, doc, labels=labels)
+    for values, n in samples:
+        family.add_metric(list(values), n)
+    return family
 
 
 class Metrics:
