@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from service.keys import partitions
+from service.store import STEP_FIELD
 
 from .consumers import consume_baseline, faststream_validator
 from .infra import CpuProbe, Drain, cpu_seconds, finish, fresh_redis, used_memory, watch_drain
@@ -107,7 +108,7 @@ async def _steps(redis: Redis, pattern: str) -> tuple[int, int]:
         for key in runs[at : at + 500]:
             pipe.hkeys(key)
         for fields in await pipe.execute():
-            steps += sum(1 for f in fields if f.startswith(b"@"))
+            steps += sum(1 for f in fields if f.startswith(STEP_FIELD.encode()))
     return steps, len(runs)
 
 
@@ -122,7 +123,7 @@ async def _memory(redis: Redis, s: Settings, workload: Workload, before: int) ->
     await redis.delete(*streams)
     after = await used_memory(redis)
     steps, runs = await _steps(redis, keys.run("*"))
-    completed = "@" + workload.completed_step
+    completed = STEP_FIELD + workload.completed_step
     state = await redis.hget(keys.run(workload.run_id), completed) or b""
     return Memory(
         steps=steps,

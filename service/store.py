@@ -85,6 +85,9 @@ USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "steps_cou
 StepRef = tuple[str, str]
 """(run id, step id): where a step's state is kept."""
 
+STEP_FIELD = "@"
+"""A step's field in its run's hash is this plus its id (commit.lua and stall.lua agree)."""
+
 
 def stall_member(run_id: str, step_id: str) -> str:
     """A step's member in the stall index: its run id (length-prefixed) and its id."""
@@ -374,7 +377,7 @@ class Store:
 
         def build(pipe: Any) -> None:
             for run_id, step_ids in by_run.items():
-                pipe.hmget(run_key(run_id), ["@" + step_id for step_id in step_ids])
+                pipe.hmget(run_key(run_id), [STEP_FIELD + step_id for step_id in step_ids])
 
         states: dict[StepRef, Tracked] = {}
         for (run_id, step_ids), rows in zip(
@@ -616,11 +619,10 @@ class Store:
         """A step's tracked state with readable field names, or None if unknown."""
         raw = cast(
             "list[bytes | None]",
-            await self.redis.hmget(self.keys.run(run_id), "@" + step_id, "t", "a"),
+            await self.redis.hmget(self.keys.run(run_id), STEP_FIELD + step_id, "t", "a"),
         )
-        if raw[0] is None:
-            return None
-        return _readable(run_id, step_id, raw[0].decode(), raw[1], raw[2])
+        state, thread, assistant = (None if r is None else r.decode() for r in raw)
+        return None if state is None else _readable(run_id, step_id, state, thread, assistant)
 
     async def run(self, run_id: str) -> dict[str, Any] | None:
         """A run's usage totals and its steps' states, or None if unknown."""
@@ -636,22 +638,22 @@ class Store:
             "usage": {k: int(fields.get(k, 0)) for k in USAGE_FIELDS},
             "steps_in_progress": int(fields.get("n", 0)),
             "steps": [
-                _readable(run_id, name[1:], value, thread, assistant)
+                _readable(run_id, name.removeprefix(STEP_FIELD), value, thread, assistant)
                 for name, value in sorted(fields.items())
-                if name.startswith("@")
+                if name.startswith(STEP_FIELD)
             ],
         }
 
 
 def _readable(
-    run_id: str, step_id: str, raw: str, thread: bytes | str | None, assistant: bytes | str | None
+    run_id: str, step_id: str, raw: str, thread: str | None, assistant: str | None
 ) -> dict[str, str]:
     state = {FIELD_NAMES[k]: v for k, v in decode_state(raw).items()}
     state |= {"step_id": step_id, "run_id": run_id}
     # Thread and assistant are kept once per run, not per step.
     for name, value in (("thread_id", thread), ("assistant_id", assistant)):
         if value is not None:
-            state[name] = value.decode() if isinstance(value, bytes) else value
+            state[name] = value
     return state
 
 
