@@ -8,6 +8,7 @@ another worker moved the step meanwhile: those entries are re-read and decided a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import secrets
@@ -96,6 +97,29 @@ class _Plan:
     predicted: dict[StepRef, Tracked] = field(default_factory=dict)  # state after
     conflicts: list[tuple[bytes, Step]] = field(default_factory=list)  # to decide again
     started: float = field(default_factory=time.perf_counter)
+    # Planned on another batch's predicted states, not yet committed: those steps.
+    carried: set[StepRef] = field(default_factory=set)
+    decoded_acks: int = 0  # how many of `acks` came from decoding (deltas), not planning
+
+    def replan(self) -> _Plan:
+        """The batch as decoded, before planning: to plan it again on fresh state."""
+        acks = self.acks[: self.decoded_acks]
+        return _Plan(
+            self.entries,
+            self.steps,
+            acks=acks,
+            dead=self.dead,
+            started=self.started,
+            decoded_acks=len(acks),
+        )
+
+
+@dataclass(slots=True)
+class _Flight:
+    """A plan whose commit call is sent and not yet observed."""
+
+    plan: _Plan
+    missed: asyncio.Future[set[StepRef]]  # resolves to the steps whose commit missed
 
 
 class Processor:
@@ -115,7 +139,8 @@ class Processor:
         self._token = secrets.token_hex(3)
         self._seq = itertools.count()
         self._lock = asyncio.Lock()
-        self._deferred: _Plan | None = None
+        self._deferred: _Plan | None = None  # planned, not sent
+        self._flight: _Flight | None = None  # sent, not observed
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[dict[bytes, str]]] = set()
 
@@ -143,40 +168,60 @@ class Processor:
 
         `more` says another batch follows at once (this one was full: a backlog). Then this
         batch is only planned, and its commit goes out with the next batch, right after that
-        batch's state reads, so Redis runs it while this process plans the next one. The
+        batch's state reads; it is observed only with the batch after that. So Redis runs it
+        while this process plans the next batch, then fetches, decodes and reads the one
+        after. The returned failures may then include entries of those earlier batches. A
         commit waits at most FLUSH_AFTER_S for a next batch; `flush()` sends it at once.
         """
         async with self._lock:
             deferred, self._deferred = self._deferred, None
+            flight, self._flight = self._flight, None
             if self._flush_timer is not None:
                 self._flush_timer.cancel()
                 self._flush_timer = None
-            if deferred is None and not more:
+            if deferred is None and flight is None and not more:
                 return await self._guarded(entries)
             try:
-                plan = await self._overlap(deferred, entries)
+                plan, failures, launched = await self._overlap(flight, deferred, entries)
             except INFRASTRUCTURE_ERRORS:
                 raise
             except Exception as exc:
                 # Start again without overlap (isolating bad entries): every commit is
-                # idempotent per entry, whatever of the deferred batch already went out.
+                # idempotent per entry, whatever of the earlier batches already went out.
                 log.warning("overlapped batches failed (%s); one by one", _describe(exc))
-                failures = {} if deferred is None else await self._guarded(deferred.entries)
+                failures = {}
+                if flight is not None:
+                    await _observe(flight)
+                    failures |= await self._guarded(flight.plan.entries)
+                if deferred is not None:
+                    failures |= await self._guarded(deferred.entries)
                 return failures | await self._guarded(entries)
             if more:
-                self._deferred = plan
+                self._deferred, self._flight = plan, launched
                 loop = asyncio.get_running_loop()
                 self._flush_timer = loop.call_later(FLUSH_AFTER_S, self._flush_soon)
-                return {}
-            return await self._guarded(plan.entries, lambda _: self._send(plan))
+                return failures
+            if launched is not None:
+                landed, missed = await self._land(launched)
+                failures |= landed
+                plan = await self._fresh(plan, missed)
+            last = plan
+            return failures | await self._guarded(last.entries, lambda _: self._send(last))
 
     async def flush(self) -> dict[bytes, str]:
-        """Send a deferred commit now (the worker calls this before it stops)."""
+        """Observe the commit in flight and send a deferred one now (done before a stop)."""
         async with self._lock:
             deferred, self._deferred = self._deferred, None
-            if deferred is None:
-                return {}
-            return await self._guarded(deferred.entries, lambda _: self._send(deferred))
+            flight, self._flight = self._flight, None
+            failures: dict[bytes, str] = {}
+            if flight is not None:
+                failures, missed = await self._land(flight)
+                if deferred is not None:
+                    deferred = await self._fresh(deferred, missed)
+            if deferred is not None:
+                last = deferred
+                failures |= await self._guarded(last.entries, lambda _: self._send(last))
+            return failures
 
     def _flush_soon(self) -> None:
         self._flush_timer = None
@@ -253,6 +298,7 @@ class Processor:
                 self.stats[f"dlq.{wrong.kind}"] += 1
             else:
                 plan.steps.append((source_id, decoded))
+        plan.decoded_acks = len(plan.acks)
         self.stats["consumed"] += len(entries)
         return plan
 
@@ -262,43 +308,86 @@ class Processor:
         self._plan(plan, states)
         await self._send(plan)
 
-    async def _overlap(self, deferred: _Plan | None, entries: list[Entry]) -> _Plan:
-        """Plan `entries` while Redis runs the deferred batch's commit; returns the plan.
+    async def _overlap(
+        self, flight: _Flight | None, deferred: _Plan | None, entries: list[Entry]
+    ) -> tuple[_Plan, dict[bytes, str], _Flight | None]:
+        """Plan `entries` while Redis runs the deferred batch's commit.
 
-        The deferred commit goes out after this batch's state reads, so those reads are not
-        held behind it. Steps the deferred batch writes are not read: this batch starts from
-        the states those commits will leave. Should any of them not land (another worker
-        moved the step), this batch is planned again from fresh reads.
+        Returns the plan, the failures of the batch in flight (now observed), and the flight
+        of the deferred batch's commit (sent, not observed). This batch's state reads go
+        first, so they are not held behind the deferred commit; steps the batches in flight
+        and deferred write are not read: this batch starts from the states those commits
+        will leave. Should any of them not land (another worker moved the step), the batches
+        planned on them are planned again from fresh reads.
         """
         plan = self._decode(entries)
         ids = _refs(plan.steps)
-        predicted = {} if deferred is None else deferred.predicted
-        states = await self.store.read([i for i in ids if i not in predicted])
+        ahead = {} if deferred is None else deferred.predicted
+        landing = {} if flight is None else flight.plan.predicted
+        states = await self.store.read([i for i in ids if i not in ahead and i not in landing])
+        failures: dict[bytes, str] = {}
+        if flight is not None:
+            failures, missed = await self._land(flight)
+            if deferred is not None:
+                deferred = await self._fresh(deferred, missed)
+            ahead = {} if deferred is None else deferred.predicted
+            stale = []
+            for i in ids:
+                if i in states or i in ahead:
+                    continue
+                if i in missed:
+                    stale.append(i)
+                else:  # committed now, as predicted
+                    states[i] = landing[i]
+            states |= await self.store.read(stale)
         if deferred is None:
             self._plan(plan, states)
-            return plan
-        # The batch as decoded, before planning fills in its commits: kept to plan it again.
-        decoded = _Plan(
-            entries, plan.steps, acks=list(plan.acks), dead=plan.dead, started=plan.started
-        )
-        flight = asyncio.ensure_future(self._apply(deferred))
-        carried = {i: predicted[i] for i in ids if i in predicted}
+            return plan, failures, None
+        launched = self._launch(deferred)
+        carried = {i: ahead[i] for i in ids if i in ahead}
+        states |= carried
+        written = set(carried)
         try:
-            states |= carried
-            written = set(carried)
             # In slices, yielding between them: asyncio writes what the socket did not take
             # at once only while the loop runs, and Redis starts on the commit call only
             # once all of it has arrived.
             for at in range(0, len(plan.steps), PLAN_SLICE):
                 await asyncio.sleep(0)
                 self._plan(plan, states, written, plan.steps[at : at + PLAN_SLICE])
-        finally:
-            missed = await flight  # never leave the deferred commit unobserved
-        await self._retry(deferred)
-        if missed & carried.keys():
-            plan = decoded
-            self._plan(plan, await self.store.read(ids))
-        return plan
+        except BaseException:
+            await _observe(launched)  # never leave the deferred commit unobserved
+            raise
+        plan.carried = set(carried)
+        return plan, failures, launched
+
+    def _launch(self, plan: _Plan) -> _Flight:
+        task = asyncio.ensure_future(self._apply(plan))
+        task.add_done_callback(_retrieve)
+        return _Flight(plan, task)
+
+    async def _land(self, flight: _Flight) -> tuple[dict[bytes, str], set[StepRef]]:
+        """Observe a commit in flight and retry its conflicts.
+
+        Returns its failures and the steps whose commit missed: a batch planned on the
+        states it predicted for them must be planned again (`_fresh`).
+        """
+        missed = set(flight.plan.predicted)  # should observing it fail: trust none
+
+        async def settle(_: list[Entry]) -> None:
+            nonlocal missed
+            missed = await flight.missed
+            await self._retry(flight.plan)
+
+        return await self._guarded(flight.plan.entries, settle), missed
+
+    async def _fresh(self, plan: _Plan, missed: set[StepRef]) -> _Plan:
+        """`plan`, or if it carried states that `missed`, the batch planned again on fresh
+        state."""
+        if not missed & plan.carried:
+            return plan
+        again = plan.replan()
+        self._plan(again, await self.store.read(_refs(again.steps)))
+        return again
 
     async def _apply(self, plan: _Plan) -> set[StepRef]:
         """Send a plan's commits, acks and dead letters; returns steps whose commit missed."""
@@ -427,6 +516,19 @@ class Processor:
             ttl_s=ttl,
         )
         return commit, record
+
+
+async def _observe(flight: _Flight) -> None:
+    """Wait for a commit in flight whatever its outcome (its entries are handled anew)."""
+    with contextlib.suppress(Exception):
+        await flight.missed
+
+
+def _retrieve(task: asyncio.Task[set[StepRef]]) -> None:
+    """Mark a flight's exception as seen: a worker stopping on a Redis error leaves its
+    last flight unobserved, and its entries pending, which is not worth a warning."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _refs(steps: list[tuple[bytes, Step]]) -> list[StepRef]:

@@ -103,3 +103,64 @@ async def test_prediction_that_does_not_land_is_decided_again(
     ]
     assert processor.stats["conflicts"] >= 1
     assert processor.stats["consumed"] == 2  # planned twice, counted once
+
+
+async def test_a_commit_in_flight_is_observed_with_the_batch_after_next(
+    redis: Redis, settings: Settings
+) -> None:
+    """Two full batches in a row: the first one's commit goes out with the second and is
+    observed with the third (or on flush); the second stays planned until then."""
+    _, processor = await _setup(redis, settings)
+    s = settings
+    await produce(redis, s, step("a", "in_progress"))
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+    await produce(redis, s, step("a", "completed", usage=(10, 5)))
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+
+    async def first_landed() -> bool:
+        return await pending(redis, s.source_stream, s.group) == 1
+
+    await wait_until(first_landed, 5, "the first batch's commit to land")
+    assert await processor.flush() == {}
+    assert await drained(redis, s.source_stream, s.group)
+    assert _types(await read_json(redis, s.derived_stream)) == [
+        ("a", "run_step.started"),
+        ("a", "run_step.completed"),
+        ("a", "run.usage"),
+    ]
+
+
+async def test_batch_planned_on_a_deferred_commit_that_misses_is_planned_again(
+    redis: Redis, settings: Settings
+) -> None:
+    """Batch 2 (deferred) plans a's completion on batch 1's state; another worker fails a
+    before batch 2's commit goes out, so it conflicts and is decided again: rejected. Batch
+    3, planned on batch 2's predicted state while batch 2 was in flight, is planned again
+    too: its a.cancelled is rejected on the failed state, not the completed one."""
+    store, processor = await _setup(redis, settings)
+    s = settings
+    other = Processor(store, s)
+    await produce(redis, s, step("a", "in_progress"))
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+    await produce(redis, s, step("a", "completed", usage=(10, 5)))
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+
+    async def first_landed() -> bool:
+        return await pending(redis, s.source_stream, s.group) == 1
+
+    await wait_until(first_landed, 5, "the first batch's commit to land")
+    await produce(redis, s, step("a", "failed"))
+    await other.process(await fetch(redis, s.source_stream, s.group, "other"))
+    await produce(redis, s, step("a", "cancelled"))
+    assert await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer)) == {}
+    assert await drained(redis, s.source_stream, s.group)
+    rejected = [e for e in await read_json(redis, s.derived_stream) if e["step_id"] == "a"]
+    assert [(e["type"], e["from_status"], e["to_status"]) for e in rejected] == [
+        ("run_step.started", None, "in_progress"),
+        ("run_step.failed", "in_progress", "failed"),
+        ("run_step.transition_rejected", "failed", "completed"),
+        ("run_step.transition_rejected", "failed", "cancelled"),
+    ]
+    # Only batch 2's commit conflicted: batch 3 was planned again before it was sent.
+    assert processor.stats["conflicts"] == 1
+    assert processor.stats["consumed"] == 3  # planned again, counted once
