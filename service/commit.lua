@@ -26,6 +26,7 @@ local group, maxlen = ARGV[1], ARGV[2]
 local derived, source, stalls = KEYS[1], KEYS[2], KEYS[3]
 local TOTALS = {'prompt_tokens', 'completion_tokens', 'total_tokens', 'steps_counted'}
 local results = {}
+local adds, rems = {}, {}  -- stall index changes: one ZADD and one ZREM for the batch
 local a = 3
 local i = 0
 local nargs = #ARGV
@@ -83,9 +84,10 @@ while a <= nargs do
         redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', usage_event)
       end
       if stall == '-' then
-        redis.call('ZREM', stalls, member)
+        rems[#rems + 1] = member
       elseif stall ~= '' then
-        redis.call('ZADD', stalls, string.sub(stall, 2), member)
+        adds[#adds + 1] = string.sub(stall, 2)
+        adds[#adds + 1] = member
       end
       if live > 0 then
         if dn == '1' and live == 1 then
@@ -96,5 +98,13 @@ while a <= nargs do
       end
     end
   end
+end
+-- Adds before removals: a step that starts and ends in one batch leaves no member. (A
+-- step is never removed and then added: it ends only once.) In chunks: unpack() is bounded.
+for k = 1, #adds, 1000 do
+  redis.call('ZADD', stalls, unpack(adds, k, math.min(k + 999, #adds)))
+end
+for k = 1, #rems, 500 do
+  redis.call('ZREM', stalls, unpack(rems, k, math.min(k + 499, #rems)))
 end
 return results

@@ -132,6 +132,10 @@ async def test_stalled_step_published_once_across_workers(redis: Redis, settings
     )
     processor = Processor(store, s)
     await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
+    # One commit call started and ended `quick`: it leaves no stall index member.
+    assert [m.decode().endswith("slow") for m in await redis.zrange(store.keys.stalls, 0, -1)] == [
+        True
+    ]
     scanners = [Recovery(Store(redis, s), processor, s) for _ in range(4)]
     later = int(time.time()) + 5
     published = await asyncio.gather(*(r.scan_stalls(now=later) for r in scanners))
