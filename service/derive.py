@@ -36,33 +36,22 @@ class Derived:
 
     events: tuple[Event, ...]
     run_usage: Event | None
-
-    @property
-    def types(self) -> tuple[str, ...]:
-        """The types of every event published, run.usage included."""
-        types = tuple(e["type"] for e in self.events)
-        return types if self.run_usage is None else (*types, self.run_usage["type"])
+    types: tuple[str, ...]  # the types of every event published, run.usage included
 
 
-# run_step.<status> for each terminal status (a dict lookup: this runs once per event).
-_FINISHED: dict[StepStatus, DerivedType] = {
-    status: DerivedType(f"run_step.{status}")
+# Per outcome, what derive publishes; looked up, as this runs once per event.
+_STARTED = (DerivedType.STARTED.value,)
+_FINISHED: dict[StepStatus, tuple[DerivedType, tuple[str, ...], tuple[str, ...]]] = {
+    status: (
+        DerivedType(f"run_step.{status}"),
+        (f"run_step.{status}",),
+        (f"run_step.{status}", DerivedType.RUN_USAGE.value),
+    )
     for status in StepStatus
     if status is not StepStatus.IN_PROGRESS
 }
-
-
-def _common(step: Step, decision: Decision, type_: DerivedType, qualifier: str = "") -> Event:
-    return {
-        "type": type_,
-        "event_id": event_id_for(step.id, type_, qualifier),
-        "step_id": step.id,
-        "run_id": step.run_id,
-        "thread_id": step.thread_id,
-        "assistant_id": step.assistant_id,
-        "from_status": decision.from_status,
-        "to_status": decision.to_status,
-    }
+_REJECTED = (DerivedType.TRANSITION_REJECTED.value,)
+_NOTHING = Derived((), None, ())
 
 
 def _usage(step: Step) -> Event | None:
@@ -81,33 +70,48 @@ def _error(step: Step) -> Event | None:
     return None if error is None else {"code": error.code, "message": error.message}
 
 
+def _common(step: Step, decision: Decision, type_: DerivedType, qualifier: str = "") -> Event:
+    return {
+        "type": type_,
+        "event_id": event_id_for(step.id, type_, qualifier),
+        "step_id": step.id,
+        "run_id": step.run_id,
+        "thread_id": step.thread_id,
+        "assistant_id": step.assistant_id,
+        "from_status": decision.from_status,
+        "to_status": decision.to_status,
+    }
+
+
 def derive(step: Step, decision: Decision) -> Derived:
-    """The derived events that `decision` on `step` publishes (none for no-ops)."""
+    """The derived events that `decision` on `step` publishes (none for no-ops).
+
+    Fields past the common ones are set one by one: dict.update(**fields) cost more here.
+    """
+    outcome = decision.outcome
+    if outcome is Outcome.STARTED:
+        started = _common(step, decision, DerivedType.STARTED)
+        started["occurred_at"] = step.created_at
+        started["step_type"] = step.type
+        return Derived((started,), None, _STARTED)
     ended_at = step.terminal_at
     occurred_at = ended_at if ended_at is not None else step.created_at
-    if decision.outcome is Outcome.STARTED:
-        started = _common(step, decision, DerivedType.STARTED)
-        started.update(occurred_at=step.created_at, step_type=step.type)
-        return Derived((started,), None)
-    if decision.outcome is Outcome.FINISHED:
-        finished = _common(step, decision, _FINISHED[decision.to_status])
-        finished.update(
-            occurred_at=occurred_at,
-            step_type=step.type,
-            duration_s=None if ended_at is None else max(0, ended_at - step.created_at),
-            usage=_usage(step),
-            last_error=_error(step),
-        )
-        usage = None
-        if step.usage is not None:
-            usage = _common(step, decision, DerivedType.RUN_USAGE)
-            usage["occurred_at"] = occurred_at
-        return Derived((finished,), usage)
-    if decision.outcome is Outcome.REJECTED:
+    if outcome is Outcome.FINISHED:
+        type_, alone, with_usage = _FINISHED[decision.to_status]
+        finished = _common(step, decision, type_)
+        finished["occurred_at"] = occurred_at
+        finished["step_type"] = step.type
+        finished["duration_s"] = None if ended_at is None else max(0, ended_at - step.created_at)
+        finished["usage"] = _usage(step)
+        finished["last_error"] = _error(step)
+        if step.usage is None:
+            return Derived((finished,), None, alone)
+        usage = _common(step, decision, DerivedType.RUN_USAGE)
+        usage["occurred_at"] = occurred_at
+        return Derived((finished,), usage, with_usage)
+    if outcome is Outcome.REJECTED:
         rejected = _common(step, decision, DerivedType.TRANSITION_REJECTED, decision.to_status)
-        rejected.update(
-            occurred_at=occurred_at,
-            reason=f"step is already {decision.from_status}; terminal statuses are final",
-        )
-        return Derived((rejected,), None)
-    return Derived((), None)
+        rejected["occurred_at"] = occurred_at
+        rejected["reason"] = f"step is already {decision.from_status}; terminal statuses are final"
+        return Derived((rejected,), None, _REJECTED)
+    return _NOTHING
