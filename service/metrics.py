@@ -148,8 +148,9 @@ class Metrics:
         self.registry.register(self._collector)
         self.batch_seconds = Histogram(
             "runsteps_batch_processing_seconds",
-            "Time from decoding a fetched batch to its commit's reply (a full batch's commit"
-            " goes out with the next batch, so this includes one fetch of it)",
+            "Time from decoding a fetched batch to its commit's reply being observed (a full"
+            " batch's commit goes out with the next batch and is observed with the one after,"
+            " so this includes two fetches)",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )

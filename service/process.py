@@ -335,10 +335,10 @@ class Processor:
             for i in ids:
                 if i in states or i in ahead:
                     continue
-                if i in missed:
-                    stale.append(i)
-                else:  # committed now, as predicted
+                if i in landing and i not in missed:  # committed now, as predicted
                     states[i] = landing[i]
+                else:  # missed, or predicted only by the deferred batch before its re-plan
+                    stale.append(i)
             states |= await self.store.read(stale)
         if deferred is None:
             self._plan(plan, states)

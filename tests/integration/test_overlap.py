@@ -8,8 +8,10 @@ worker moved the step meanwhile) is decided again on fresh state.
 
 from __future__ import annotations
 
+import logging
 import time
 
+import pytest
 from redis.asyncio import Redis
 
 from service.process import FLUSH_AFTER_S, Processor
@@ -164,3 +166,37 @@ async def test_batch_planned_on_a_deferred_commit_that_misses_is_planned_again(
     # Only batch 2's commit conflicted: batch 3 was planned again before it was sent.
     assert processor.stats["conflicts"] == 1
     assert processor.stats["consumed"] == 3  # planned again, counted once
+
+
+async def test_steps_a_replan_no_longer_predicts_are_read_afresh(
+    redis: Redis, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another worker starts x and y while batch 1 (x's start) and batch 2 (x.failed, y's
+    start) wait. Batch 1 conflicts, so batch 2 is planned again, and y's start is now a
+    duplicate: batch 2 no longer predicts y. Batch 3 (y.completed) skipped reading y, as
+    batch 2 was to write it; it must read y now, not fall back to one by one."""
+    store, processor = await _setup(redis, settings)
+    s = settings
+    other = Processor(store, s)
+    await produce(redis, s, step("x", "in_progress"))
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+    await produce(redis, s, step("x", "in_progress"))
+    await other.process(await fetch(redis, s.source_stream, s.group, "other"))
+    await produce(redis, s, step("x", "failed"), step("y", "in_progress"))
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+    await produce(redis, s, step("y", "in_progress"))
+    await other.process(await fetch(redis, s.source_stream, s.group, "other"))
+    await produce(redis, s, step("y", "completed", usage=(1, 1)))
+    with caplog.at_level(logging.WARNING, logger="runsteps.process"):
+        assert (
+            await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer)) == {}
+        )
+    assert "one by one" not in caplog.text
+    assert await drained(redis, s.source_stream, s.group)
+    assert _types(await read_json(redis, s.derived_stream)) == [
+        ("x", "run_step.started"),
+        ("y", "run_step.started"),
+        ("x", "run_step.failed"),
+        ("y", "run_step.completed"),
+        ("y", "run.usage"),
+    ]
