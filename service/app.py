@@ -296,7 +296,8 @@ def _subscribe(worker: Worker, index: int, part: Partition) -> None:
         description="Run-step events: each entry's field `data` holds one JSON object.",
     )
     async def handle(batch: _DocumentedBatch) -> None:
-        # A full batch means a backlog: its commit may overlap with planning the next one.
+        # A full batch means a backlog: it is planned in the background (returning at once,
+        # so the next batch is fetched meanwhile), and its commit overlaps with the next one.
         entries = batch.entries
         full = len(entries) >= settings.batch_size
         await worker.processors[index].process(entries, more=full)

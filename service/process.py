@@ -143,6 +143,7 @@ class Processor:
         self._flight: _Flight | None = None  # sent, not observed
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[dict[bytes, str]]] = set()
+        self._background: set[asyncio.Task[None]] = set()  # full batches being planned
 
     @property
     def stats(self) -> Counter[str]:
@@ -167,46 +168,75 @@ class Processor:
         batch stays pending for a retry once Redis is back.
 
         `more` says another batch follows at once (this one was full: a backlog). Then this
-        batch is only planned, and its commit goes out with the next batch, right after that
-        batch's state reads; it is observed only with the batch after that. So Redis runs it
-        while this process plans the next batch, then fetches, decodes and reads the one
-        after. The returned failures may then include entries of those earlier batches. A
-        commit waits at most FLUSH_AFTER_S for a next batch; `flush()` sends it at once.
+        returns as soon as the batch is taken, with nothing to report: it is planned in the
+        background, so the subscriber fetches the next batch meanwhile (batches are still
+        planned one at a time, in order; `planned()` waits for it). Its commit goes out with
+        the next batch, right after that batch's state reads, and is observed only with the
+        batch after that: Redis runs it while this process plans the next batch, then
+        decodes and reads the one after. Failures are recorded and logged, not returned, and
+        so is Redis being unreachable (the claim loop takes such entries up again). A commit
+        waits at most FLUSH_AFTER_S for a next batch; `flush()` sends it at once.
         """
-        async with self._lock:
-            deferred, self._deferred = self._deferred, None
-            flight, self._flight = self._flight, None
-            if self._flush_timer is not None:
-                self._flush_timer.cancel()
-                self._flush_timer = None
-            if deferred is None and flight is None and not more:
-                return await self._guarded(entries)
+        await self._lock.acquire()
+        if not more:
             try:
-                plan, failures, launched = await self._overlap(flight, deferred, entries)
-            except INFRASTRUCTURE_ERRORS:
-                raise
-            except Exception as exc:
-                # Start again without overlap (isolating bad entries): every commit is
-                # idempotent per entry, whatever of the earlier batches already went out.
-                log.warning("overlapped batches failed (%s); one by one", _describe(exc))
-                failures = {}
-                if flight is not None:
-                    await _observe(flight)
-                    failures |= await self._guarded(flight.plan.entries)
-                if deferred is not None:
-                    failures |= await self._guarded(deferred.entries)
-                return failures | await self._guarded(entries)
-            if more:
-                self._deferred, self._flight = plan, launched
-                loop = asyncio.get_running_loop()
-                self._flush_timer = loop.call_later(FLUSH_AFTER_S, self._flush_soon)
-                return failures
-            if launched is not None:
-                landed, missed = await self._land(launched)
-                failures |= landed
-                plan = await self._fresh(plan, missed)
-            last = plan
-            return failures | await self._guarded(last.entries, lambda _: self._send(last))
+                return await self._batch(entries, more=False)
+            finally:
+                self._lock.release()
+        task = asyncio.create_task(self._in_background(entries))
+        self._background.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._background.discard)
+        return {}
+
+    async def planned(self) -> None:
+        """Wait until no batch is being planned in the background."""
+        async with self._lock:
+            pass
+
+    async def _in_background(self, entries: list[Entry]) -> None:
+        """`_batch(more=True)` with the lock `process` took, released when done."""
+        try:
+            await self._batch(entries, more=True)
+        except INFRASTRUCTURE_ERRORS as exc:
+            log.error("a batch of %d stays pending: %s", len(entries), _describe(exc))
+        finally:
+            self._lock.release()
+
+    async def _batch(self, entries: list[Entry], *, more: bool) -> dict[bytes, str]:
+        """`process` with the lock held."""
+        deferred, self._deferred = self._deferred, None
+        flight, self._flight = self._flight, None
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if deferred is None and flight is None and not more:
+            return await self._guarded(entries)
+        try:
+            plan, failures, launched = await self._overlap(flight, deferred, entries)
+        except INFRASTRUCTURE_ERRORS:
+            raise
+        except Exception as exc:
+            # Start again without overlap (isolating bad entries): every commit is
+            # idempotent per entry, whatever of the earlier batches already went out.
+            log.warning("overlapped batches failed (%s); one by one", _describe(exc))
+            failures = {}
+            if flight is not None:
+                await _observe(flight)
+                failures |= await self._guarded(flight.plan.entries)
+            if deferred is not None:
+                failures |= await self._guarded(deferred.entries)
+            return failures | await self._guarded(entries)
+        if more:
+            self._deferred, self._flight = plan, launched
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(FLUSH_AFTER_S, self._flush_soon)
+            return failures
+        if launched is not None:
+            landed, missed = await self._land(launched)
+            failures |= landed
+            plan = await self._fresh(plan, missed)
+        last = plan
+        return failures | await self._guarded(last.entries, lambda _: self._send(last))
 
     async def flush(self) -> dict[bytes, str]:
         """Observe the commit in flight and send a deferred one now (done before a stop)."""

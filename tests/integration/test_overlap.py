@@ -40,6 +40,7 @@ async def test_deferred_commit_goes_out_with_the_next_batch(
     await produce(redis, s, step("a", "in_progress"), step("b", "in_progress"))
     first = await fetch(redis, s.source_stream, s.group, s.consumer)
     assert await processor.process(first, more=True) == {}
+    await processor.planned()
     assert await pending(redis, s.source_stream, s.group) == 2  # planned, not sent
     # The next batch carries a's end and b's duplicate: both decided on the predicted state.
     await produce(redis, s, step("a", "completed", usage=(10, 5)), step("b", "in_progress"))
@@ -63,6 +64,7 @@ async def test_deferred_commit_is_flushed_when_no_batch_follows(
     await produce(redis, s, step("a", "in_progress"))
     started = time.monotonic()
     await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+    await processor.planned()
 
     async def done() -> bool:
         return await drained(redis, s.source_stream, s.group)
@@ -77,6 +79,7 @@ async def test_flush_sends_a_deferred_commit_at_once(redis: Redis, settings: Set
     s = settings
     await produce(redis, s, step("a", "in_progress"))
     await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+    await processor.planned()
     await processor.flush()
     assert await drained(redis, s.source_stream, s.group)
     assert await processor.flush() == {}  # nothing left: a second flush does nothing
@@ -93,6 +96,7 @@ async def test_prediction_that_does_not_land_is_decided_again(
     other = Processor(store, s)
     await produce(redis, s, step("a", "in_progress"))
     await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+    await processor.planned()
     await produce(redis, s, step("a", "completed", usage=(10, 5)))
     await other.process(await fetch(redis, s.source_stream, s.group, "other"))
     await produce(redis, s, step("a", "failed"))
@@ -116,8 +120,10 @@ async def test_a_commit_in_flight_is_observed_with_the_batch_after_next(
     s = settings
     await produce(redis, s, step("a", "in_progress"))
     await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+    await processor.planned()
     await produce(redis, s, step("a", "completed", usage=(10, 5)))
     await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+    await processor.planned()
 
     async def first_landed() -> bool:
         return await pending(redis, s.source_stream, s.group) == 1
@@ -144,8 +150,10 @@ async def test_batch_planned_on_a_deferred_commit_that_misses_is_planned_again(
     other = Processor(store, s)
     await produce(redis, s, step("a", "in_progress"))
     await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+    await processor.planned()
     await produce(redis, s, step("a", "completed", usage=(10, 5)))
     await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+    await processor.planned()
 
     async def first_landed() -> bool:
         return await pending(redis, s.source_stream, s.group) == 1
@@ -180,10 +188,12 @@ async def test_steps_a_replan_no_longer_predicts_are_read_afresh(
     other = Processor(store, s)
     await produce(redis, s, step("x", "in_progress"))
     await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+    await processor.planned()
     await produce(redis, s, step("x", "in_progress"))
     await other.process(await fetch(redis, s.source_stream, s.group, "other"))
     await produce(redis, s, step("x", "failed"), step("y", "in_progress"))
     await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+    await processor.planned()
     await produce(redis, s, step("y", "in_progress"))
     await other.process(await fetch(redis, s.source_stream, s.group, "other"))
     await produce(redis, s, step("y", "completed", usage=(1, 1)))
