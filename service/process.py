@@ -199,6 +199,8 @@ class Processor:
             await self._batch(entries, more=True)
         except INFRASTRUCTURE_ERRORS as exc:
             log.error("a batch of %d stays pending: %s", len(entries), _describe(exc))
+        except Exception:  # no caller to raise to: say it, the claim loop retries the batch
+            log.exception("a batch of %d stays pending", len(entries))
         finally:
             self._lock.release()
 

@@ -13,6 +13,7 @@ import time
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from service.process import FLUSH_AFTER_S, Processor
 from service.sample import step
@@ -210,3 +211,31 @@ async def test_steps_a_replan_no_longer_predicts_are_read_afresh(
         ("y", "run_step.completed"),
         ("y", "run.usage"),
     ]
+
+
+async def test_redis_error_while_planning_in_the_background_leaves_the_batch_pending(
+    redis: Redis,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full batch is planned after its handler returned: a Redis error then has no caller
+    to go to. It is logged, the batch stays pending, and the processor goes on."""
+    store, processor = await _setup(redis, settings)
+    s = settings
+    await produce(redis, s, step("a", "in_progress"))
+    batch = await fetch(redis, s.source_stream, s.group, s.consumer)
+
+    async def down(refs: object) -> None:
+        raise RedisConnectionError("Redis is down")
+
+    monkeypatch.setattr(store, "read", down)
+    with caplog.at_level(logging.ERROR, logger="runsteps.process"):
+        assert await processor.process(batch, more=True) == {}
+        await processor.planned()
+    assert "a batch of 1 stays pending: ConnectionError: Redis is down" in caplog.text
+    assert await pending(redis, s.source_stream, s.group) == 1
+    monkeypatch.undo()
+    assert await processor.process(batch) == {}  # as the claim loop would hand it back
+    assert await drained(redis, s.source_stream, s.group)
+    assert _types(await read_json(redis, s.derived_stream)) == [("a", "run_step.started")]
