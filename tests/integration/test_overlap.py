@@ -29,6 +29,25 @@ async def _setup(redis: Redis, settings: Settings) -> tuple[Store, Processor]:
     return store, Processor(store, settings)
 
 
+async def _full_batch(
+    redis: Redis, settings: Settings, processor: Processor, *payloads: dict[str, object]
+) -> None:
+    """Produce `payloads`, hand them to `processor` as a full batch, wait until planned."""
+    s = settings
+    await produce(redis, s, *payloads)
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
+    await processor.planned()
+
+
+async def _first_landed(redis: Redis, settings: Settings) -> None:
+    """Wait until the first of two full batches is committed (one entry left pending)."""
+
+    async def landed() -> bool:
+        return await pending(redis, settings.source_stream, settings.group) == 1
+
+    await wait_until(landed, 5, "the first batch's commit to land")
+
+
 def _types(events: list[dict[str, object]]) -> list[tuple[object, object]]:
     return [(e["step_id"], e["type"]) for e in events]
 
@@ -78,9 +97,7 @@ async def test_deferred_commit_is_flushed_when_no_batch_follows(
 async def test_flush_sends_a_deferred_commit_at_once(redis: Redis, settings: Settings) -> None:
     _, processor = await _setup(redis, settings)
     s = settings
-    await produce(redis, s, step("a", "in_progress"))
-    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
-    await processor.planned()
+    await _full_batch(redis, s, processor, step("a", "in_progress"))
     await processor.flush()
     assert await drained(redis, s.source_stream, s.group)
     assert await processor.flush() == {}  # nothing left: a second flush does nothing
@@ -95,9 +112,7 @@ async def test_prediction_that_does_not_land_is_decided_again(
     store, processor = await _setup(redis, settings)
     s = settings
     other = Processor(store, s)
-    await produce(redis, s, step("a", "in_progress"))
-    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
-    await processor.planned()
+    await _full_batch(redis, s, processor, step("a", "in_progress"))
     await produce(redis, s, step("a", "completed", usage=(10, 5)))
     await other.process(await fetch(redis, s.source_stream, s.group, "other"))
     await produce(redis, s, step("a", "failed"))
@@ -119,17 +134,9 @@ async def test_a_commit_in_flight_is_observed_with_the_batch_after_next(
     observed with the third (or on flush); the second stays planned until then."""
     _, processor = await _setup(redis, settings)
     s = settings
-    await produce(redis, s, step("a", "in_progress"))
-    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
-    await processor.planned()
-    await produce(redis, s, step("a", "completed", usage=(10, 5)))
-    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
-    await processor.planned()
-
-    async def first_landed() -> bool:
-        return await pending(redis, s.source_stream, s.group) == 1
-
-    await wait_until(first_landed, 5, "the first batch's commit to land")
+    await _full_batch(redis, s, processor, step("a", "in_progress"))
+    await _full_batch(redis, s, processor, step("a", "completed", usage=(10, 5)))
+    await _first_landed(redis, s)
     assert await processor.flush() == {}
     assert await drained(redis, s.source_stream, s.group)
     assert _types(await read_json(redis, s.derived_stream)) == [
@@ -149,17 +156,9 @@ async def test_batch_planned_on_a_deferred_commit_that_misses_is_planned_again(
     store, processor = await _setup(redis, settings)
     s = settings
     other = Processor(store, s)
-    await produce(redis, s, step("a", "in_progress"))
-    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
-    await processor.planned()
-    await produce(redis, s, step("a", "completed", usage=(10, 5)))
-    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
-    await processor.planned()
-
-    async def first_landed() -> bool:
-        return await pending(redis, s.source_stream, s.group) == 1
-
-    await wait_until(first_landed, 5, "the first batch's commit to land")
+    await _full_batch(redis, s, processor, step("a", "in_progress"))
+    await _full_batch(redis, s, processor, step("a", "completed", usage=(10, 5)))
+    await _first_landed(redis, s)
     await produce(redis, s, step("a", "failed"))
     await other.process(await fetch(redis, s.source_stream, s.group, "other"))
     await produce(redis, s, step("a", "cancelled"))
@@ -187,14 +186,10 @@ async def test_steps_a_replan_no_longer_predicts_are_read_afresh(
     store, processor = await _setup(redis, settings)
     s = settings
     other = Processor(store, s)
-    await produce(redis, s, step("x", "in_progress"))
-    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
-    await processor.planned()
+    await _full_batch(redis, s, processor, step("x", "in_progress"))
     await produce(redis, s, step("x", "in_progress"))
     await other.process(await fetch(redis, s.source_stream, s.group, "other"))
-    await produce(redis, s, step("x", "failed"), step("y", "in_progress"))
-    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer), more=True)
-    await processor.planned()
+    await _full_batch(redis, s, processor, step("x", "failed"), step("y", "in_progress"))
     await produce(redis, s, step("y", "in_progress"))
     await other.process(await fetch(redis, s.source_stream, s.group, "other"))
     await produce(redis, s, step("y", "completed", usage=(1, 1)))
