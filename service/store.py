@@ -344,7 +344,8 @@ class Store:
         """Close the per-node clients (cluster only)."""
         nodes, self._nodes = self._nodes, {}
         for client in nodes.values():
-            await client.aclose()
+            # Built on a pool of their own, which aclose() alone leaves connected.
+            await client.aclose(close_connection_pool=True)
 
     async def load_scripts(self) -> None:
         """Load every script (on a cluster, redis-py sends SCRIPT LOAD to every primary)."""
