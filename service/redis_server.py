@@ -155,7 +155,20 @@ class LocalCluster:
     started again on its port and rejoin with its slots.
     """
 
-    def __init__(self, masters: int = 3, base_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        masters: int = 3,
+        base_dir: Path | None = None,
+        *,
+        args: tuple[str, ...] = (),
+        admin: tuple[str, str] | None = None,
+    ) -> None:
+        """`args` go to every node (an `--aclfile`, say); `admin` is the (user, password)
+        redis-cli authenticates as to create and watch the cluster, when `default` is off."""
+        self._extra = args
+        self._cli_auth: tuple[str, ...] = ()
+        if admin is not None:
+            self._cli_auth = ("--user", admin[0], "--pass", admin[1], "--no-auth-warning")
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if base_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="runsteps-cluster-")
@@ -168,8 +181,7 @@ class LocalCluster:
                 LocalRedis(port=_free_cluster_port(), data_dir=node_dir, args=self._args())
             )
 
-    @staticmethod
-    def _args() -> tuple[str, ...]:
+    def _args(self) -> tuple[str, ...]:
         return (
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
@@ -178,7 +190,11 @@ class LocalCluster:
             "--cluster-require-full-coverage", "no",
             "--appendonly", "yes",
             "--appendfsync", "always",
+            *self._extra,
         )  # fmt: skip
+
+    def _cli(self) -> list[str]:
+        return [shutil.which("redis-cli") or "redis-cli", *self._cli_auth]
 
     @property
     def url(self) -> str:
@@ -189,12 +205,12 @@ class LocalCluster:
         """Start every node, create the cluster, wait until it serves every slot."""
         for node in self.nodes:
             node.start()
-        cli = shutil.which("redis-cli") or "redis-cli"
+        cli = self._cli()
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
         if len(self.nodes) == 1:  # redis-cli --cluster create wants 3 masters: do it by hand
             port = str(self.nodes[0].port)
             subprocess.run(
-                [cli, "-p", port, "cluster", "addslotsrange", "0", "16383"],
+                [*cli, "-p", port, "cluster", "addslotsrange", "0", "16383"],
                 check=True,
                 capture_output=True,
                 timeout=timeout_s,
@@ -202,7 +218,7 @@ class LocalCluster:
         else:
             subprocess.run(
                 [
-                    cli,
+                    *cli,
                     "--cluster",
                     "create",
                     *addresses,
@@ -220,11 +236,11 @@ class LocalCluster:
     def wait_ok(self, timeout_s: float = 30.0) -> None:
         """Wait until every node reports cluster_state:ok."""
         deadline = time.monotonic() + timeout_s
-        cli = shutil.which("redis-cli") or "redis-cli"
+        cli = self._cli()
         for node in self.nodes:
             while True:
                 out = subprocess.run(
-                    [cli, "-p", str(node.port), "cluster", "info"],
+                    [*cli, "-p", str(node.port), "cluster", "info"],
                     capture_output=True,
                     text=True,
                     check=False,

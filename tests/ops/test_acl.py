@@ -8,6 +8,7 @@ when a client swallows the NOPERM reply.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -20,14 +21,17 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
+from contracts.partitioning import partition_for
 from service.app import build_worker
-from service.redis_server import LocalRedis, find_redis_server
+from service.keys import partitions
+from service.redis_server import LocalCluster, LocalRedis, find_redis_server
 from service.sample import SAMPLE_EXPECTED, T0, sample_entries, step
 from service.settings import Settings
 from tests.helpers import drained, read_json, wait_until
+from tests.system.workers import start_worker, stop_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 ACL_FILE = ROOT / "deploy" / "redis" / "users.acl"
@@ -50,16 +54,21 @@ def _server_version() -> tuple[int, ...]:
     return tuple(int(part) for part in found.groups())
 
 
-@pytest.fixture
-def acl_server(tmp_path: Path) -> Iterator[LocalRedis]:
-    """A private redis-server that loads deploy/redis/users.acl (`default` user off)."""
+def _acl_file(tmp_path: Path) -> Path:
+    """deploy/redis/users.acl as this redis-server version accepts it."""
     text = ACL_FILE.read_text()
     if _server_version() < (7, 2):
         # CLIENT SETINFO arrived in Redis 7.2; older servers refuse a rule that names it.
         text = text.replace(" +client|setinfo", "")
     aclfile = tmp_path / "users.acl"
     aclfile.write_text(text)
-    with LocalRedis(args=("--aclfile", str(aclfile.resolve()))) as server:
+    return aclfile.resolve()
+
+
+@pytest.fixture
+def acl_server(tmp_path: Path) -> Iterator[LocalRedis]:
+    """A private redis-server that loads deploy/redis/users.acl (`default` user off)."""
+    with LocalRedis(args=("--aclfile", str(_acl_file(tmp_path)))) as server:
         yield server
 
 
@@ -129,6 +138,86 @@ async def test_worker_runs_the_sample_as_the_runsteps_user(
     }
     denials = cast("list[dict[str, Any]]", await admin.acl_log())
     assert denials == [], f"the ACL denied the worker: {denials}"
+
+
+def _runs_by_partition(count: int) -> list[str]:
+    """One run id per partition: run_0, run_1, ... as partition_for spreads them."""
+    runs: dict[int, str] = {}
+    for i in range(1000):
+        runs.setdefault(partition_for(f"run_{i}", count), f"run_{i}")
+        if len(runs) == count:
+            return [runs[p] for p in range(count)]
+    raise AssertionError("no run id for some partition")
+
+
+@pytest.mark.system
+@pytest.mark.timeout(120)
+async def test_worker_runs_as_runsteps_on_a_cluster(tmp_path: Path) -> None:
+    """The same ACL file on every master of a 3-master cluster: a worker process, as
+    `runsteps`, runs the sample on 3 partitions (a run on each master) with a cluster client,
+    whose own commands (slot map, key positions) the file grants too, flags a stalled step
+    on each, and stops cleanly; no node logs a denial."""
+    cluster = LocalCluster(
+        masters=3,
+        base_dir=tmp_path / "cluster",
+        args=("--aclfile", str(_acl_file(tmp_path))),
+        admin=("admin", PASSWORDS["admin"]),
+    )
+    await asyncio.to_thread(cluster.start)
+    port = cluster.nodes[0].port
+    admin = cast("Redis", RedisCluster.from_url(_cluster_url(port, "admin")))
+    producer = cast("Redis", RedisCluster.from_url(_cluster_url(port, "producer")))
+    settings = Settings(
+        redis_url=_cluster_url(port, "runsteps"),
+        cluster=True,
+        partitions=3,
+        block_ms=50,
+        claim_idle_ms=50,
+        stall_after_s=1,
+        stall_scan_s=0.2,
+        http_port=0,
+    )  # the default stream, group and key names: the ones the ACL file grants
+    parts = partitions(settings)
+    worker = start_worker(settings, "acl-cluster")
+    try:
+        for part, run_id in zip(parts, _runs_by_partition(len(parts)), strict=True):
+            stuck = _json(step("step_stuck", "in_progress", run_id=run_id))
+            for data in [*(data for _, data in sample_entries(run_id)), stuck]:
+                await producer.xadd(part.source_stream, {"data": data})
+
+        async def all_flagged() -> bool:
+            assert worker.poll() is None, "the worker exited"
+            for part in parts:
+                if not await drained(admin, part.source_stream, settings.group):
+                    return False
+                events = await read_json(admin, part.derived_stream)
+                if not any(e["type"] == "run_step.stalled" for e in events):
+                    return False
+            return True
+
+        await wait_until(all_flagged, 30, "every partition drained, its stuck step stalled")
+    finally:
+        stderr = stop_worker(worker)
+        await producer.aclose()
+    try:
+        assert worker.returncode == 0, stderr
+        extra = {"run_step.started": 1, "run_step.stalled": 1}
+        for part in parts:
+            counts = Counter(e["type"] for e in await read_json(admin, part.derived_stream))
+            counts["dlq"] = await admin.xlen(part.dlq_stream)
+            assert counts == Counter(SAMPLE_EXPECTED) + Counter(extra), part.source_stream
+        for node in cluster.nodes:
+            one = Redis(port=node.port, username="admin", password=PASSWORDS["admin"])
+            denials = cast("list[dict[str, Any]]", await one.acl_log())
+            await one.aclose()
+            assert denials == [], f"node {node.port} denied: {denials}"
+    finally:
+        await admin.aclose()
+        await asyncio.to_thread(cluster.stop)
+
+
+def _cluster_url(port: int, user: str) -> str:
+    return f"redis://{user}:{PASSWORDS[user]}@127.0.0.1:{port}/0"
 
 
 async def test_runsteps_user_is_denied_everything_else(acl_server: LocalRedis) -> None:
