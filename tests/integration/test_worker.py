@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from contracts.derived import DERIVED
+from contracts.derived import DERIVED, RunUsage
 from service.app import Worker, build_worker
 from service.process import Processor
 from service.sample import SAMPLE_EXPECTED, T0, sample_entries, step
@@ -45,6 +45,8 @@ async def test_sample_run_yields_exact_events(
     usage = [e for e in derived if e["type"] == "run.usage"]
     assert usage[-1]["total_tokens"] == 120 + 40 + 300 + 25 + 200 + 60 + 80 + 400 + 90
     assert usage[-1]["steps_counted"] == 5
+    # Keys in the contract's field order, every time (the totals are appended by Lua).
+    assert [list(e) for e in usage] == [list(RunUsage.model_fields)] * len(usage)
     rejected = next(e for e in derived if e["type"] == "run_step.transition_rejected")
     assert (rejected["from_status"], rejected["to_status"]) == ("completed", "failed")
 
