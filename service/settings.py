@@ -61,3 +61,6 @@ class Settings(BaseSettings):
     ] = Field("INFO", description="lowest level logged; DEBUG adds FastStream's per-batch lines")
     http_access_log: bool = Field(False, description="log every HTTP request (probes, scrapes)")
     otel_enabled: bool = Field(False, description="OpenTelemetry tracing of consumed batches")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="the worker's event loop; auto: uvloop when installed"
+    )
