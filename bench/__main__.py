@@ -11,6 +11,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import uvloop
+
 from service.errors import RedisServerNotFoundError
 
 from . import latency, micro, recovery, throughput
@@ -26,7 +28,9 @@ NOTES = [
     "Rates run from a scenario's first delivery to its last ack (pre-filled stream), so "
     "process and framework start-up are excluded; start-up is measured on its own.",
     "Each scenario runs on its own fresh redis-server on 127.0.0.1 (no persistence).",
-    "B and C run inside the benchmark process; A and D are `python -m service worker`.",
+    "B and C run inside the benchmark process; A and D are `python -m service worker`. "
+    "Both run on uvloop (the worker's default, RUNSTEPS_EVENT_LOOP=auto), so the event loop "
+    "is the same on each side of a ratio.",
     "C reads with FastStream's defaults (no COUNT: one XREADGROUP takes every entry) and "
     "handles one message at a time; its per-message access logs are off.",
     "Latency: the producer paces XADDs per 1 ms tick to a worker already running; each "
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join([str(exe), "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     results = Results(command=command, started=datetime.now(UTC), notes=NOTES)
     try:
-        asyncio.run(_run(args, results))
+        uvloop.run(_run(args, results))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("bench: interrupted; processes and servers stopped", file=sys.stderr)
         return 130
