@@ -150,23 +150,30 @@ def _runs_by_partition(count: int) -> list[str]:
     raise AssertionError("no run id for some partition")
 
 
-@pytest.mark.system
-@pytest.mark.timeout(120)
-async def test_worker_runs_as_runsteps_on_a_cluster(tmp_path: Path) -> None:
-    """The same ACL file on every master of a 3-master cluster: a worker process, as
-    `runsteps`, runs the sample on 3 partitions (a run on each master) with a cluster client,
-    whose own commands (slot map, key positions) the file grants too, flags a stalled step
-    on each, and stops cleanly; no node logs a denial."""
+@pytest.fixture
+async def acl_cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
+    """A 3-master cluster whose every node loads deploy/redis/users.acl."""
     cluster = LocalCluster(
         masters=3,
         base_dir=tmp_path / "cluster",
         args=("--aclfile", str(_acl_file(tmp_path))),
         admin=("admin", PASSWORDS["admin"]),
     )
-    await asyncio.to_thread(cluster.start)
-    port = cluster.nodes[0].port
-    admin = cast("Redis", RedisCluster.from_url(_cluster_url(port, "admin")))
-    producer = cast("Redis", RedisCluster.from_url(_cluster_url(port, "producer")))
+    try:
+        await asyncio.to_thread(cluster.start)
+        yield cluster
+    finally:
+        await asyncio.to_thread(cluster.stop)
+
+
+@pytest.mark.system
+@pytest.mark.timeout(120)
+async def test_worker_runs_as_runsteps_on_a_cluster(acl_cluster: LocalCluster) -> None:
+    """The same ACL file on every master of a 3-master cluster: a worker process, as
+    `runsteps`, runs the sample on 3 partitions (a run on each master) with a cluster client,
+    whose own commands (slot map, key positions) the file grants too, flags a stalled step
+    on each, and stops cleanly; no node logs a denial."""
+    port = acl_cluster.nodes[0].port
     settings = Settings(
         redis_url=_cluster_url(port, "runsteps"),
         cluster=True,
@@ -178,42 +185,43 @@ async def test_worker_runs_as_runsteps_on_a_cluster(tmp_path: Path) -> None:
         http_port=0,
     )  # the default stream, group and key names: the ones the ACL file grants
     parts = partitions(settings)
-    worker = start_worker(settings, "acl-cluster")
+    admin = cast("Redis", RedisCluster.from_url(_cluster_url(port, "admin")))
+    producer = cast("Redis", RedisCluster.from_url(_cluster_url(port, "producer")))
     try:
-        for part, run_id in zip(parts, _runs_by_partition(len(parts)), strict=True):
-            stuck = _json(step("step_stuck", "in_progress", run_id=run_id))
-            for data in [*(data for _, data in sample_entries(run_id)), stuck]:
-                await producer.xadd(part.source_stream, {"data": data})
+        worker = start_worker(settings, "acl-cluster")
+        try:
+            for part, run_id in zip(parts, _runs_by_partition(len(parts)), strict=True):
+                stuck = _json(step("step_stuck", "in_progress", run_id=run_id))
+                for data in [*(data for _, data in sample_entries(run_id)), stuck]:
+                    await producer.xadd(part.source_stream, {"data": data})
 
-        async def all_flagged() -> bool:
-            assert worker.poll() is None, "the worker exited"
-            for part in parts:
-                if not await drained(admin, part.source_stream, settings.group):
-                    return False
-                events = await read_json(admin, part.derived_stream)
-                if not any(e["type"] == "run_step.stalled" for e in events):
-                    return False
-            return True
+            async def all_flagged() -> bool:
+                assert worker.poll() is None, "the worker exited"
+                for part in parts:
+                    if not await drained(admin, part.source_stream, settings.group):
+                        return False
+                    events = await read_json(admin, part.derived_stream)
+                    if not any(e["type"] == "run_step.stalled" for e in events):
+                        return False
+                return True
 
-        await wait_until(all_flagged, 30, "every partition drained, its stuck step stalled")
-    finally:
-        stderr = stop_worker(worker)
-        await producer.aclose()
-    try:
+            await wait_until(all_flagged, 30, "every partition drained, its stuck step stalled")
+        finally:
+            stderr = stop_worker(worker)
         assert worker.returncode == 0, stderr
         extra = {"run_step.started": 1, "run_step.stalled": 1}
         for part in parts:
             counts = Counter(e["type"] for e in await read_json(admin, part.derived_stream))
             counts["dlq"] = await admin.xlen(part.dlq_stream)
             assert counts == Counter(SAMPLE_EXPECTED) + Counter(extra), part.source_stream
-        for node in cluster.nodes:
+        for node in acl_cluster.nodes:
             one = Redis(port=node.port, username="admin", password=PASSWORDS["admin"])
             denials = cast("list[dict[str, Any]]", await one.acl_log())
             await one.aclose()
             assert denials == [], f"node {node.port} denied: {denials}"
     finally:
         await admin.aclose()
-        await asyncio.to_thread(cluster.stop)
+        await producer.aclose()
 
 
 def _cluster_url(port: int, user: str) -> str:

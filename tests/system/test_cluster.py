@@ -24,10 +24,13 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[LocalCluster]:
-    """A fresh 3-master cluster on loopback ports."""
-    c = await asyncio.to_thread(LocalCluster(masters=3).start)
-    yield c
-    c.stop()
+    """A fresh 3-master cluster on loopback ports (stopped even if it fails to start)."""
+    c = LocalCluster(masters=3)
+    try:
+        await asyncio.to_thread(c.start)
+        yield c
+    finally:
+        await asyncio.to_thread(c.stop)
 
 
 def by_partition(entries: list[bytes], parts: tuple[Partition, ...]) -> dict[str, list[bytes]]:
