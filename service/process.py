@@ -125,8 +125,9 @@ class _Flight:
 class Processor:
     """Applies batches of source entries to the store.
 
-    Between batches it holds at most one planned, unsent commit (see `process(more=True)`);
-    a lock keeps the subscriber and the recovery loop from interleaving.
+    Between batches it holds at most one planned, unsent commit and one sent, unobserved
+    commit (see `process(more=True)`); a lock keeps batches one at a time, whether the
+    subscriber's (planned in the background), the recovery loop's or a flush.
     """
 
     def __init__(self, store: Store, settings: Settings, shared: Telemetry | None = None) -> None:
