@@ -72,6 +72,7 @@ def _throughput(t: Throughput) -> list[Row]:
             f"ceiling {_n(_ceiling(d))} ev/s: {_CORES} cores / D's CPU per event (workers and "
             "Redis share the cores; with Redis on its own core each worker adds its rate)",
         ),
+        *_capped(t),
         (
             "worker start-up",
             f"{t.startup_s:.2f} s",
@@ -107,6 +108,24 @@ def _throughput(t: Throughput) -> list[Row]:
             ),
         ]
     return rows
+
+
+def _capped(t: Throughput) -> list[Row]:
+    if isinstance(t.capped, str):
+        return [("A and D capped", "left out", t.capped)]
+    cores, a, d = t.capped.cores, t.capped.a.drain, t.capped.d.drain
+    per = f"each worker capped at {cores:g} CPU (a cgroup CFS quota, as a pod's limits.cpu)"
+    return [
+        ("A' runsteps, 1 process, capped", f"{_n(a.rate)} ev/s", per),
+        ("D' runsteps, 2 processes, capped", f"{_n(d.rate)} ev/s", per),
+        (
+            "D'/A'",
+            f"{d.rate / a.rate:.2f}",
+            f"2 capped processes over 1: workers and Redis fit the {_CORES} cores "
+            f"(D' used {d.cpu_us('consumer') * d.rate / 1e6:.2f} + "
+            f"{d.cpu_us('redis') * d.rate / 1e6:.2f} cores: workers + redis-server)",
+        ),
+    ]
 
 
 def _latency(runs: list[Latency]) -> list[Row]:

@@ -16,6 +16,7 @@ from service.keys import partitions
 from service.store import STEP_FIELD
 
 from .consumers import consume_baseline, faststream_validator
+from .cpucap import CpuCap, unavailable
 from .infra import CpuProbe, Drain, cpu_seconds, finish, fresh_redis, used_memory, watch_drain
 from .workers import WorkerProcess, bench_settings
 from .workload import prefill
@@ -28,10 +29,14 @@ if TYPE_CHECKING:
 
     from .workload import Workload
 
-__all__ = ["Memory", "Throughput", "WorkerRun", "run", "startup"]
+__all__ = ["Capped", "Memory", "Throughput", "WorkerRun", "run", "startup"]
 
 NAIVE_MAX = 20_000
 """The naive subscriber drains only this prefix: it is slow enough to dominate a full run."""
+
+CAP_CORES = 0.5
+"""CPUs per worker in the capped pair: two workers and Redis then fit this 2-core machine,
+so D over A shows what a second worker adds when cores are not what runs out."""
 
 
 def _drain_timeout(events: int, floor_rate: float) -> float:
@@ -85,14 +90,24 @@ class WorkerRun:
 
 
 @dataclass(frozen=True, slots=True)
+class Capped:
+    """A and D again with each worker capped at `cores` CPUs, as pods with a CPU limit."""
+
+    cores: float
+    a: WorkerRun
+    d: WorkerRun
+
+
+@dataclass(frozen=True, slots=True)
 class Throughput:
-    """A to D side by side, plus the worker's start-up time."""
+    """A to D side by side, plus the worker's start-up time and the capped pair."""
 
     startup_s: float
     a: WorkerRun
     b: Drain
     c: Drain
     d: WorkerRun
+    capped: Capped | str  # or why it could not run here
 
 
 async def _usage(redis: Redis, key: str) -> int:
@@ -138,17 +153,29 @@ async def _memory(redis: Redis, s: Settings, workload: Workload, before: int) ->
 
 
 async def run_workers(
-    workload: Workload, processes: int, tag: str, *, memory: bool = False
+    workload: Workload,
+    processes: int,
+    tag: str,
+    *,
+    memory: bool = False,
+    cap: float | None = None,
 ) -> WorkerRun:
-    """Pre-fill, start `processes` workers, time the drain; optionally measure memory."""
+    """Pre-fill, start `processes` workers, time the drain; optionally measure memory.
+
+    `cap`: each worker is limited to this many CPUs, in a cgroup of its own (see cpucap).
+    """
     async with fresh_redis() as (server, redis):
         url = server.url
         s = bench_settings(url, tag)
         before = await used_memory(redis)
         await prefill(redis, s.source_stream, s.group, workload.payloads)
         workers: list[WorkerProcess] = []
+        caps = None if cap is None else CpuCap(cap)
         try:
-            workers = [WorkerProcess(s, f"bench-{tag}{i}") for i in range(processes)]
+            for i in range(processes):
+                workers.append(WorkerProcess(s, f"bench-{tag}{i}"))
+                if caps is not None:  # capped while it imports: before its first fetch
+                    caps.add(workers[-1].pid)
             drain = await watch_drain(
                 redis,
                 s.source_stream,
@@ -163,6 +190,8 @@ async def run_workers(
         finally:
             for w in workers:
                 w.stop()
+            if caps is not None:
+                caps.close()
         mem = await _memory(redis, s, workload, before) if memory else None
         return WorkerRun(drain, processes, rss, mem)
 
@@ -252,4 +281,14 @@ async def run(workload: Workload, say: Callable[[str], None] = print) -> Through
     c = await naive(c_payloads)
     say(f"throughput: D, runsteps, 2 processes, {len(workload)} entries ...")
     d = await run_workers(workload, 2, "d")
-    return Throughput(startup_s=startup_s, a=a, b=b, c=c, d=d)
+    capped: Capped | str | None = unavailable()
+    if capped is None:
+        say(f"throughput: A and D again, each worker capped at {CAP_CORES} CPU ...")
+        capped = Capped(
+            CAP_CORES,
+            await run_workers(workload, 1, "a_cap", cap=CAP_CORES),
+            await run_workers(workload, 2, "d_cap", cap=CAP_CORES),
+        )
+    else:
+        say(f"throughput: capped A and D left out: {capped}")
+    return Throughput(startup_s=startup_s, a=a, b=b, c=c, d=d, capped=capped)
