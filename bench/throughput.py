@@ -10,6 +10,7 @@ import asyncio
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.keys import partitions
@@ -18,7 +19,7 @@ from service.store import STEP_FIELD
 from .consumers import consume_baseline, faststream_validator
 from .cpucap import CpuCap, unavailable
 from .infra import CpuProbe, Drain, cpu_seconds, finish, fresh_redis, used_memory, watch_drain
-from .workers import WorkerProcess, bench_settings
+from .workers import ROOT, WorkerProcess, bench_settings
 from .workload import prefill
 
 if TYPE_CHECKING:
@@ -159,10 +160,12 @@ async def run_workers(
     *,
     memory: bool = False,
     cap: float | None = None,
+    root: Path = ROOT,
 ) -> WorkerRun:
     """Pre-fill, start `processes` workers, time the drain; optionally measure memory.
 
     `cap`: each worker is limited to this many CPUs, in a cgroup of its own (see cpucap).
+    `root`: the source tree the workers run from (see bench.compare).
     """
     async with fresh_redis() as (server, redis):
         url = server.url
@@ -173,7 +176,7 @@ async def run_workers(
         caps = None if cap is None else CpuCap(cap)
         try:
             for i in range(processes):
-                workers.append(WorkerProcess(s, f"bench-{tag}{i}"))
+                workers.append(WorkerProcess(s, f"bench-{tag}{i}", root))
                 if caps is not None:  # capped while it imports: before its first fetch
                     caps.add(workers[-1].pid)
             drain = await watch_drain(

@@ -39,7 +39,8 @@ def bench_settings(redis_url: str, tag: str, **overrides: object) -> Settings:
 class WorkerProcess:
     """One worker subprocess; its log goes to a temporary file, shown if it fails."""
 
-    def __init__(self, settings: Settings, consumer: str) -> None:
+    def __init__(self, settings: Settings, consumer: str, root: Path = ROOT) -> None:
+        """`root`: the source tree to run the worker from (another build's, to compare)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTEPS_")}
         for name, value in settings.model_dump().items():
             env[f"RUNSTEPS_{name.upper()}"] = str(value)
@@ -49,7 +50,7 @@ class WorkerProcess:
         self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115  # closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service", "worker"],
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
