@@ -279,6 +279,7 @@ def connect(settings: Settings) -> Redis:
 def _subscribe(worker: Worker, index: int, part: Partition) -> None:
     settings = worker.settings
     linger_s = settings.linger_ms / 1000
+    overlap = settings.overlap
 
     @worker.broker.subscriber(
         stream=StreamSub(
@@ -300,7 +301,7 @@ def _subscribe(worker: Worker, index: int, part: Partition) -> None:
         # so the next batch is fetched meanwhile), and its commit overlaps with the next one.
         entries = batch.entries
         full = len(entries) >= settings.batch_size
-        await worker.processors[index].process(entries, more=full)
+        await worker.processors[index].process(entries, more=full and overlap)
         if not full and linger_s:
             # Let entries gather: every fetch, read and commit has a fixed cost that a
             # batch of one pays alone (~1 ms of CPU here).

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         description="after a partial batch, wait this long before the next fetch: fewer, "
         "fuller batches (less CPU) at moderate rates, for up to this much latency",
     )
+    overlap: bool = Field(
+        True,
+        description="in a backlog, plan a full batch in the background and send its commit "
+        "with the next batch (faster; with several replicas, a step's start is likelier to "
+        "arrive after another replica ended it, and is then stale)",
+    )
     state_ttl_s: PositiveInt = Field(
         7 * 86_400, description="a run's state expires this long after its last step ended"
     )

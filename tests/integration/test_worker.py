@@ -202,3 +202,31 @@ async def test_same_step_many_times_in_one_batch(redis: Redis, settings: Setting
     assert state is not None
     assert state["status"] == "completed"
     assert state["rejected"] == "cancelled"
+
+
+async def test_without_overlap_every_batch_is_committed_before_the_next(
+    settings: Settings, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RUNSTEPS_OVERLAP=false: full batches too are processed at once (never `more`), and
+    the sample run still yields exactly its events."""
+    seen: list[bool] = []
+    process = Processor.process
+
+    async def spy(self: Processor, entries: list[Any], *, more: bool = False) -> dict[bytes, str]:
+        seen.append(more)
+        return await process(self, entries, more=more)
+
+    monkeypatch.setattr(Processor, "process", spy)
+    for _, data in sample_entries():
+        await redis.xadd(settings.source_stream, {"data": data})
+    w = build_worker(settings.model_copy(update={"overlap": False, "batch_size": 2}))
+    await w.start()
+    try:
+        await settle(redis, settings)
+    finally:
+        await w.stop()
+    counts = Counter(e["type"] for e in await read_json(redis, settings.derived_stream))
+    counts["dlq"] = await redis.xlen(settings.dlq_stream)
+    assert counts == Counter(SAMPLE_EXPECTED)
+    assert seen
+    assert not any(seen)  # full batches of 2 included
