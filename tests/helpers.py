@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -39,6 +40,13 @@ async def fetch(redis: Redis, stream: str, group: str, consumer: str) -> StreamE
 async def read_json(redis: Redis, stream: str) -> list[dict[str, Any]]:
     """Every entry's `data` field of a stream, parsed as JSON (plain, any language)."""
     return [json.loads(f[b"data"]) for _, f in await entries(redis, stream)]
+
+
+async def outcome_counts(redis: Redis, derived_stream: str, dlq_stream: str) -> Counter[str]:
+    """Derived events by type, plus the DLQ's length as "dlq": what SAMPLE_EXPECTED counts."""
+    counts = Counter(e["type"] for e in await read_json(redis, derived_stream))
+    counts["dlq"] = await redis.xlen(dlq_stream)
+    return counts
 
 
 async def pending(redis: Redis, stream: str, group: str) -> int:

@@ -16,7 +16,7 @@ from service.process import Processor
 from service.sample import SAMPLE_EXPECTED, T0, sample_entries, step
 from service.settings import Settings
 from service.store import Store
-from tests.helpers import drained, entries, fetch, produce, read_json, settle
+from tests.helpers import drained, entries, fetch, outcome_counts, produce, read_json, settle
 
 
 @pytest.fixture(params=[2.0, 0.0], ids=["linger", "no-linger"])
@@ -225,8 +225,7 @@ async def test_without_overlap_every_batch_is_committed_before_the_next(
         await settle(redis, settings)
     finally:
         await w.stop()
-    counts = Counter(e["type"] for e in await read_json(redis, settings.derived_stream))
-    counts["dlq"] = await redis.xlen(settings.dlq_stream)
+    counts = await outcome_counts(redis, settings.derived_stream, settings.dlq_stream)
     assert counts == Counter(SAMPLE_EXPECTED)
     assert seen
     assert not any(seen)  # full batches of 2 included

@@ -30,7 +30,7 @@ from service.keys import partitions
 from service.redis_server import LocalCluster, LocalRedis, find_redis_server
 from service.sample import SAMPLE_EXPECTED, T0, sample_entries, step
 from service.settings import Settings
-from tests.helpers import drained, read_json, wait_until
+from tests.helpers import drained, outcome_counts, read_json, wait_until
 from tests.system.workers import start_worker, stop_worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,8 +126,7 @@ async def test_worker_runs_the_sample_as_the_runsteps_user(
         await worker.stop()
         await producer.aclose()
 
-    counts = Counter(e["type"] for e in await read_json(admin, settings.derived_stream))
-    counts["dlq"] = await admin.xlen(settings.dlq_stream)
+    counts = await outcome_counts(admin, settings.derived_stream, settings.dlq_stream)
     extra = {"run_step.completed": 1, "run.usage": 1, "run_step.started": 1, "run_step.stalled": 1}
     assert counts == Counter(SAMPLE_EXPECTED) + Counter(extra)
     assert await admin.xpending(settings.source_stream, settings.group) == {
@@ -211,8 +210,7 @@ async def test_worker_runs_as_runsteps_on_a_cluster(acl_cluster: LocalCluster) -
         assert worker.returncode == 0, stderr
         extra = {"run_step.started": 1, "run_step.stalled": 1}
         for part in parts:
-            counts = Counter(e["type"] for e in await read_json(admin, part.derived_stream))
-            counts["dlq"] = await admin.xlen(part.dlq_stream)
+            counts = await outcome_counts(admin, part.derived_stream, part.dlq_stream)
             assert counts == Counter(SAMPLE_EXPECTED) + Counter(extra), part.source_stream
         for node in acl_cluster.nodes:
             one = Redis(port=node.port, username="admin", password=PASSWORDS["admin"])

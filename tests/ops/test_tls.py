@@ -33,7 +33,7 @@ from service.app import build_worker
 from service.redis_server import LocalRedis, free_port
 from service.sample import SAMPLE_EXPECTED, sample_entries
 from service.settings import Settings
-from tests.helpers import drained, read_json, wait_until
+from tests.helpers import drained, outcome_counts, wait_until
 
 KeyPair = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
 
@@ -211,8 +211,7 @@ async def test_worker_processes_the_sample_over_tls(
     finally:
         await worker.stop()
 
-    counts = Counter(e["type"] for e in await read_json(plain, settings.derived_stream))
-    counts["dlq"] = await plain.xlen(settings.dlq_stream)
+    counts = await outcome_counts(plain, settings.derived_stream, settings.dlq_stream)
     assert counts == Counter(SAMPLE_EXPECTED)
     # Both the store's client and FastStream's subscriber connected to the TLS port only.
     assert worker_addrs
