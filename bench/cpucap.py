@@ -61,8 +61,8 @@ class CpuCap:
 def unavailable() -> str | None:
     """Why processes cannot be capped here, or None if they can."""
     try:
-        cap = CpuCap(0.5)
-        probe = cap._root / f"runsteps-bench-probe-{os.getpid()}"
+        root, _ = _root()
+        probe = root / f"runsteps-bench-probe-{os.getpid()}"
         probe.mkdir()
         probe.rmdir()
     except OSError as exc:

@@ -284,8 +284,9 @@ async def run(workload: Workload, say: Callable[[str], None] = print) -> Through
     c = await naive(c_payloads)
     say(f"throughput: D, runsteps, 2 processes, {len(workload)} entries ...")
     d = await run_workers(workload, 2, "d")
-    capped: Capped | str | None = unavailable()
-    if capped is None:
+    capped: Capped | str
+    reason = unavailable()
+    if reason is None:
         say(f"throughput: A and D again, each worker capped at {CAP_CORES} CPU ...")
         capped = Capped(
             CAP_CORES,
@@ -293,5 +294,6 @@ async def run(workload: Workload, say: Callable[[str], None] = print) -> Through
             await run_workers(workload, 2, "d_cap", cap=CAP_CORES),
         )
     else:
-        say(f"throughput: capped A and D left out: {capped}")
+        say(f"throughput: capped A and D left out: {reason}")
+        capped = reason
     return Throughput(startup_s=startup_s, a=a, b=b, c=c, d=d, capped=capped)

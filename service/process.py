@@ -238,8 +238,7 @@ class Processor:
             landed, missed = await self._land(launched)
             failures |= landed
             plan = await self._fresh(plan, missed)
-        last = plan
-        return failures | await self._guarded(last.entries, lambda _: self._send(last))
+        return failures | await self._send_guarded(plan)
 
     async def flush(self) -> dict[bytes, str]:
         """Observe the commit in flight and send a deferred one now (done before a stop)."""
@@ -252,8 +251,7 @@ class Processor:
                 if deferred is not None:
                     deferred = await self._fresh(deferred, missed)
             if deferred is not None:
-                last = deferred
-                failures |= await self._guarded(last.entries, lambda _: self._send(last))
+                failures |= await self._send_guarded(deferred)
             return failures
 
     def _flush_soon(self) -> None:
@@ -261,6 +259,10 @@ class Processor:
         task = asyncio.create_task(self.flush())
         self._flushing.add(task)  # keep a reference until it is done
         task.add_done_callback(self._flushing.discard)
+
+    async def _send_guarded(self, plan: _Plan) -> dict[bytes, str]:
+        """Send a planned batch's commit now; isolate its entries if that fails."""
+        return await self._guarded(plan.entries, lambda _: self._send(plan))
 
     async def _guarded(
         self,
