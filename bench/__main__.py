@@ -50,6 +50,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=200_000, help="entries per drain")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20,000 entries")
     parser.add_argument(
+        "--cap-rounds",
+        type=int,
+        default=throughput.CAP_ROUNDS,
+        help="rounds of the capped pair A', D' (median ratio reported)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -60,6 +66,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         args.events = 20_000
     if args.events < 1000:
         parser.error("--events must be at least 1000")
+    if args.cap_rounds < 1:
+        parser.error("--cap-rounds must be at least 1")
     if args.out is None and args.scenario == "all":
         args.out = RESULTS_MD
     return args
@@ -77,7 +85,7 @@ async def _run(args: argparse.Namespace, results: Results) -> None:
         results.micro = micro.run(build(min(args.events, MICRO_MAX)))
     if "throughput" in wanted:
         _say(f"building {args.events} entries ...")
-        results.throughput = await throughput.run(build(args.events), _say)
+        results.throughput = await throughput.run(build(args.events), _say, args.cap_rounds)
     if "latency" in wanted:
         rates = (5000.0,) if args.quick else (1000.0, 5000.0)
         results.latency = await latency.run(rates, 3.0 if args.quick else 10.0, _say)
