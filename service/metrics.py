@@ -46,6 +46,11 @@ _PLAIN_COUNTERS = (
     ("runsteps_processing_failures", "failed", "Entries whose processing raised; left pending"),
     ("runsteps_reclaimed_entries", "reclaimed", "Pending entries taken over from other consumers"),
     ("runsteps_commit_conflicts", "conflicts", "Commits retried because a step changed meanwhile"),
+    (
+        "runsteps_overlap_paused_batches",
+        "overlap_paused",
+        "Full batches committed at once, not overlapped: another replica conflicted lately",
+    ),
 )
 
 

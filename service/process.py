@@ -145,6 +145,7 @@ class Processor:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[dict[bytes, str]]] = set()
         self._background: set[asyncio.Task[None]] = set()  # full batches being planned
+        self._contended_until = 0.0  # monotonic time: no overlap before it (see `process`)
 
     @property
     def stats(self) -> Counter[str]:
@@ -177,7 +178,16 @@ class Processor:
         decodes and reads the one after. Failures are recorded and logged, not returned, and
         so is Redis being unreachable (the claim loop takes such entries up again). A commit
         waits at most FLUSH_AFTER_S for a next batch; `flush()` sends it at once.
+
+        Not for `overlap_pause_s` after a commit conflict: another replica is then moving
+        this partition's steps, and the longer a step's state waits planned but unsent, the
+        likelier the other replica ends a step whose start this one holds (the start then
+        arrives stale: no run_step.started for that step). Full batches are then processed
+        as partial ones: committed before `process` returns.
         """
+        if more and time.monotonic() < self._contended_until:
+            more = False
+            self.stats["overlap_paused"] += 1
         await self._lock.acquire()
         if not more:
             try:
@@ -441,6 +451,8 @@ class Processor:
         for type_, n in Counter(published).items():
             stats[f"derived.{type_}"] += n
         stats["conflicts"] += len(conflicts)
+        if conflicts:
+            self._contended_until = time.monotonic() + self.settings.overlap_pause_s
         plan.conflicts = [(sid, step) for sid, step in plan.steps if sid in conflicts]
         return missed
 

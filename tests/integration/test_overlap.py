@@ -127,6 +127,46 @@ async def test_prediction_that_does_not_land_is_decided_again(
     assert processor.stats["consumed"] == 2  # planned twice, counted once
 
 
+async def test_after_a_conflict_full_batches_commit_at_once_for_a_while(
+    redis: Redis, settings: Settings
+) -> None:
+    """A conflict says another replica moves this partition's steps: for overlap_pause_s,
+    a full batch is committed before `process` returns, as a partial one, so a step's
+    state does not wait planned but unsent while the other replica may end it."""
+    store, processor = await _setup(redis, settings)
+    s = settings
+    other = Processor(store, s)
+    await _full_batch(redis, s, processor, step("a", "in_progress"))
+    await produce(redis, s, step("a", "completed", usage=(10, 5)))
+    await other.process(await fetch(redis, s.source_stream, s.group, "other"))
+    await produce(redis, s, step("b", "in_progress"))
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
+    assert processor.stats["conflicts"] == 1  # a's start: decided again, stale
+    await produce(redis, s, step("c", "in_progress"))
+    batch = await fetch(redis, s.source_stream, s.group, s.consumer)
+    assert await processor.process(batch, more=True) == {}
+    assert await drained(redis, s.source_stream, s.group)  # committed, not deferred
+    assert processor.stats["overlap_paused"] == 1
+    assert other.stats["overlap_paused"] == 0  # its commits never conflicted
+
+
+async def test_overlap_resumes_when_the_pause_is_over(redis: Redis, settings: Settings) -> None:
+    s = settings.model_copy(update={"overlap_pause_s": 0.0})
+    store, processor = await _setup(redis, s)
+    other = Processor(store, s)
+    await _full_batch(redis, s, processor, step("a", "in_progress"))
+    await produce(redis, s, step("a", "completed", usage=(10, 5)))
+    await other.process(await fetch(redis, s.source_stream, s.group, "other"))
+    await produce(redis, s, step("b", "in_progress"))
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
+    assert processor.stats["conflicts"] == 1
+    await _full_batch(redis, s, processor, step("c", "in_progress"))
+    assert await pending(redis, s.source_stream, s.group) == 1  # planned, deferred again
+    assert processor.stats["overlap_paused"] == 0
+    await processor.flush()
+    assert await drained(redis, s.source_stream, s.group)
+
+
 async def test_a_commit_in_flight_is_observed_with_the_batch_after_next(
     redis: Redis, settings: Settings
 ) -> None:
