@@ -72,6 +72,12 @@ def _throughput(t: Throughput) -> list[Row]:
             f"ceiling {_n(_ceiling(d))} ev/s: {_CORES} cores / D's CPU per event (workers and "
             "Redis share the cores; with Redis on its own core each worker adds its rate)",
         ),
+        (
+            "steps with a run_step.started (A / D)",
+            f"{t.a.started:.1%} / {t.d.started:.1%}",
+            "every step's in_progress event precedes its end in the stream; a start that "
+            "arrives after another worker ended the step is stale",
+        ),
         *_capped(t),
         (
             "worker start-up",
@@ -129,6 +135,11 @@ def _capped(t: Throughput) -> list[Row]:
     return [
         ("A' runsteps, 1 process, capped", f"{rates(a)} ev/s", f"{per}; one per round"),
         ("D' runsteps, 2 processes, capped", f"{rates(d)} ev/s", f"{per}; one per round"),
+        (
+            "D' steps with a run_step.started",
+            " / ".join(f"{pair[1].started:.1%}" for pair in c.rounds),
+            "one per round",
+        ),
         (
             "D'/A' per round",
             " / ".join(f"{r:.2f}" for r in ratios),

@@ -12,10 +12,10 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from service.keys import partitions
-from service.store import STEP_FIELD
+from service.store import STEP_FIELD, StreamEntries
 
 from .consumers import consume_baseline, faststream_validator
 from .cpucap import CpuCap, unavailable
@@ -89,6 +89,7 @@ class WorkerRun:
     processes: int
     peak_rss_mib: float  # the largest VmHWM among the processes
     memory: Memory | None
+    started: float  # share of the workload's steps that got a run_step.started event
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,18 @@ class Throughput:
     c: Drain
     d: WorkerRun
     capped: Capped | str  # or why it could not run here
+
+
+_STARTED = b'{"type":"run_step.started"'
+
+
+async def _started(redis: Redis, stream: str) -> int:
+    """run_step.started events in a derived stream (each one's JSON starts with its type)."""
+    n, after = 0, "-"
+    while rows := cast("StreamEntries", await redis.xrange(stream, min=after, count=10_000)):
+        n += sum(1 for _, fields in rows if fields[b"data"].startswith(_STARTED))
+        after = "(" + rows[-1][0].decode()
+    return n
 
 
 async def _usage(redis: Redis, key: str) -> int:
@@ -210,8 +223,9 @@ async def run_workers(
                 w.stop()
             if caps is not None:
                 caps.close()
+        started = await _started(redis, s.derived_stream) / workload.steps
         mem = await _memory(redis, s, workload, before) if memory else None
-        return WorkerRun(drain, processes, rss, mem)
+        return WorkerRun(drain, processes, rss, mem, started)
 
 
 async def startup(workload: Workload) -> float:
