@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from service.sample import T0, step
 from service.settings import Settings
@@ -36,6 +37,17 @@ async def test_two_workers_exactly_once(redis: Redis, settings: Settings) -> Non
 
     procs = [start_worker(settings, "w1"), start_worker(settings, "w2")]
     try:
+
+        async def both_reading() -> bool:
+            # A consumer joins the group with its first XREADGROUP; until both have, one
+            # worker alone may drain every phase (seen on a loaded machine).
+            try:
+                consumers = await redis.xinfo_consumers(settings.source_stream, settings.group)
+            except ResponseError:  # no stream or group yet
+                return False
+            return {c["name"].decode() for c in consumers} == {"w1", "w2"}
+
+        await wait_until(both_reading, timeout_s=30, what="both workers to read the group")
 
         async def phase(entries: list[bytes]) -> None:
             rnd.shuffle(entries)
