@@ -47,9 +47,9 @@ _PLAIN_COUNTERS = (
     ("runsteps_reclaimed_entries", "reclaimed", "Pending entries taken over from other consumers"),
     ("runsteps_commit_conflicts", "conflicts", "Commits retried because a step changed meanwhile"),
     (
-        "runsteps_overlap_paused_batches",
-        "overlap_paused",
-        "Full batches committed at once, not overlapped: another replica conflicted lately",
+        "runsteps_undeferred_batches",
+        "undeferred",
+        "Full batches whose commit went out when planned, not with the next (a conflict lately)",
     ),
 )
 

@@ -145,7 +145,7 @@ class Processor:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[dict[bytes, str]]] = set()
         self._background: set[asyncio.Task[None]] = set()  # full batches being planned
-        self._contended_until = 0.0  # monotonic time: no overlap before it (see `process`)
+        self._contended_until = 0.0  # monotonic time: no deferred commit before it
 
     @property
     def stats(self) -> Counter[str]:
@@ -179,15 +179,12 @@ class Processor:
         so is Redis being unreachable (the claim loop takes such entries up again). A commit
         waits at most FLUSH_AFTER_S for a next batch; `flush()` sends it at once.
 
-        Not for `overlap_pause_s` after a commit conflict: another replica is then moving
-        this partition's steps, and the longer a step's state waits planned but unsent, the
-        likelier the other replica ends a step whose start this one holds (the start then
-        arrives stale: no run_step.started for that step). Full batches are then processed
-        as partial ones: committed before `process` returns.
+        For `defer_pause_s` after a commit conflict, a full batch's commit goes out as soon
+        as it is planned, and is observed with the next batch: another replica is then
+        moving this partition's steps, and the longer a step's state waits planned but
+        unsent, the likelier the other replica ends a step whose start this one holds (the
+        start then arrives stale: no run_step.started for that step).
         """
-        if more and time.monotonic() < self._contended_until:
-            more = False
-            self.stats["overlap_paused"] += 1
         await self._lock.acquire()
         if not more:
             try:
@@ -240,7 +237,15 @@ class Processor:
                 failures |= await self._guarded(deferred.entries)
             return failures | await self._guarded(entries)
         if more:
-            self._deferred, self._flight = plan, launched
+            if time.monotonic() < self._contended_until:  # send it now (see `process`)
+                self.stats["undeferred"] += 1
+                if launched is not None:  # one commit in flight at a time: land that first
+                    landed, missed = await self._land(launched)
+                    failures |= landed
+                    plan = await self._fresh(plan, missed)
+                self._flight = self._launch(plan)
+            else:
+                self._deferred, self._flight = plan, launched
             loop = asyncio.get_running_loop()
             self._flush_timer = loop.call_later(FLUSH_AFTER_S, self._flush_soon)
             return failures
@@ -452,7 +457,7 @@ class Processor:
             stats[f"derived.{type_}"] += n
         stats["conflicts"] += len(conflicts)
         if conflicts:
-            self._contended_until = time.monotonic() + self.settings.overlap_pause_s
+            self._contended_until = time.monotonic() + self.settings.defer_pause_s
         plan.conflicts = [(sid, step) for sid, step in plan.steps if sid in conflicts]
         return missed
 

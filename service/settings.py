@@ -48,11 +48,12 @@ class Settings(BaseSettings):
         "with the next batch (faster; with several replicas, a step's start is likelier to "
         "arrive after another replica ended it, and is then stale)",
     )
-    overlap_pause_s: float = Field(
+    defer_pause_s: float = Field(
         30.0,
         ge=0,
         description="after a commit conflict (another replica moved one of this partition's "
-        "steps), full batches commit before the next fetch for this long, as with overlap off",
+        "steps), a full batch's commit goes out as soon as it is planned, not with the next "
+        "batch, for this long",
     )
     state_ttl_s: PositiveInt = Field(
         7 * 86_400, description="a run's state expires this long after its last step ended"

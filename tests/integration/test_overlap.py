@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from service import process
 from service.process import FLUSH_AFTER_S, Processor
 from service.sample import step
 from service.settings import Settings
@@ -127,42 +128,50 @@ async def test_prediction_that_does_not_land_is_decided_again(
     assert processor.stats["consumed"] == 2  # planned twice, counted once
 
 
-async def test_after_a_conflict_full_batches_commit_at_once_for_a_while(
-    redis: Redis, settings: Settings
-) -> None:
-    """A conflict says another replica moves this partition's steps: for overlap_pause_s,
-    a full batch is committed before `process` returns, as a partial one, so a step's
-    state does not wait planned but unsent while the other replica may end it."""
-    store, processor = await _setup(redis, settings)
+async def _conflict(redis: Redis, settings: Settings, processor: Processor) -> None:
+    """Make `processor`'s commit of a's start conflict: another worker ends a first."""
     s = settings
-    other = Processor(store, s)
+    other = Processor(processor.store, s)
     await _full_batch(redis, s, processor, step("a", "in_progress"))
     await produce(redis, s, step("a", "completed", usage=(10, 5)))
     await other.process(await fetch(redis, s.source_stream, s.group, "other"))
     await produce(redis, s, step("b", "in_progress"))
     await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
     assert processor.stats["conflicts"] == 1  # a's start: decided again, stale
-    await produce(redis, s, step("c", "in_progress"))
-    batch = await fetch(redis, s.source_stream, s.group, s.consumer)
-    assert await processor.process(batch, more=True) == {}
-    assert await drained(redis, s.source_stream, s.group)  # committed, not deferred
-    assert processor.stats["overlap_paused"] == 1
-    assert other.stats["overlap_paused"] == 0  # its commits never conflicted
+    assert other.stats["undeferred"] == 0  # its commits never conflicted
 
 
-async def test_overlap_resumes_when_the_pause_is_over(redis: Redis, settings: Settings) -> None:
-    s = settings.model_copy(update={"overlap_pause_s": 0.0})
-    store, processor = await _setup(redis, s)
-    other = Processor(store, s)
-    await _full_batch(redis, s, processor, step("a", "in_progress"))
-    await produce(redis, s, step("a", "completed", usage=(10, 5)))
-    await other.process(await fetch(redis, s.source_stream, s.group, "other"))
-    await produce(redis, s, step("b", "in_progress"))
-    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
-    assert processor.stats["conflicts"] == 1
+async def test_after_a_conflict_a_full_batch_commit_goes_out_when_planned(
+    redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conflict says another replica moves this partition's steps: for defer_pause_s, a
+    full batch is still planned in the background, but its commit is sent at once, not
+    held for the next batch (nor for the flush timer, set out of reach here), so a step's
+    state does not wait planned but unsent while the other replica may end it."""
+    monkeypatch.setattr(process, "FLUSH_AFTER_S", 60.0)
+    _, processor = await _setup(redis, settings)
+    s = settings
+    await _conflict(redis, s, processor)
+    await _full_batch(redis, s, processor, step("c", "in_progress"))
+
+    async def done() -> bool:
+        return await drained(redis, s.source_stream, s.group)
+
+    await wait_until(done, 5, "the commit sent when planned to land")
+    assert processor.stats["undeferred"] == 1
+    assert await processor.flush() == {}  # observes it
+    assert _types(await read_json(redis, s.derived_stream))[-1] == ("c", "run_step.started")
+
+
+async def test_commits_are_deferred_again_when_the_pause_is_over(
+    redis: Redis, settings: Settings
+) -> None:
+    s = settings.model_copy(update={"defer_pause_s": 0.0})
+    _, processor = await _setup(redis, s)
+    await _conflict(redis, s, processor)
     await _full_batch(redis, s, processor, step("c", "in_progress"))
     assert await pending(redis, s.source_stream, s.group) == 1  # planned, deferred again
-    assert processor.stats["overlap_paused"] == 0
+    assert processor.stats["undeferred"] == 0
     await processor.flush()
     assert await drained(redis, s.source_stream, s.group)
 
