@@ -182,9 +182,11 @@ class Worker:
                 raise ConfigError(f"Redis refused the worker: {exc}") from exc
             raise
         self.processors = [Processor(store, s, self.telemetry) for store in self.stores]
+        owned = s.owned_partitions
         self.recoveries = [
             Recovery(store, processor, s)
             for store, processor in zip(self.stores, self.processors, strict=True)
+            if store.part.index in owned
         ]
         for recovery in self.recoveries:
             await recovery.finish_own()
@@ -209,7 +211,7 @@ class Worker:
                 return
 
     async def after_startup(self) -> None:
-        """Start the recovery loops (claims, delivery cap, stalled steps), one per partition."""
+        """Start the recovery loops (claims, delivery cap, stalls), one per partition read."""
         self._loop_tasks = [
             asyncio.create_task(r.run(), name=f"runsteps-recovery-{r.store.part.index}")
             for r in self.recoveries
@@ -309,7 +311,7 @@ def _subscribe(worker: Worker, index: int, part: Partition) -> None:
 
 
 def build_worker(settings: Settings) -> Worker:
-    """Wire a worker for `settings`: one batch subscriber per source partition."""
+    """Wire a worker for `settings`: one batch subscriber per partition it reads."""
     from contracts.derived import AnyDerived
 
     from .http import DeadLetterEntry
@@ -327,8 +329,10 @@ def build_worker(settings: Settings) -> Worker:
                 "pip install 'runsteps[otel]'"
             ) from exc
         worker.broker.add_middleware(RedisTelemetryMiddleware())
+    owned = settings.owned_partitions
     for index, part in enumerate(worker.parts):
-        _subscribe(worker, index, part)
+        if part.index in owned:  # every partition has a store, for queries; only these a reader
+            _subscribe(worker, index, part)
         # Documentation only (AsyncAPI): Lua scripts write these streams, not FastStream.
         suffix = "" if part.count == 1 else f" {part.index}"
         worker.broker.publisher(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BeforeValidator, Field, PositiveInt
+from pydantic import BeforeValidator, Field, PositiveInt, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     claim_idle_ms: PositiveInt = Field(30_000, description="pending idle time before a claim")
     max_deliveries: PositiveInt = Field(5, description="deliveries before an entry is dead")
     partitions: PositiveInt = Field(1, description="source streams <stream>:{p}, p < N")
+    own_partitions: str = Field(
+        "",
+        pattern=r"^\s*(\d+\s*(,\s*\d+\s*)*)?$",
+        description="partitions this replica alone reads, comma-separated, e.g. '0,2' (pin "
+        "each partition to one replica: they then never race for a step); '' reads every "
+        "partition, shared with the other replicas",
+    )
     cluster: bool = Field(False, description="RUNSTEPS_REDIS_URL points at a Redis Cluster")
     commit_retries: PositiveInt = Field(20, description="CAS conflict retries per batch")
     stall_scan_s: float = Field(5.0, gt=0, description="how often stalled steps are looked for")
@@ -77,3 +84,20 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="the worker's event loop; auto: uvloop when installed"
     )
+
+    @model_validator(mode="after")
+    def _owned_partitions_exist(self) -> Self:
+        missing = [p for p in self.owned_partitions if p >= self.partitions]
+        if missing:
+            raise ValueError(
+                f"own_partitions names {missing}, but there are {self.partitions} partitions "
+                f"(0..{self.partitions - 1})"
+            )
+        return self
+
+    @property
+    def owned_partitions(self) -> tuple[int, ...]:
+        """The partitions this replica reads: `own_partitions`, or every one."""
+        if not self.own_partitions.strip():
+            return tuple(range(self.partitions))
+        return tuple(sorted({int(p) for p in self.own_partitions.split(",")}))

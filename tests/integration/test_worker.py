@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -11,12 +12,23 @@ import pytest
 from redis.asyncio import Redis
 
 from contracts.derived import DERIVED, RunUsage
+from contracts.partitioning import partition_for
 from service.app import Worker, build_worker
+from service.keys import partitions
 from service.process import Processor
 from service.sample import SAMPLE_EXPECTED, T0, sample_entries, step
 from service.settings import Settings
 from service.store import Store
-from tests.helpers import drained, entries, fetch, outcome_counts, produce, read_json, settle
+from tests.helpers import (
+    drained,
+    entries,
+    fetch,
+    outcome_counts,
+    produce,
+    read_json,
+    settle,
+    wait_until,
+)
 
 
 @pytest.fixture(params=[2.0, 0.0], ids=["linger", "no-linger"])
@@ -229,3 +241,27 @@ async def test_without_overlap_every_batch_is_committed_before_the_next(
     assert counts == Counter(SAMPLE_EXPECTED)
     assert seen
     assert not any(seen)  # full batches of 2 included
+
+
+async def test_a_pinned_replica_reads_only_its_partitions(redis: Redis, settings: Settings) -> None:
+    """RUNSTEPS_OWN_PARTITIONS=1 of 2: the worker reads, and runs the recovery loop of,
+    partition 1 only; partition 0's entry waits, unread, for the replica pinned to it."""
+    s = settings.model_copy(update={"partitions": 2, "own_partitions": "1"})
+    parts = partitions(s)
+    run_of = {partition_for(f"run{i}", 2): f"run{i}" for i in range(20)}
+    w = build_worker(s)
+    await w.start()
+    try:
+        for p in (0, 1):
+            body = step(f"s{p}", "in_progress", run_id=run_of[p])
+            await redis.xadd(parts[p].source_stream, {"data": json.dumps(body)})
+        await wait_until(
+            functools.partial(drained, redis, parts[1].source_stream, s.group), what="drained"
+        )
+        assert [e["step_id"] for e in await read_json(redis, parts[1].derived_stream)] == ["s1"]
+        assert [r.store.part.index for r in w.recoveries] == [1]
+        assert await redis.xlen(parts[0].derived_stream) == 0
+        (group,) = await redis.xinfo_groups(parts[0].source_stream)
+        assert (group["pending"], group["lag"]) == (0, 1)  # the group exists; none read
+    finally:
+        await w.stop()
