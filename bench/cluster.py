@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
-from collections import defaultdict
 from typing import Any, cast
 
 from redis.asyncio import Redis, RedisCluster
 
-from contracts.partitioning import partition_for
 from service.keys import partitions
 from service.redis_server import LocalCluster
 
 from .workers import WorkerProcess, bench_settings
-from .workload import build
+from .workload import build, route
 
 PARTITIONS = 6
 
@@ -46,13 +43,10 @@ async def drain_rate(masters: int, payloads: list[bytes], workers: int) -> float
             cluster.url, f"c{masters}", cluster=True, partitions=PARTITIONS, key_prefix="bench"
         )
         parts = partitions(s)
-        routed: dict[str, list[bytes]] = defaultdict(list)
-        for data in payloads:
-            try:
-                run_id = json.loads(data).get("run_id") or json.loads(data)["data"]["run_id"]
-            except (ValueError, KeyError, TypeError, AttributeError):
-                run_id = "poison"  # a poison entry still goes somewhere, as a producer's would
-            routed[parts[partition_for(run_id, PARTITIONS)].source_stream].append(data)
+        routed = {
+            part.source_stream: entries
+            for part, entries in zip(parts, route(payloads, PARTITIONS), strict=True)
+        }
         for part in parts:
             await client.xgroup_create(part.source_stream, s.group, id="0", mkstream=True)
         for stream, entries in routed.items():

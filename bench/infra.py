@@ -125,17 +125,20 @@ class Drain:
         return self.cpu_s[role] / self.events * 1e6
 
 
-async def _group(redis: Redis, stream: str, group: str) -> tuple[int, int]:
-    """(entries read, pending) of `group`; (0, 0) while it does not exist."""
-    for g in await redis.xinfo_groups(stream):
-        if g["name"].decode() == group:
-            return int(g["entries-read"] or 0), int(g["pending"])
-    return 0, 0
+async def _group(redis: Redis, streams: tuple[str, ...], group: str) -> tuple[int, int]:
+    """(entries read, pending) of `group` over `streams`; 0 where it does not exist yet."""
+    read = pending = 0
+    for stream in streams:
+        for g in await redis.xinfo_groups(stream):
+            if g["name"].decode() == group:
+                read += int(g["entries-read"] or 0)
+                pending += int(g["pending"])
+    return read, pending
 
 
 async def watch_drain(
     redis: Redis,
-    stream: str,
+    stream: str | tuple[str, ...],
     group: str,
     *,
     total: int,
@@ -144,19 +147,21 @@ async def watch_drain(
     failed: Callable[[], str | None] = lambda: None,
     cpu: CpuProbe = dict,
 ) -> Drain:
-    """Time a group from now (consumers starting) until all `total` entries are acked.
+    """Time a group from now (consumers starting) until all `total` entries are acked
+    (over every stream, when given several: the partitions of one deployment).
 
     The clock for the rate starts at the first delivery, so interpreter and framework
     start-up do not count. `failed` is asked on every poll: a consumer process that died
     ends the wait at once, with its reason, instead of at the deadline. `cpu` is read at
     the first delivery and at the end, giving each role's CPU time over the timed span.
     """
+    streams = (stream,) if isinstance(stream, str) else stream
     started = time.perf_counter()
     first: float | None = None
     cpu_first: dict[str, float] = {}
     read, left = 0, total
     while True:
-        read, left = await _group(redis, stream, group)
+        read, left = await _group(redis, streams, group)
         now = time.perf_counter()
         if first is None and read > 0:
             first, cpu_first = now, cpu()

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .latency import Latency
     from .micro import Micro
     from .recovery import RecoveryResult
-    from .throughput import Throughput
+    from .throughput import Capped, Throughput
 
 __all__ = ["Results"]
 
@@ -78,7 +78,8 @@ def _throughput(t: Throughput) -> list[Row]:
             "every step's in_progress event precedes its end in the stream; a start that "
             "arrives after another worker ended the step is stale",
         ),
-        *_capped(t),
+        *_capped(t.capped, pinned=False),
+        *_capped(t.pinned, pinned=True),
         (
             "worker start-up",
             f"{t.startup_s:.2f} s",
@@ -116,11 +117,13 @@ def _throughput(t: Throughput) -> list[Row]:
     return rows
 
 
-def _capped(t: Throughput) -> list[Row]:
-    if isinstance(t.capped, str):
-        return [("A and D capped", "left out", t.capped)]
-    c = t.capped
+def _capped(c: Capped | str, pinned: bool) -> list[Row]:
+    a_, d_ = ("A''", "D''") if pinned else ("A'", "D'")
+    if isinstance(c, str):
+        return [(f"{a_} and {d_} capped", "left out", c)]
     per = f"each worker capped at {c.cores:g} CPU (a cgroup CFS quota, as a pod's limits.cpu)"
+    if pinned:
+        per += "; 2 partitions"
     a = [pair[0].drain for pair in c.rounds]
     d = [pair[1].drain for pair in c.rounds]
     ratios = c.ratios
@@ -132,24 +135,33 @@ def _capped(t: Throughput) -> list[Row]:
         f"{x.cpu_us('consumer') * x.rate / 1e6:.2f}+{x.cpu_us('redis') * x.rate / 1e6:.2f}"
         for x in d
     )
+    two = (
+        "2 capped processes, each pinned to its partition (RUNSTEPS_OWN_PARTITIONS), over 1 "
+        "reading both"
+        if pinned
+        else "2 capped processes over 1"
+    )
     return [
-        ("A' runsteps, 1 process, capped", f"{rates(a)} ev/s", f"{per}; one per round"),
-        ("D' runsteps, 2 processes, capped", f"{rates(d)} ev/s", f"{per}; one per round"),
+        (f"{a_} runsteps, 1 process, capped", f"{rates(a)} ev/s", f"{per}; one per round"),
         (
-            "D' steps with a run_step.started",
+            f"{d_} runsteps, 2 processes{', pinned' if pinned else ''}, capped",
+            f"{rates(d)} ev/s",
+            f"{per}; one per round",
+        ),
+        (
+            f"{d_} steps with a run_step.started",
             " / ".join(f"{pair[1].started:.1%}" for pair in c.rounds),
             "one per round",
         ),
         (
-            "D'/A' per round",
+            f"{d_}/{a_} per round",
             " / ".join(f"{r:.2f}" for r in ratios),
-            f"A' then D' in each round; D' used {cores} cores (workers + redis-server)",
+            f"{a_} then {d_} in each round; {d_} used {cores} cores (workers + redis-server)",
         ),
         (
-            "D'/A'",
+            f"{d_}/{a_}",
             f"{c.median:.2f}",
-            f"median of {len(ratios)} rounds: 2 capped processes over 1, workers and Redis fit "
-            f"the {_CORES} cores",
+            f"median of {len(ratios)} rounds: {two}; workers and Redis fit the {_CORES} cores",
         ),
     ]
 

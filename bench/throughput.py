@@ -21,7 +21,7 @@ from .consumers import consume_baseline, faststream_validator
 from .cpucap import CpuCap, unavailable
 from .infra import CpuProbe, Drain, cpu_seconds, finish, fresh_redis, used_memory, watch_drain
 from .workers import ROOT, WorkerProcess, bench_settings
-from .workload import prefill
+from .workload import prefill, route
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -98,11 +98,13 @@ class Capped:
 
     In rounds, A' then D' in each: a capped drain's rate moves with what else the shared
     machine runs (A' ranged 15.8k-21.2k ev/s in runs minutes apart), so one pair's ratio is
-    noise; the median of the rounds' ratios is the claim.
+    noise; the median of the rounds' ratios is the claim. `pinned`: the pair on two
+    partitions, A'' one worker reading both, D'' each worker pinned to one.
     """
 
     cores: float
     rounds: tuple[tuple[WorkerRun, WorkerRun], ...]  # (A', D') per round, in order
+    pinned: bool = False
 
     @property
     def ratios(self) -> list[float]:
@@ -125,6 +127,7 @@ class Throughput:
     c: Drain
     d: WorkerRun
     capped: Capped | str  # or why it could not run here
+    pinned: Capped | str  # the capped pair on two partitions, D'' pinned; or why not
 
 
 _STARTED = b'{"type":"run_step.started"'
@@ -189,27 +192,34 @@ async def run_workers(
     memory: bool = False,
     cap: float | None = None,
     root: Path = ROOT,
+    parts: int = 1,
+    pinned: bool = False,
 ) -> WorkerRun:
     """Pre-fill, start `processes` workers, time the drain; optionally measure memory.
 
     `cap`: each worker is limited to this many CPUs, in a cgroup of its own (see cpucap).
     `root`: the source tree the workers run from (see bench.compare).
+    `parts`: partitions, the entries routed over them by run id as producers do; `pinned`:
+    worker i alone reads partition i (RUNSTEPS_OWN_PARTITIONS), else every worker all.
     """
     async with fresh_redis() as (server, redis):
         url = server.url
-        s = bench_settings(url, tag)
+        s = bench_settings(url, tag, partitions=parts)
         before = await used_memory(redis)
-        await prefill(redis, s.source_stream, s.group, workload.payloads)
+        layout = partitions(s)
+        for part, payloads in zip(layout, route(workload.payloads, parts), strict=True):
+            await prefill(redis, part.source_stream, s.group, payloads)
         workers: list[WorkerProcess] = []
         caps = None if cap is None else CpuCap(cap)
         try:
             for i in range(processes):
-                workers.append(WorkerProcess(s, f"bench-{tag}{i}", root))
+                own = s.model_copy(update={"own_partitions": str(i)}) if pinned else s
+                workers.append(WorkerProcess(own, f"bench-{tag}{i}", root))
                 if caps is not None:  # capped while it imports: before its first fetch
                     caps.add(workers[-1].pid)
             drain = await watch_drain(
                 redis,
-                s.source_stream,
+                tuple(part.source_stream for part in layout),
                 s.group,
                 total=len(workload),
                 timeout_s=_drain_timeout(len(workload), 500),
@@ -223,9 +233,9 @@ async def run_workers(
                 w.stop()
             if caps is not None:
                 caps.close()
-        started = await _started(redis, s.derived_stream) / workload.steps
-        mem = await _memory(redis, s, workload, before) if memory else None
-        return WorkerRun(drain, processes, rss, mem, started)
+        started = sum([await _started(redis, part.derived_stream) for part in layout])
+        mem = await _memory(redis, s, workload, before) if memory and parts == 1 else None
+        return WorkerRun(drain, processes, rss, mem, started / workload.steps)
 
 
 async def startup(workload: Workload) -> float:
@@ -305,20 +315,24 @@ CAP_ROUNDS = 3
 
 
 async def capped(
-    workload: Workload, rounds: int, say: Callable[[str], None] = print
+    workload: Workload, rounds: int, say: Callable[[str], None] = print, *, pinned: bool = False
 ) -> Capped | str:
-    """The capped pair in `rounds` rounds, or why it cannot run here."""
+    """The capped pair in `rounds` rounds, or why it cannot run here. `pinned`: on two
+    partitions, A'' one worker reading both, D'' each worker pinned to one."""
+    what = "A'' and D'' (pinned)" if pinned else "A' and D'"
     reason = unavailable()
     if reason is not None:
-        say(f"throughput: capped A and D left out: {reason}")
+        say(f"throughput: capped {what} left out: {reason}")
         return reason
+    parts = 2 if pinned else 1
     pairs = []
     for n in range(1, rounds + 1):
-        say(f"throughput: A and D again, each worker capped at {CAP_CORES} CPU, round {n} ...")
-        a = await run_workers(workload, 1, f"a_cap{n}", cap=CAP_CORES)
-        d = await run_workers(workload, 2, f"d_cap{n}", cap=CAP_CORES)
+        say(f"throughput: {what}, each worker capped at {CAP_CORES} CPU, round {n} ...")
+        tag = "pin" if pinned else "cap"
+        a = await run_workers(workload, 1, f"a_{tag}{n}", cap=CAP_CORES, parts=parts)
+        d = await run_workers(workload, 2, f"d_{tag}{n}", cap=CAP_CORES, parts=parts, pinned=pinned)
         pairs.append((a, d))
-    return Capped(CAP_CORES, tuple(pairs))
+    return Capped(CAP_CORES, tuple(pairs), pinned)
 
 
 async def run(
@@ -338,4 +352,5 @@ async def run(
     say(f"throughput: D, runsteps, 2 processes, {len(workload)} entries ...")
     d = await run_workers(workload, 2, "d")
     pair = await capped(workload, cap_rounds, say)
-    return Throughput(startup_s=startup_s, a=a, b=b, c=c, d=d, capped=pair)
+    pinned = await capped(workload, cap_rounds, say, pinned=True)
+    return Throughput(startup_s=startup_s, a=a, b=b, c=c, d=d, capped=pair, pinned=pinned)

@@ -12,12 +12,21 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from contracts.partitioning import partition_for
 from service.sample import T0, step
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["SENT_PLACEHOLDER", "PacedEvent", "Workload", "build", "paced_events", "prefill"]
+__all__ = [
+    "SENT_PLACEHOLDER",
+    "PacedEvent",
+    "Workload",
+    "build",
+    "paced_events",
+    "prefill",
+    "route",
+]
 
 STEPS_PER_RUN = 20
 TERMINAL_SHARE = 0.45
@@ -197,6 +206,20 @@ def paced_events(n: int, seed: int = 5, lag: int = 50) -> list[PacedEvent]:
         if i >= lag:
             out.append(event(i - lag, "completed"))
     return out[:n]
+
+
+def route(payloads: list[bytes], n: int) -> list[list[bytes]]:
+    """`payloads` over `n` partitions by run id, as producers route them (`partition_for`);
+    an entry without a readable run id (poison) goes where the run id "poison" would."""
+    routed: list[list[bytes]] = [[] for _ in range(n)]
+    for data in payloads:
+        try:
+            body = json.loads(data)
+            run_id = body.get("run_id") or body["data"]["run_id"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            run_id = "poison"
+        routed[partition_for(run_id, n)].append(data)
+    return routed
 
 
 async def prefill(
