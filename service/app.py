@@ -183,6 +183,12 @@ class Worker:
             raise
         self.processors = [Processor(store, s, self.telemetry) for store in self.stores]
         owned = s.owned_partitions
+        if s.own_partitions.strip():
+            log.info(
+                "pinned to partitions %s of %d: no other replica should read them",
+                ",".join(map(str, owned)),
+                s.partitions,
+            )
         self.recoveries = [
             Recovery(store, processor, s)
             for store, processor in zip(self.stores, self.processors, strict=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -243,14 +244,18 @@ async def test_without_overlap_every_batch_is_committed_before_the_next(
     assert not any(seen)  # full batches of 2 included
 
 
-async def test_a_pinned_replica_reads_only_its_partitions(redis: Redis, settings: Settings) -> None:
+async def test_a_pinned_replica_reads_only_its_partitions(
+    redis: Redis, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     """RUNSTEPS_OWN_PARTITIONS=1 of 2: the worker reads, and runs the recovery loop of,
     partition 1 only; partition 0's entry waits, unread, for the replica pinned to it."""
     s = settings.model_copy(update={"partitions": 2, "own_partitions": "1"})
     parts = partitions(s)
     run_of = {partition_for(f"run{i}", 2): f"run{i}" for i in range(20)}
     w = build_worker(s)
-    await w.start()
+    with caplog.at_level(logging.INFO, logger="runsteps.app"):
+        await w.start()
+    assert "pinned to partitions 1 of 2" in caplog.text
     try:
         for p in (0, 1):
             body = step(f"s{p}", "in_progress", run_id=run_of[p])
