@@ -236,24 +236,20 @@ class Processor:
             if deferred is not None:
                 failures |= await self._guarded(deferred.entries)
             return failures | await self._guarded(entries)
-        if more:
-            if time.monotonic() < self._contended_until:  # send it now (see `process`)
-                self.stats["undeferred"] += 1
-                if launched is not None:  # one commit in flight at a time: land that first
-                    landed, missed = await self._land(launched)
-                    failures |= landed
-                    plan = await self._fresh(plan, missed)
-                self._flight = self._launch(plan)
-            else:
-                self._deferred, self._flight = plan, launched
-            loop = asyncio.get_running_loop()
-            self._flush_timer = loop.call_later(FLUSH_AFTER_S, self._flush_soon)
-            return failures
-        if launched is not None:
-            landed, missed = await self._land(launched)
-            failures |= landed
-            plan = await self._fresh(plan, missed)
-        return failures | await self._send_guarded(plan)
+        if more and time.monotonic() >= self._contended_until:
+            self._deferred, self._flight = plan, launched  # sent with the next batch
+        else:  # sent now; after a conflict (see `process`) observed with the next batch
+            if launched is not None:  # one commit in flight at a time: land that first
+                landed, missed = await self._land(launched)
+                failures |= landed
+                plan = await self._fresh(plan, missed)
+            if not more:
+                return failures | await self._send_guarded(plan)
+            self.stats["undeferred"] += 1
+            self._flight = self._launch(plan)
+        loop = asyncio.get_running_loop()
+        self._flush_timer = loop.call_later(FLUSH_AFTER_S, self._flush_soon)
+        return failures
 
     async def flush(self) -> dict[bytes, str]:
         """Observe the commit in flight and send a deferred one now (done before a stop)."""
