@@ -1,8 +1,5 @@
-"""runsteps: tracks run-step lifecycles from a Redis stream and publishes derived events."""
+"""runsteps: tracks run-step lifecycles from a Redis stream and publishes derived events.
 
-from __future__ import annotations
-
-from .app import Worker, build_worker
-from .settings import Settings
-
-__all__ = ["Settings", "Worker", "build_worker"]
+Importing the package loads nothing else: `service.lifecycle`, the pure core, must stay
+free of FastStream, redis and uvicorn (the wiring is `service.app`).
+"""

@@ -10,14 +10,14 @@ import threading
 import time
 from collections.abc import Iterator
 from types import FrameType
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream
 from faststream.redis import RedisBroker, RedisClusterBroker, StreamSub
 from faststream.redis.message import FAKE_CONSUMER, BatchStreamMessage, RedisBatchStreamMessage
 from pydantic import PlainValidator
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import Redis
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
@@ -27,12 +27,19 @@ from redis.exceptions import (
 
 from contracts.stream_events import Inbound
 
-from .errors import ConfigError, StartupAbortedError
+from .connection import Connection, connect
+from .errors import INFRASTRUCTURE_ERRORS, ConfigError, StartupAbortedError
 from .keys import Partition, partitions
-from .process import INFRASTRUCTURE_ERRORS, Entry, Processor, Telemetry
+from .pending import Pending
+from .process import Entry, Processor
+from .queries import find_run, find_step
 from .recovery import Recovery
 from .settings import Settings
-from .store import Store, find_run, find_step
+from .store import Store
+from .telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from contracts.queries import RunState, StepState
 
 __all__ = ["Worker", "build_worker"]
 
@@ -81,7 +88,7 @@ class Worker:
         )
         self.redis: Redis | None = None
         self.telemetry = Telemetry()
-        self.stores: list[Store] = []
+        self.conns: list[Connection] = []
         self.processors: list[Processor] = []
         self.recoveries: list[Recovery] = []
         self._loop_tasks: list[asyncio.Task[None]] = []
@@ -90,28 +97,13 @@ class Worker:
         self.aborted = False  # stopped by a signal before start-up completed
         self._stop = asyncio.Event()
 
-    @property
-    def store(self) -> Store | None:
-        """The first partition's store (the only one unless RUNSTEPS_PARTITIONS > 1)."""
-        return self.stores[0] if self.stores else None
-
-    @property
-    def processor(self) -> Processor | None:
-        """A processor; all of a worker's processors share `telemetry` (stats, hook)."""
-        return self.processors[0] if self.processors else None
-
-    @property
-    def recovery(self) -> Recovery | None:
-        """The first partition's recovery loop."""
-        return self.recoveries[0] if self.recoveries else None
-
-    async def step(self, run_id: str, step_id: str) -> dict[str, str] | None:
+    async def step(self, run_id: str, step_id: str) -> StepState | None:
         """A step's tracked state, from the partition its run id maps to."""
-        return await find_step(self.stores, run_id, step_id)
+        return await find_step(self.conns, run_id, step_id)
 
-    async def run(self, run_id: str) -> dict[str, Any] | None:
-        """A run's usage totals and steps, from the partition its run id maps to."""
-        return await find_run(self.stores, run_id)
+    async def run(self, run_id: str, cursor: str = "0", limit: int = 100) -> RunState | None:
+        """A run's tracked state and a page of its steps, from its partition."""
+        return await find_run(self.conns, run_id, cursor, limit)
 
     async def start(self) -> None:
         """Start everything in this process (tests, demo); `stop` undoes it."""
@@ -167,10 +159,10 @@ class Worker:
     async def _start_up(self) -> None:
         s = self.settings
         self.redis = connect(s)
-        self.stores = [Store(self.redis, s, part) for part in self.parts]
+        self.conns = [Connection(self.redis, s, part) for part in self.parts]
         try:
-            for store in self.stores:
-                await self._connect(store)
+            for conn in self.conns:
+                await self._connect(conn)
         except (AuthenticationError, AuthorizationError) as exc:
             raise ConfigError(
                 f"Redis refused the credentials in RUNSTEPS_REDIS_URL: {exc}"
@@ -181,7 +173,9 @@ class Worker:
             if "NOPERM" in str(exc) or "WRONGPASS" in str(exc):
                 raise ConfigError(f"Redis refused the worker: {exc}") from exc
             raise
-        self.processors = [Processor(store, s, self.telemetry) for store in self.stores]
+        self.processors = [
+            Processor(Store(conn), Pending(conn), s, self.telemetry) for conn in self.conns
+        ]
         owned = s.owned_partitions
         if s.own_partitions.strip():
             log.info(
@@ -190,20 +184,20 @@ class Worker:
                 s.partitions,
             )
         self.recoveries = [
-            Recovery(store, processor, s)
-            for store, processor in zip(self.stores, self.processors, strict=True)
-            if store.part.index in owned
+            Recovery(processor)
+            for processor in self.processors
+            if processor.store.conn.part.index in owned
         ]
         for recovery in self.recoveries:
             await recovery.finish_own()
 
-    async def _connect(self, store: Store) -> None:
+    async def _connect(self, conn: Connection) -> None:
         backoff = 0.1
         while True:
             try:
-                await store.ensure_group()
-                await store.check_access()
-                await store.load_scripts()
+                await conn.ensure_group()
+                await conn.check_access()
+                await conn.load_scripts()
             except (AuthenticationError, AuthorizationError):
                 raise  # ConnectionError subclasses in redis-py, but no retry can fix them
             except INFRASTRUCTURE_ERRORS as exc:
@@ -219,7 +213,7 @@ class Worker:
     async def after_startup(self) -> None:
         """Start the recovery loops (claims, delivery cap, stalls), one per partition read."""
         self._loop_tasks = [
-            asyncio.create_task(r.run(), name=f"runsteps-recovery-{r.store.part.index}")
+            asyncio.create_task(r.run(), name=f"runsteps-recovery-{r.store.conn.part.index}")
             for r in self.recoveries
         ]
 
@@ -239,17 +233,15 @@ class Worker:
         self._loop_tasks = []
 
     async def after_shutdown(self) -> None:
-        """Send any deferred commit, hand back what is still pending, then disconnect."""
+        """Hand back what is still pending, then disconnect."""
         for processor in self.processors:
-            with contextlib.suppress(Exception):  # unsent, its entries stay pending: no loss
-                await processor.flush()
-        for store in self.stores:
-            await store.aclose()
+            conn = processor.store.conn
+            await conn.aclose()
             with contextlib.suppress(Exception):  # Redis may be gone: the claim time covers it
-                handed = await store.hand_back(self.settings.consumer)
+                handed = await processor.pending.hand_back(self.settings.consumer)
                 if handed:
                     log.info(
-                        "handed back %d pending entries of %s", handed, store.part.source_stream
+                        "handed back %d pending entries of %s", handed, conn.part.source_stream
                     )
         if self.redis is not None:
             await self.redis.aclose()
@@ -276,18 +268,9 @@ class Worker:
         }
 
 
-def connect(settings: Settings) -> Redis:
-    """The redis-py client for `settings`: a cluster client when RUNSTEPS_CLUSTER is set."""
-    if settings.cluster:
-        # RedisCluster speaks the same commands; typed as Redis so the store has one type.
-        return cast("Redis", RedisCluster.from_url(settings.redis_url, socket_connect_timeout=5))
-    return Redis.from_url(settings.redis_url, socket_connect_timeout=5)
-
-
 def _subscribe(worker: Worker, index: int, part: Partition) -> None:
     settings = worker.settings
     linger_s = settings.linger_ms / 1000
-    overlap = settings.overlap
 
     @worker.broker.subscriber(
         stream=StreamSub(
@@ -305,12 +288,9 @@ def _subscribe(worker: Worker, index: int, part: Partition) -> None:
         description="Run-step events: each entry's field `data` holds one JSON object.",
     )
     async def handle(batch: _DocumentedBatch) -> None:
-        # A full batch means a backlog: it is planned in the background (returning at once,
-        # so the next batch is fetched meanwhile), and its commit overlaps with the next one.
         entries = batch.entries
-        full = len(entries) >= settings.batch_size
-        await worker.processors[index].process(entries, more=full and overlap)
-        if not full and linger_s:
+        await worker.processors[index].process(entries)  # built at start-up
+        if len(entries) < settings.batch_size and linger_s:
             # Let entries gather: every fetch, read and commit has a fixed cost that a
             # batch of one pays alone (~1 ms of CPU here).
             await asyncio.sleep(linger_s)
@@ -318,9 +298,7 @@ def _subscribe(worker: Worker, index: int, part: Partition) -> None:
 
 def build_worker(settings: Settings) -> Worker:
     """Wire a worker for `settings`: one batch subscriber per partition it reads."""
-    from contracts.derived import AnyDerived
-
-    from .http import DeadLetterEntry
+    from contracts.derived import AnyDerived, DeadLetterEntry
 
     worker = Worker(settings)
     # FastStream's "Received"/"Processed" lines come per batch: DEBUG, not INFO. The same as

@@ -11,12 +11,14 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
 from .settings import Settings
-from .store import Store
+
+if TYPE_CHECKING:
+    from .connection import Connection
 
 __all__ = ["main"]
 
@@ -85,48 +87,56 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.redis_url, args.timeout)
 
 
-def _stores(settings: Settings) -> tuple[Redis, list[Store]]:
-    from .app import connect
+def _connections(settings: Settings) -> tuple[Redis, list[Connection]]:
+    from .connection import Connection, connect
     from .keys import partitions
 
     redis = connect(settings)
-    return redis, [Store(redis, settings, part) for part in partitions(settings)]
+    return redis, [Connection(redis, settings, part) for part in partitions(settings)]
 
 
 async def _inspect(args: argparse.Namespace) -> int:
-    from .store import find_run, find_step
+    from pydantic import BaseModel
 
-    redis, stores = _stores(Settings())
+    from .queries import find_run, find_step
+
+    redis, conns = _connections(Settings())
+    found: BaseModel | None
     try:
         if args.step_id:
-            found = await find_step(stores, args.run, args.step_id)
+            found = await find_step(conns, args.run, args.step_id)
         else:
-            found = await find_run(stores, args.run)
+            found = await find_run(conns, args.run, args.cursor, args.limit)
     finally:
-        for store in stores:
-            await store.aclose()
+        for conn in conns:
+            await conn.aclose()
         await redis.aclose()
     if found is None:
         what = f"step {args.step_id} of run {args.run}" if args.step_id else f"run {args.run}"
         print(f"not tracked: {what}", file=sys.stderr)
         return 1
-    print(json.dumps(found, indent=2, sort_keys=True))
+    print(json.dumps(found.model_dump(mode="json"), indent=2))
     return 0
 
 
 async def _replay_dlq(args: argparse.Namespace) -> int:
-    redis, stores = _stores(Settings())
-    count = 0
+    from .queries import replay_dlq
+
+    redis, conns = _connections(Settings())
+    count = skipped = 0
     try:
-        for store in stores:
+        for conn in conns:
             left = None if args.limit is None else args.limit - count
             if left is not None and left <= 0:
                 break
-            count += await store.replay_dlq(args.type, left)
-            await store.aclose()
+            replayed, unreadable = await replay_dlq(conn, args.type, left)
+            count, skipped = count + replayed, skipped + unreadable
+            await conn.aclose()
     finally:
         await redis.aclose()
     print(f"re-submitted {count} dead-lettered entries to their source streams")
+    if skipped:
+        print(f"skipped {skipped} DLQ entries whose error field is unreadable (left in place)")
     return 0
 
 
@@ -149,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     inspect = sub.add_parser("inspect", help="print a run's (or one of its steps') state")
     inspect.add_argument("--run", required=True, help="the run id: its steps and usage totals")
     inspect.add_argument("step_id", nargs="?", help="only this step of the run")
+    inspect.add_argument("--cursor", default="0", help="a run's next page of steps (next_cursor)")
+    inspect.add_argument("--limit", type=int, default=100, help="steps per page (at most 1000)")
     replay = sub.add_parser("replay-dlq", help="re-submit dead-lettered entries (after a fix)")
     replay.add_argument("--type", help="only entries of this error kind, e.g. processing_failed")
     replay.add_argument("--limit", type=int, help="at most this many entries")

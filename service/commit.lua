@@ -1,110 +1,207 @@
--- A batch of source entries' effects. For each entry, all or nothing: compare-and-set of
--- the step's version, XACK of the source entry, derived XADDs, usage totals, stall index.
--- One call per batch. Arguments are flat strings, read with a cursor: no cjson on either
--- side (decoding one JSON batch cost more Redis time than all the writes it described).
+-- A batch of source entries' effects, in one atomic call: every entry is decided here, on
+-- the state it finds, with the transition tables STEP and RUN that service/script.py
+-- generates from the pure service/lifecycle.py and puts above this text. The worker never
+-- reads state first, so replicas never conflict; two replicas running the same entry, or
+-- one entry delivered twice, meet the state it left: a duplicate or a stale status, which
+-- publish nothing. That is why one XACK for the whole batch is enough.
 --
--- A step's state lives in its run's hash, as field '@<step id>': a small hash is one
--- compact listpack, where a key per step would cost a key, a value object and a TTL entry.
--- The run hash also holds 't' and 'a' (thread, assistant), 'n' (steps in progress) and the
--- usage totals. It expires state TTL seconds after its last step ended; while any step is
--- in progress it does not expire.
+-- A run's hash holds each step's state as field '@<step id>', the run's own state as 'r'
+-- (state strings start with the status code; the refused statuses follow: service/state.py),
+-- 't' and 'a' (thread, assistant), 'n' (subjects in progress: steps, and the run itself),
+-- the usage totals, 'k<code>' (steps ended, by terminal status) and 'ra' (requires_action
+-- rounds already published). It expires TTL seconds after its last subject ended; while
+-- any is in progress it does not expire.
 --
--- KEYS: 1 derived stream, 2 source stream, 3 stall zset, then the run hash of each entry
--- ARGV: 1 group, 2 derived maxlen, then per entry 7 arguments and its events:
---       a header of fields that never hold '|', joined by '|' (one argument instead of
---       seven: the client packs every argument separately, and this is its hot path):
---         id (source entry), e (expected version, '' = step unknown),
---         st ('' | '+<deadline>' | '-'), ttl ('' = none), dn (steps in progress: -1, 0, 1),
---         u (usage 'p,c,t', '' = none), n (number of derived events);
---       sid (step id), f (new state string, '' = unchanged: a checked no-op),
---       m (the step's stall index member), t and a (thread and assistant for the run hash,
---       '' = known already), ru (the run.usage event JSON, its totals cut off: they are
---       appended here), then n derived event JSON strings.
--- Returns one code per entry: 0 conflict (version moved: decide again), 1 committed,
--- 2 acked already by another consumer (nothing written).
-local group, maxlen = ARGV[1], ARGV[2]
+-- KEYS: 1 derived stream, 2 source stream, 3 stall zset, then one run hash per run group
+-- ARGV: 1 group, 2 derived maxlen, 3 state TTL, 4 number of ids to ack, then those ids,
+--       then per run group: its number of entries, thread, assistant, and per entry 8
+--       arguments (service/derive.py Op): head, field, state, start, end, reject, key, extra.
+-- Returns one action letter per entry, in order: what was done (lifecycle.Action).
 local derived, source, stalls = KEYS[1], KEYS[2], KEYS[3]
-local TOTALS = {'prompt_tokens', 'completion_tokens', 'total_tokens', 'steps_counted'}
+local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
+local nacks = tonumber(ARGV[4])
+local FIXED = {'n', 't', 'a', 'ra', 'prompt_tokens', 'completion_tokens', 'total_tokens',
+               'steps_counted', 'kc', 'kf', 'kx', 'ke', 'kn'}
+local NFIXED = #FIXED
+local COUNTED = {'kc', 'kf', 'kx', 'ke', 'kn'}  -- steps ended, by terminal status code
+local COUNT_AT = {c = 1, f = 2, x = 3, e = 4, n = 5}
 local results = {}
 local adds, rems = {}, {}  -- stall index changes: one ZADD and one ZREM for the batch
-local a = 3
-local i = 0
+
+local function publish(data)
+  redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', data)
+end
+
+-- The tracked status spliced into a template: quoted where it is a JSON value.
+local function spliced(template, name)
+  local value = name and ('"' .. name .. '"') or 'null'
+  return (string.gsub(string.gsub(template, '"%%FROM%%"', value), '%%FROM%%', name or 'none'))
+end
+
+local a = 5 + nacks
+local k = 3
 local nargs = #ARGV
 while a <= nargs do
-  i = i + 1
-  local id, expected, stall, ttl, dn, usage, n =
-    string.match(ARGV[a], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
-  local sid, state, member, thread, assistant, run_usage = unpack(ARGV, a + 1, a + 6)
-  local first = a + 7
-  a = first + tonumber(n)
-  local run, field = KEYS[3 + i], '@' .. sid
-  local got
-  if usage ~= '' then
-    got = redis.call('HMGET', run, field, 'n', unpack(TOTALS))
-  else
-    got = redis.call('HMGET', run, field, 'n')
+  k = k + 1
+  local run = KEYS[k]
+  local nops, thread, assistant = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2]
+  a = a + 3
+  -- One HMGET for the run: its fixed fields, then each subject the group names.
+  local want, at = {unpack(FIXED)}, {}
+  for j = a + 1, a + 8 * (nops - 1) + 1, 8 do
+    local f = ARGV[j]
+    if not at[f] then
+      want[#want + 1] = f
+      at[f] = #want
+    end
   end
-  local current = got[1] and string.match(got[1], '^[^|]*') or ''
-  if current ~= expected then
-    results[i] = 0
-  elseif redis.call('XACK', source, group, id) == 0 then
-    results[i] = 2
-  else
-    results[i] = 1
-    if state ~= '' then
-      local fields = {run, field, state}
-      if thread ~= '' or assistant ~= '' then
-        fields[4], fields[5], fields[6], fields[7] = 't', thread, 'a', assistant
+  local got = redis.call('HMGET', run, unpack(want))
+  local cur = {}
+  for f, pos in pairs(at) do
+    cur[f] = got[pos]
+  end
+  local live = tonumber(got[1]) or 0
+  local live_before, ended = live, false
+  local ra = got[4] or ''
+  local out, touched = {}, {}  -- fields to write, in first-written order
+  local function set(f, v)
+    if not touched[f] then
+      touched[f] = true
+      out[#out + 1] = f
+    end
+    cur[f] = v
+  end
+  local totals, counts  -- read lazily from `got`, kept as numbers
+  for _ = 1, nops do
+    local head, f, state, start, finish, reject, key, extra = unpack(ARGV, a, a + 7)
+    a = a + 8
+    local step = string.byte(head, 1) == 115  -- 's'
+    local code = string.sub(head, 2, 2)
+    local now = cur[f]
+    local have = now and string.sub(now, 1, 1) or ''
+    local act = (step and STEP or RUN)[have .. code]
+    if act == 'R' then
+      local refused = string.match(now, '^.|([^|]*)')
+      if string.find(refused, code, 1, true) then
+        act = 'D'
+      else
+        set(f, string.sub(now, 1, 2) .. refused .. code .. string.sub(now, 3 + #refused))
+        publish(spliced(reject, (step and STEP_NAMES or RUN_NAMES)[have]))
+        ended = true
       end
-      local live = tonumber(got[2]) or 0
-      if dn ~= '0' then
-        live = math.max(0, live + tonumber(dn))
-        fields[#fields + 1] = 'n'
-        fields[#fields + 1] = tostring(live)
-      end
-      local usage_event
-      if usage ~= '' then
-        local add = {string.match(usage, '^(%d+),(%d+),(%d+)$')}
-        add[4] = 1
-        local event = {run_usage}
-        for k = 1, 4 do
-          local total = string.format('%d', (tonumber(got[k + 2]) or 0) + add[k])
-          fields[#fields + 1] = TOTALS[k]
-          fields[#fields + 1] = total
-          event[k + 1] = ',"' .. TOTALS[k] .. '":' .. total
-        end
-        event[6] = '}'
-        usage_event = table.concat(event)
-      end
-      redis.call('HSET', unpack(fields))
-      for k = first, a - 1 do
-        redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', ARGV[k])
-      end
-      if usage_event then
-        redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', usage_event)
-      end
-      if stall == '-' then
-        rems[#rems + 1] = member
-      elseif stall ~= '' then
-        adds[#adds + 1] = string.sub(stall, 2)
+    elseif act == 'S' or act == 'W' then
+      set(f, state)
+      publish(start)
+      live = live + 1
+      if step then
+        local deadline, member = string.match(head, '^..|(%d+)|(.*)$')
+        adds[#adds + 1] = deadline
         adds[#adds + 1] = member
       end
-      if live > 0 then
-        if dn == '1' and live == 1 then
-          redis.call('PERSIST', run)  -- the run's first live step: it expired no more
+    elseif act == 'M' or act == 'A' then
+      set(f, state)
+    elseif act == 'E' or act == 'B' then
+      set(f, state)
+      ended = true
+      local from = 'in_progress'
+      if act == 'B' then
+        publish(start)
+      else
+        live = live - 1
+        if step then
+          rems[#rems + 1] = string.match(head, '^..|%d*|(.*)$')
+        else
+          from = RUN_NAMES[have]
         end
-      elseif ttl ~= '' then
-        redis.call('EXPIRE', run, ttl)
       end
+      if step then
+        publish(finish)
+        if not counts then
+          counts = {}
+          for c = 1, 5 do counts[c] = tonumber(got[8 + c]) or 0 end
+        end
+        counts[COUNT_AT[code]] = counts[COUNT_AT[code]] + 1
+        if key ~= '' then
+          if not totals then
+            totals = {}
+            for t = 1, 4 do totals[t] = tonumber(got[4 + t]) or 0 end
+          end
+          local p, c, t = string.match(key, '^(%d+),(%d+),(%d+)$')
+          totals[1], totals[2] = totals[1] + tonumber(p), totals[2] + tonumber(c)
+          totals[3], totals[4] = totals[3] + tonumber(t), totals[4] + 1
+          publish(string.format(
+            '%s,"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,"steps_counted":%d}',
+            extra, totals[1], totals[2], totals[3], totals[4]))
+        end
+      else
+        if not counts then
+          counts = {}
+          for c = 1, 5 do counts[c] = tonumber(got[8 + c]) or 0 end
+        end
+        publish(string.format(
+          '%s,"steps":{"completed":%d,"failed":%d,"cancelled":%d,"expired":%d,"incomplete":%d}}',
+          spliced(finish, from), counts[1], counts[2], counts[3], counts[4], counts[5]))
+      end
+    end
+    if act == 'W' or act == 'A' then
+      -- A round of tool calls is published once, whatever order its events come in.
+      if string.find(',' .. ra .. ',', ',' .. key .. ',', 1, true) then
+        if act == 'A' then act = 'M' end
+      else
+        ra = ra == '' and key or (ra .. ',' .. key)
+        set('ra', ra)
+        publish(spliced(extra, act == 'A' and RUN_NAMES[have] or nil))
+      end
+    end
+    results[#results + 1] = act
+  end
+  if #out > 0 then
+    local fields = {}
+    for _, f in ipairs(out) do
+      fields[#fields + 1] = f
+      fields[#fields + 1] = cur[f]
+    end
+    if not got[2] and not got[3] and (thread ~= '' or assistant ~= '') then
+      fields[#fields + 1], fields[#fields + 2] = 't', thread
+      fields[#fields + 1], fields[#fields + 2] = 'a', assistant
+    end
+    if live ~= live_before then
+      live = math.max(0, live)
+      fields[#fields + 1], fields[#fields + 2] = 'n', tostring(live)
+    end
+    if totals then
+      for t = 1, 4 do
+        fields[#fields + 1] = FIXED[4 + t]
+        fields[#fields + 1] = string.format('%d', totals[t])
+      end
+    end
+    if counts then
+      for c = 1, 5 do
+        fields[#fields + 1] = COUNTED[c]
+        fields[#fields + 1] = tostring(counts[c])
+      end
+    end
+    redis.call('HSET', run, unpack(fields))
+    if live > 0 then
+      if live_before == 0 then
+        redis.call('PERSIST', run)  -- its first live subject: it expires no more
+      end
+    elseif ended or live_before > 0 then
+      redis.call('EXPIRE', run, ttl)
+    elseif redis.call('TTL', run) == -1 then
+      redis.call('EXPIRE', run, ttl)  -- nothing live and nothing ended: keep it bounded
     end
   end
 end
 -- Adds before removals: a step that starts and ends in one batch leaves no member. (A
 -- step is never removed and then added: it ends only once.) In chunks: unpack() is bounded.
-for k = 1, #adds, 1000 do
-  redis.call('ZADD', stalls, unpack(adds, k, math.min(k + 999, #adds)))
+for i = 1, #adds, 1000 do
+  redis.call('ZADD', stalls, unpack(adds, i, math.min(i + 999, #adds)))
 end
-for k = 1, #rems, 500 do
-  redis.call('ZREM', stalls, unpack(rems, k, math.min(k + 499, #rems)))
+for i = 1, #rems, 500 do
+  redis.call('ZREM', stalls, unpack(rems, i, math.min(i + 499, #rems)))
 end
-return results
+for i = 5, 4 + nacks, 1000 do
+  redis.call('XACK', source, group, unpack(ARGV, i, math.min(i + 999, 4 + nacks)))
+end
+return table.concat(results)

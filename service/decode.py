@@ -19,7 +19,7 @@ from contracts.stream_events import (
 
 from .fastpath import FastStep, decode_fast
 
-__all__ = ["Delta", "Rejection", "Step", "decode_entry"]
+__all__ = ["Ignored", "Rejection", "Step", "decode_entry"]
 
 DATA_FIELD = b"data"
 
@@ -28,10 +28,10 @@ Step = RunStep | FastStep
 
 
 @dataclass(frozen=True, slots=True)
-class Delta:
-    """A streamed `thread.run.step.delta`: counted, never a status change."""
+class Ignored:
+    """An event with no lifecycle meaning (a delta, a message event, ...): acked and counted."""
 
-    step_id: str
+    event: str  # its event name, the label it is counted under
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,7 @@ def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def decode_entry(fields: dict[bytes, bytes], max_bytes: int) -> Step | Delta | Rejection:
+def decode_entry(fields: dict[bytes, bytes], max_bytes: int) -> Step | Ignored | Rejection:
     """Validate one source entry's `data` field into what the lifecycle acts on.
 
     Well-formed steps take the msgspec fast path; everything else (deltas, lax or invalid
@@ -96,8 +96,6 @@ def decode_entry(fields: dict[bytes, bytes], max_bytes: int) -> Step | Delta | R
                 f"event {parsed.event} carries a step with status {parsed.data.status}",
             )
         return parsed.data
-    if isinstance(parsed, RunStepDeltaEvent):
-        return Delta(parsed.data.id)
-    if isinstance(parsed, RunStepDelta):
-        return Delta(parsed.id)
+    if isinstance(parsed, RunStepDeltaEvent | RunStepDelta):
+        return Ignored("thread.run.step.delta")
     raise AssertionError(f"unexpected inbound type {type(parsed)!r}")  # pragma: no cover

@@ -13,16 +13,17 @@ from redis.asyncio import Redis
 
 from .app import build_worker
 from .errors import RedisServerNotFoundError
+from .queries import read_streams
 from .redis_server import LocalRedis
 from .sample import SAMPLE_EXPECTED, sample_entries
 from .settings import Settings
-from .store import Store, read_streams
 
 __all__ = ["run_demo"]
 
 
 def _describe(event: dict[str, Any]) -> str:
-    parts = [f"{event['type']:<29}", f"step={event['step_id']:<11}"]
+    subject = f"step={event['step_id']}" if "step_id" in event else f"run={event['run_id']}"
+    parts = [f"{event['type']:<29}", f"{subject:<16}"]
     parts.append(f"{event.get('from_status') or '-'} -> {event['to_status']}")
     if event.get("duration_s") is not None:
         parts.append(f"duration={event['duration_s']}s")
@@ -61,10 +62,9 @@ async def _demo(settings: Settings, timeout_s: float) -> bool:
                         event = json.loads(fields[b"data"])
                         seen[event["type"]] += 1
                         print(_describe(event))
-        assert worker.processor is not None
-        run = await Store(redis, settings).run("run_demo")
+        run = await worker.run("run_demo")
         print()
-        print(f"run run_demo usage totals: {run['usage'] if run else None}")
+        print(f"run run_demo usage totals: {run.usage.model_dump() if run else None}")
         ok = seen == Counter(SAMPLE_EXPECTED)
         print("demo OK: every expected derived event and DLQ entry arrived exactly once"
               if ok else f"demo FAILED: expected {SAMPLE_EXPECTED}, saw {dict(seen)}")  # fmt: skip

@@ -1,117 +1,297 @@
-"""PURE: a step and the lifecycle's decision -> the derived events to publish.
+"""PURE: a reported step or run -> an `Op`, the effects its entry may have.
 
-Events are built as plain dicts in the exact shape of the `contracts.derived` models (the
-published schema; the tests validate every event the worker writes against it). Building
-pydantic models here would validate values that come from an already validated RunStep,
-at a cost of tens of microseconds per event on the hot path (see bench/).
+The worker never reads state before committing: the commit script decides each entry on
+the state it finds (the table comes from `lifecycle`), so an entry carries every event its
+decision may publish, ready to append: its subject's start, its end, the rejection (with
+`%FROM%` where the tracked status goes), and run.usage / run.requires_action. Events are
+built as plain dicts in the exact shape (and field order) of the `contracts.derived` models;
+the tests validate every event the worker writes against them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from contracts.derived import DerivedType, event_id_for
-from contracts.run_step import StepStatus
+import orjson
 
-from .lifecycle import Decision, Outcome
+from contracts.derived import (
+    RUN_END_TYPES,
+    STEP_END_TYPES,
+    DerivedType,
+    Source,
+    event_id_for,
+)
 
-if TYPE_CHECKING:
-    from .decode import Step
+from .lifecycle import RUNS, STEPS, Action
+from .state import RUN_FIELD, STEP_FIELD, encode_run_state, encode_state
 
-__all__ = ["Derived", "derive"]
+__all__ = ["FROM", "Op", "ReportedRun", "ReportedStep", "published", "run_op", "step_op"]
+
+FROM = "%FROM%"
+"""Where the commit script writes the tracked status into a rejection."""
 
 Event = dict[str, Any]
-"""One derived event as JSON-ready values (StrEnums serialise as their values)."""
 
 
-@dataclass(slots=True)  # built per event: a frozen dataclass's __init__ costs more
-class Derived:
-    """What one decision publishes: step events, and a run.usage event if usage counts.
+class _Usage(Protocol):
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
+    @property
+    def total_tokens(self) -> int: ...
 
-    The run.usage totals are cumulative over the run, so only the store can fill them in,
-    atomically with the increment: `run_usage` carries every other field, and the store
-    appends prompt_tokens, completion_tokens, total_tokens and steps_counted.
+
+class _Error(Protocol):
+    @property
+    def code(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+
+
+class ReportedStep(Protocol):
+    """What the worker reads of a step, whichever dialect and decoder it came from."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def thread_id(self) -> str | None: ...
+    @property
+    def assistant_id(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def created_at(self) -> int | float: ...
+    @property
+    def terminal_at(self) -> int | float | None: ...
+    @property
+    def usage(self) -> _Usage | None: ...
+    @property
+    def last_error(self) -> _Error | None: ...
+
+
+class ReportedRun(Protocol):
+    """What the worker reads of a run (an Assistants run, or a Responses response)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def thread_id(self) -> str | None: ...
+    @property
+    def assistant_id(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def created_at(self) -> int | float: ...
+    @property
+    def ended_at(self) -> int | float | None: ...
+    @property
+    def pending_tool_call_ids(self) -> list[str]: ...
+    def usage_json(self) -> dict[str, Any] | None: ...
+    def last_error_json(self) -> dict[str, Any] | None: ...
+    def incomplete_details_json(self) -> dict[str, Any] | None: ...
+
+
+@dataclass(slots=True)  # built per entry: a frozen dataclass's __init__ costs more
+class Op:
+    """One source entry's possible effects, as the commit script takes them (see commit.lua).
+
+    `head` is the kind ('s' step, 'r' run) and the incoming status's code, then, for steps,
+    '|<stall deadline or empty>|<stall index member>'.
     """
 
-    events: tuple[Event, ...]
-    run_usage: Event | None
-    types: tuple[str, ...]  # the types of every event published, run.usage included
+    source_id: bytes
+    run_id: str
+    thread_id: str
+    assistant_id: str
+    head: str
+    field: str  # the subject's field in its run's hash
+    state: str  # the subject's state string after this entry's own status
+    start: bytes = b""
+    end: bytes = b""  # a run's end goes without its closing brace: the script adds steps
+    reject: bytes = b""
+    key: str = ""  # steps: usage 'p,c,t'; runs: the requires_action round's key
+    extra: bytes = b""  # steps: run.usage without its totals; runs: run.requires_action
+    end_type: str = ""  # the end event's type, for counting what was published
 
 
-# Per outcome, what derive publishes; looked up, as this runs once per event.
-_STARTED = (DerivedType.STARTED.value,)
-_FINISHED: dict[StepStatus, tuple[DerivedType, tuple[str, ...], tuple[str, ...]]] = {
-    status: (
-        DerivedType(f"run_step.{status}"),
-        (f"run_step.{status}",),
-        (f"run_step.{status}", DerivedType.RUN_USAGE.value),
-    )
-    for status in StepStatus
-    if status is not StepStatus.IN_PROGRESS
-}
-_REJECTED = (DerivedType.TRANSITION_REJECTED.value,)
-_NOTHING = Derived((), None, ())
+def stall_member(run_id: str, step_id: str) -> str:
+    """A step's member in the stall index: its run id (length-prefixed) and its id."""
+    return f"{len(run_id)}:{run_id}{step_id}"
 
 
-def _usage(step: Step) -> Event | None:
-    usage = step.usage
-    if usage is None:
-        return None
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }
+def _dumps(event: Event) -> bytes:
+    return orjson.dumps(event)
 
 
-def _error(step: Step) -> Event | None:
-    error = step.last_error
-    return None if error is None else {"code": error.code, "message": error.message}
-
-
-def _common(step: Step, decision: Decision, type_: DerivedType, qualifier: str = "") -> Event:
+def _step_common(step: ReportedStep, source: Source, type_: str, qualifier: str = "") -> Event:
     return {
         "type": type_,
-        "event_id": event_id_for(step.id, type_, qualifier),
+        "event_id": event_id_for(step.run_id, step.id, type_, qualifier),
+        "source": source,
         "step_id": step.id,
         "run_id": step.run_id,
         "thread_id": step.thread_id,
         "assistant_id": step.assistant_id,
-        "from_status": decision.from_status,
-        "to_status": decision.to_status,
     }
 
 
-def derive(step: Step, decision: Decision) -> Derived:
-    """The derived events that `decision` on `step` publishes (none for no-ops).
+def _step_start(step: ReportedStep, source: Source) -> bytes:
+    event = _step_common(step, source, DerivedType.STARTED)
+    event["from_status"] = None
+    event["to_status"] = "in_progress"
+    event["occurred_at"] = step.created_at
+    event["step_type"] = step.type
+    return _dumps(event)
 
-    Fields past the common ones are set one by one: dict.update(**fields) cost more here.
-    """
-    outcome = decision.outcome
-    if outcome is Outcome.STARTED:
-        started = _common(step, decision, DerivedType.STARTED)
-        started["occurred_at"] = step.created_at
-        started["step_type"] = step.type
-        return Derived((started,), None, _STARTED)
+
+def step_op(
+    source_id: bytes, step: ReportedStep, source: Source, stall_deadline: int | float
+) -> Op:
+    """The op of one reported step; `stall_deadline` is used if this starts it."""
+    status = step.status
+    usage = step.usage
+    triple = None if usage is None else (
+        usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
+    )  # fmt: skip
+    error = step.last_error
     ended_at = step.terminal_at
+    member = stall_member(step.run_id, step.id)
+    op = Op(
+        source_id=source_id,
+        run_id=step.run_id,
+        thread_id=step.thread_id or "",
+        assistant_id=step.assistant_id or "",
+        head="",
+        field=STEP_FIELD + step.id,
+        state=encode_state(
+            status,
+            step.created_at,
+            step.type,
+            ended_at=ended_at,
+            usage=triple,
+            error_code=None if error is None else str(error.code),
+        ),
+        start=_step_start(step, source),
+    )
+    if status == "in_progress":
+        op.head = f"si|{int(stall_deadline)}|{member}"
+        return op
+    op.head = f"s{STEPS.codes[status]}||{member}"
+    type_ = op.end_type = STEP_END_TYPES[status]
     occurred_at = ended_at if ended_at is not None else step.created_at
-    if outcome is Outcome.FINISHED:
-        type_, alone, with_usage = _FINISHED[decision.to_status]
-        finished = _common(step, decision, type_)
-        finished["occurred_at"] = occurred_at
-        finished["step_type"] = step.type
-        finished["duration_s"] = None if ended_at is None else max(0, ended_at - step.created_at)
-        finished["usage"] = _usage(step)
-        finished["last_error"] = _error(step)
-        if step.usage is None:
-            return Derived((finished,), None, alone)
-        usage = _common(step, decision, DerivedType.RUN_USAGE)
-        usage["occurred_at"] = occurred_at
-        return Derived((finished,), usage, with_usage)
-    if outcome is Outcome.REJECTED:
-        rejected = _common(step, decision, DerivedType.TRANSITION_REJECTED, decision.to_status)
-        rejected["occurred_at"] = occurred_at
-        rejected["reason"] = f"step is already {decision.from_status}; terminal statuses are final"
-        return Derived((rejected,), None, _REJECTED)
-    return _NOTHING
+    end = _step_common(step, source, type_)
+    end["from_status"] = "in_progress"
+    end["to_status"] = status
+    end["occurred_at"] = occurred_at
+    end["step_type"] = step.type
+    end["duration_s"] = None if ended_at is None else max(0, ended_at - step.created_at)
+    end["usage"] = None if triple is None else {
+        "prompt_tokens": triple[0], "completion_tokens": triple[1], "total_tokens": triple[2],
+    }  # fmt: skip
+    end["last_error"] = None if error is None else {"code": error.code, "message": error.message}
+    op.end = _dumps(end)
+    rejected = _step_common(step, source, DerivedType.TRANSITION_REJECTED, status)
+    rejected["from_status"] = FROM
+    rejected["to_status"] = status
+    rejected["occurred_at"] = occurred_at
+    rejected["reason"] = f"step is already {FROM}; terminal statuses are final"
+    op.reject = _dumps(rejected)
+    if triple is not None:
+        op.key = "%d,%d,%d" % triple  # noqa: UP031  # the script parses exactly this
+        usage_event = _step_common(step, source, DerivedType.RUN_USAGE)
+        usage_event["from_status"] = "in_progress"
+        usage_event["to_status"] = status
+        usage_event["occurred_at"] = occurred_at
+        op.extra = _dumps(usage_event)[:-1]  # the script appends the totals and the brace
+    return op
+
+
+def _run_common(run: ReportedRun, source: Source, type_: str, qualifier: str = "") -> Event:
+    return {
+        "type": type_,
+        "event_id": event_id_for(run.id, "", type_, qualifier),
+        "source": source,
+        "run_id": run.id,
+        "thread_id": run.thread_id,
+        "assistant_id": run.assistant_id,
+    }
+
+
+def run_op(source_id: bytes, run: ReportedRun, source: Source) -> Op:
+    """The op of one reported run status."""
+    status = run.status
+    terminal = RUNS.is_terminal(status)
+    op = Op(
+        source_id=source_id,
+        run_id=run.id,
+        thread_id=run.thread_id or "",
+        assistant_id=run.assistant_id or "",
+        head=f"r{RUNS.codes[status]}",
+        field=RUN_FIELD,
+        state=encode_run_state(status, run.created_at, run.ended_at if terminal else None),
+    )
+    start = _run_common(run, source, DerivedType.RUN_STARTED)
+    start["from_status"] = None
+    start["to_status"] = "in_progress" if terminal else status
+    start["occurred_at"] = run.created_at
+    op.start = _dumps(start)
+    if status == RUNS.waiting:
+        calls = run.pending_tool_call_ids
+        op.key = calls[0] if calls else ""
+        waiting = _run_common(run, source, DerivedType.RUN_REQUIRES_ACTION, op.key)
+        waiting["from_status"] = FROM
+        waiting["to_status"] = status
+        waiting["occurred_at"] = run.created_at
+        waiting["tool_call_ids"] = calls
+        op.extra = _dumps(waiting)
+    if not terminal:
+        return op
+    ended_at = run.ended_at
+    type_ = op.end_type = RUN_END_TYPES[status]
+    end = _run_common(run, source, type_)
+    end["from_status"] = FROM
+    end["to_status"] = status
+    end["occurred_at"] = ended_at if ended_at is not None else run.created_at
+    end["duration_s"] = None if ended_at is None else max(0, ended_at - run.created_at)
+    end["usage"] = run.usage_json()
+    end["last_error"] = run.last_error_json()
+    end["incomplete_details"] = run.incomplete_details_json()
+    op.end = _dumps(end)[:-1]  # the script appends the run's step counts and the brace
+    rejected = _run_common(run, source, DerivedType.RUN_TRANSITION_REJECTED, status)
+    rejected["from_status"] = FROM
+    rejected["to_status"] = status
+    rejected["occurred_at"] = end["occurred_at"]
+    rejected["reason"] = f"run is already {FROM}; terminal statuses are final"
+    op.reject = _dumps(rejected)
+    return op
+
+
+_STEP_PUBLISHES = {
+    Action.START: (DerivedType.STARTED.value,),
+    Action.BEGIN_END: (DerivedType.STARTED.value,),
+    Action.REJECT: (DerivedType.TRANSITION_REJECTED.value,),
+}
+_RUN_PUBLISHES = {
+    Action.START: (DerivedType.RUN_STARTED.value,),
+    Action.START_WAIT: (DerivedType.RUN_STARTED.value, DerivedType.RUN_REQUIRES_ACTION.value),
+    Action.MOVE_WAIT: (DerivedType.RUN_REQUIRES_ACTION.value,),
+    Action.BEGIN_END: (DerivedType.RUN_STARTED.value,),
+    Action.REJECT: (DerivedType.RUN_TRANSITION_REJECTED.value,),
+}
+
+
+def published(op: Op, action: str) -> tuple[str, ...]:
+    """The types of the events that `action` (the script's answer for `op`) published."""
+    step = op.head[0] == "s"
+    types = (_STEP_PUBLISHES if step else _RUN_PUBLISHES).get(Action(action), ())
+    if action in (Action.END, Action.BEGIN_END):
+        types += (op.end_type,)
+        if step and op.key:
+            types += (DerivedType.RUN_USAGE.value,)
+    return types

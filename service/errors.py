@@ -1,9 +1,22 @@
-"""The service's exceptions: one base class, one subclass per way things go wrong."""
+"""The service's exceptions: one base class, one subclass per way things go wrong, and the
+Redis errors that mean "Redis is unavailable", not "this entry is bad"."""
 
 from __future__ import annotations
 
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    ClusterError,
+    MasterDownError,
+    ReadOnlyError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 __all__ = [
-    "CommitConflictError",
+    "INFRASTRUCTURE_ERRORS",
     "ConfigError",
     "RedisServerNotFoundError",
     "RunstepsError",
@@ -19,13 +32,24 @@ class ConfigError(RunstepsError):
     """The configuration cannot work (bad URL, wrong password, missing permission)."""
 
 
-class CommitConflictError(RunstepsError):
-    """A step's state kept changing under us; the batch is left pending for a retry."""
-
-
 class RedisServerNotFoundError(RunstepsError):
     """No `redis-server` binary could be found to start a private Redis."""
 
 
 class StartupAbortedError(RunstepsError):
     """The worker was told to stop (SIGTERM) while still waiting for Redis at start-up."""
+
+
+INFRASTRUCTURE_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    ClusterDownError,
+    ClusterError,
+    MasterDownError,
+    ReadOnlyError,
+    SlotNotCoveredError,
+    TryAgainError,
+    OSError,
+)
+"""Errors that say Redis (or a cluster node) is unavailable, not that an entry is bad."""

@@ -14,14 +14,13 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from faststream.asgi import AsgiFastStream, AsgiResponse, Request, get
-from pydantic import BaseModel, ConfigDict, Field, Json
+from pydantic import BaseModel
 
-from contracts.derived import DeadLetterError
-
+from .errors import INFRASTRUCTURE_ERRORS
 from .metrics import CONTENT_TYPE
-from .process import INFRASTRUCTURE_ERRORS
 
 if TYPE_CHECKING:
     from faststream.asgi.types import ASGIApp, Receive, Scope, Send
@@ -30,26 +29,9 @@ if TYPE_CHECKING:
     from .app import Worker
     from .metrics import Metrics
 
-__all__ = ["App", "DeadLetterEntry", "prefix_routes", "render_asyncapi_html", "routes"]
+__all__ = ["App", "prefix_routes", "render_asyncapi_html", "routes"]
 
 DOCS_PATH = "/docs/asyncapi"
-
-
-class DeadLetterEntry(BaseModel):
-    """The fields of one dead-letter entry (written by a Lua script, never by FastStream)."""
-
-    model_config = ConfigDict(
-        extra="allow",
-        title="DeadLetterEntry",
-        json_schema_extra={"patternProperties": {"^field:": {"type": "string"}}},
-    )
-
-    data: str = Field(
-        description="the source entry's `data` field as it was (empty if it had none)"
-    )
-    error: Json[DeadLetterError] = Field(description="why it was dead-lettered, as JSON")
-    source_id: str = Field(description="the source entry's id")
-    source_stream: str = Field(description="the stream the entry was read from")
 
 
 def _json(body: Any, status: int = 200) -> AsgiResponse:
@@ -109,34 +91,37 @@ def prefix_routes(worker: Worker) -> list[tuple[str, ASGIApp]]:
     """`/runs/<run_id>` and `/runs/<run_id>/steps/<step_id>`: tracked state as JSON, 404
     when unknown. A step's state is kept under its run, so its path names the run."""
 
-    async def fetch(path: str) -> tuple[str, dict[str, Any] | None]:
+    async def fetch(path: str, query: dict[str, str]) -> tuple[str, BaseModel | None]:
         run_id, sep, step_id = path.partition("/steps/")
         if sep and step_id:
             return "step", await worker.step(run_id, step_id)
-        return "run", await worker.run(run_id)
+        limit = int(query["limit"]) if query.get("limit", "").isdigit() else 100
+        return "run", await worker.run(run_id, query.get("cursor", "0"), limit)
 
     return [("/runs/", _lookup("/runs/", fetch))]
 
 
-def _lookup(
-    prefix: str, fetch: Callable[[str], Awaitable[tuple[str, dict[str, Any] | None]]]
-) -> ASGIApp:
+Fetch = Callable[[str, dict[str, str]], Awaitable[tuple[str, BaseModel | None]]]
+
+
+def _lookup(prefix: str, fetch: Fetch) -> ASGIApp:
     async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         key = scope["path"][len(prefix) :]
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         if scope["method"] not in {"GET", "HEAD"}:
             response = AsgiResponse(b"Method Not Allowed", 405, headers={"allow": "GET, HEAD"})
         elif not key or key.startswith("/"):
             response = _json({"error": "no run id in the path"}, 404)
         else:
             try:
-                what, found = await fetch(key)
+                what, found = await fetch(key, query)
             except INFRASTRUCTURE_ERRORS:
                 response = _json({"error": "redis unavailable"}, 503)
             else:
                 response = (
                     _json({"error": f"{what} not tracked", "id": key}, 404)
                     if found is None
-                    else _json(found)
+                    else _json(found.model_dump(mode="json"))
                 )
         await response(scope, receive, send)
 

@@ -1,31 +1,80 @@
-"""PURE lifecycle rules of one run step: no I/O, no clocks, values in and values out.
+"""PURE lifecycle rules of run steps and runs: no I/O, no clocks, values in and values out.
 
-A step moves from in_progress to exactly one terminal status and stays there. Everything the
-worker does under duplicates, redelivery and out-of-order arrival follows from `decide`.
+A subject (a step, or a run) moves through non-terminal statuses to exactly one terminal
+status and stays there. Everything the worker does under duplicates, redelivery,
+out-of-order arrival and several replicas follows from `decide`: the commit script runs the
+same rules, from a table generated here (`transition_table`), so there is one source of truth.
+
+The one-start contract lives here too: a subject first seen terminal gets its start
+published before its end (`Decision.starts`), and a non-terminal status arriving after the
+end changes nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
-from contracts.run_step import TERMINAL_STATUSES, StepStatus
-
-__all__ = ["Decision", "Outcome", "decide"]
+__all__ = ["RUNS", "STEPS", "Action", "Decision", "Machine", "Outcome", "decide"]
 
 
 class Outcome(StrEnum):
-    """What one incoming status does to a step's tracked state."""
+    """What one incoming status does to a subject's tracked state."""
 
-    STARTED = "started"  # first sighting, in progress: state created, run_step.started
-    FINISHED = "finished"  # reached a terminal status: run_step.<status> (+ run.usage)
-    REJECTED = "rejected"  # terminal step asked to become another terminal: one rejection
+    STARTED = "started"  # first sighting, not terminal: state created, a start published
+    MOVED = "moved"  # runs only: one non-terminal status to another
+    FINISHED = "finished"  # reached a terminal status: its end (after its start, if unseen)
+    REJECTED = "rejected"  # terminal subject asked to become another terminal: one rejection
     DUPLICATE = "duplicate"  # nothing new (same status again, or a rejection already made)
-    STALE = "stale"  # in_progress after terminal: arrived late, ignored without noise
+    STALE = "stale"  # non-terminal after terminal: arrived late, ignored without noise
 
 
-_WRITES = frozenset({Outcome.STARTED, Outcome.FINISHED, Outcome.REJECTED})
-_MOVES = frozenset({Outcome.STARTED, Outcome.FINISHED})
+class Action(StrEnum):
+    """One letter per distinct effect of a decision: the commit script's vocabulary."""
+
+    START = "S"  # create the state; publish the start
+    START_WAIT = "W"  # create the state; publish the start, then run.requires_action
+    MOVE = "M"  # store the new non-terminal status; publish nothing
+    MOVE_WAIT = "A"  # store it; publish run.requires_action (unless published already)
+    END = "E"  # store the terminal status; publish the end
+    BEGIN_END = "B"  # first seen terminal: publish the start, then the end
+    REJECT = "R"  # publish one transition_rejected, unless this status was refused before
+    NOTHING = "D"  # duplicate or stale: only the ack
+    STALE = "T"  # (reported apart from duplicates, for the metrics)
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    """The statuses of one kind of subject: which are terminal, and their one-letter codes."""
+
+    name: str
+    codes: dict[str, str]  # status -> one-letter code kept in Redis
+    terminal: frozenset[str]
+    waiting: str | None = None  # the status that publishes run.requires_action on entry
+
+    def is_terminal(self, status: str | None) -> bool:
+        """True for the statuses a subject never leaves."""
+        return status in self.terminal
+
+
+STEPS = Machine(
+    name="step",
+    codes={"in_progress": "i", "completed": "c", "failed": "f", "cancelled": "x",
+           "expired": "e", "incomplete": "n"},
+    terminal=frozenset({"completed", "failed", "cancelled", "expired", "incomplete"}),
+)  # fmt: skip
+"""A run step, or a Responses output item: in_progress, then one terminal status."""
+
+RUNS = Machine(
+    name="run",
+    codes={"queued": "q", "in_progress": "i", "requires_action": "a", "cancelling": "g",
+           "completed": "c", "failed": "f", "cancelled": "x", "expired": "e",
+           "incomplete": "n"},
+    terminal=frozenset({"completed", "failed", "cancelled", "expired", "incomplete"}),
+    waiting="requires_action",
+)  # fmt: skip
+"""An Assistants run, or a Responses response: non-terminal statuses in any order, then one
+terminal status."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,56 +82,68 @@ class Decision:
     """The outcome of one incoming status against the tracked one."""
 
     outcome: Outcome
-    from_status: StepStatus | None
-    to_status: StepStatus
-    # True when the tracked state must be written (and a derived event published).
-    changes_state: bool = field(init=False)
-    # The status to store, or None when the stored status stays as it is.
-    new_status: StepStatus | None = field(init=False)
+    from_status: str | None
+    to_status: str
+    starts: bool = False  # publishes the subject's start (its first sighting)
+    waits: bool = False  # publishes run.requires_action (entering the waiting status)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "changes_state", self.outcome in _WRITES)
-        moves = self.outcome in _MOVES
-        object.__setattr__(self, "new_status", self.to_status if moves else None)
-
-
-_DECISIONS: dict[tuple[StepStatus | None, StepStatus, frozenset[StepStatus]], Decision] = {}
+    @property
+    def action(self) -> Action:
+        """The commit script's letter for this decision."""
+        match self.outcome:
+            case Outcome.STARTED:
+                return Action.START_WAIT if self.waits else Action.START
+            case Outcome.MOVED:
+                return Action.MOVE_WAIT if self.waits else Action.MOVE
+            case Outcome.FINISHED:
+                return Action.BEGIN_END if self.starts else Action.END
+            case Outcome.REJECTED:
+                return Action.REJECT
+            case Outcome.STALE:
+                return Action.STALE
+            case _:
+                return Action.NOTHING
 
 
 def decide(
-    current: StepStatus | None,
-    incoming: StepStatus,
-    rejected: frozenset[StepStatus] = frozenset(),
+    machine: Machine,
+    current: str | None,
+    incoming: str,
+    rejected: frozenset[str] = frozenset(),
 ) -> Decision:
-    """Decide what `incoming` does to a step whose tracked status is `current`.
+    """Decide what `incoming` does to a subject whose tracked status is `current`.
 
-    `rejected` holds the terminal statuses already refused for this step, so that the same
-    refused event redelivered does not yield a second rejection. The inputs take a few
-    hundred values at most, so each Decision is made once and then looked up.
+    `rejected` holds the terminal statuses already refused for this subject, so that the
+    same refused event redelivered does not yield a second rejection.
     """
-    key = (current, incoming, rejected)
-    decision = _DECISIONS.get(key)
-    if decision is None:
-        decision = _DECISIONS[key] = _decide(current, incoming, rejected)
-    return decision
-
-
-def _decide(
-    current: StepStatus | None, incoming: StepStatus, rejected: frozenset[StepStatus]
-) -> Decision:
+    terminal = machine.terminal
+    waits = incoming == machine.waiting
     if current is None:
-        outcome = Outcome.STARTED if incoming is StepStatus.IN_PROGRESS else Outcome.FINISHED
-    elif current is StepStatus.IN_PROGRESS:
-        outcome = Outcome.DUPLICATE if incoming is current else Outcome.FINISHED
-    elif incoming is StepStatus.IN_PROGRESS:
-        outcome = Outcome.STALE
-    elif incoming is current or incoming in rejected:
-        outcome = Outcome.DUPLICATE
-    else:
-        outcome = Outcome.REJECTED
-    return Decision(outcome=outcome, from_status=current, to_status=incoming)
+        if incoming in terminal:
+            return Decision(Outcome.FINISHED, None, incoming, starts=True)
+        return Decision(Outcome.STARTED, None, incoming, starts=True, waits=waits)
+    if current not in terminal:
+        if incoming in terminal:
+            return Decision(Outcome.FINISHED, current, incoming)
+        if incoming == current:
+            return Decision(Outcome.DUPLICATE, current, incoming)
+        return Decision(Outcome.MOVED, current, incoming, waits=waits)
+    if incoming not in terminal:
+        return Decision(Outcome.STALE, current, incoming)
+    if incoming == current or incoming in rejected:
+        return Decision(Outcome.DUPLICATE, current, incoming)
+    return Decision(Outcome.REJECTED, current, incoming)
 
 
-def is_terminal(status: StepStatus | None) -> bool:
-    """True for the statuses a step never leaves."""
-    return status in TERMINAL_STATUSES
+def transition_table(machine: Machine) -> dict[str, Action]:
+    """`decide` for every (tracked, incoming) pair, keyed by their codes ('' = unknown).
+
+    The commit script looks decisions up in this table; a rejection it finds already made
+    for the same status (`rejected`) it turns into nothing, as `decide` does.
+    """
+    table: dict[str, Action] = {}
+    for current in [None, *machine.codes]:
+        for incoming in machine.codes:
+            key = ("" if current is None else machine.codes[current]) + machine.codes[incoming]
+            table[key] = decide(machine, current, incoming).action
+    return table

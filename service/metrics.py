@@ -30,27 +30,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _POLL_TIMEOUT_S = 2.0
 
-# Derived-event families and the stats key that counts each: a batch's decisions, counted
-# when made (a decision redone after a version conflict counts again; conflicts are rare
-# and have their own counter). `finished` covers completed/failed/cancelled/expired/incomplete.
-
-# (metric name without _total, stats key, help)
+# (metric name without _total, Telemetry attribute, help)
 _PLAIN_COUNTERS = (
     ("runsteps_events_consumed", "consumed", "Source entries handled (redeliveries count again)"),
-    ("runsteps_deltas", "deltas", "thread.run.step.delta entries acked without effect"),
-    (
-        "runsteps_transitions_rejected",
-        f"outcome.{Outcome.REJECTED}",
-        "Terminal steps reported with a different terminal status",
-    ),
     ("runsteps_processing_failures", "failed", "Entries whose processing raised; left pending"),
     ("runsteps_reclaimed_entries", "reclaimed", "Pending entries taken over from other consumers"),
-    ("runsteps_commit_conflicts", "conflicts", "Commits retried because a step changed meanwhile"),
-    (
-        "runsteps_undeferred_batches",
-        "undeferred",
-        "Full batches whose commit went out when planned, not with the next (a conflict lately)",
-    ),
+    ("runsteps_error_events", "error_events", "`error` events forwarded by producers"),
 )
 
 
@@ -74,30 +59,41 @@ class _StatsCollector:
         self.snapshot = _Snapshot()
 
     def collect(self) -> Iterator[Metric]:
-        stats = dict(self.worker.telemetry.stats)
-        for name, key, doc in _PLAIN_COUNTERS:
-            yield CounterMetricFamily(name, doc, value=stats.get(key, 0))
-
+        telemetry = self.worker.telemetry
+        for name, attribute, doc in _PLAIN_COUNTERS:
+            yield CounterMetricFamily(name, doc, value=getattr(telemetry, attribute))
+        yield CounterMetricFamily(
+            "runsteps_transitions_rejected",
+            "Terminal steps or runs reported with a different terminal status",
+            value=telemetry.decisions[Outcome.REJECTED],
+        )
         yield _family(
             CounterMetricFamily,
             "runsteps_derived_events",
             "Derived events published, by type (counted once their commit succeeded)",
             ["type"],
-            (((t.value,), stats.get(f"derived.{t}", 0)) for t in DerivedType),
+            (((t.value,), telemetry.derived[t]) for t in DerivedType),
         )
         yield _family(
             CounterMetricFamily,
             "runsteps_decisions",
             "Lifecycle decisions made, by outcome",
             ["outcome"],
-            (((o.value,), stats.get(f"outcome.{o}", 0)) for o in Outcome),
+            (((o.value,), telemetry.decisions[o]) for o in Outcome),
         )
         yield _family(
             CounterMetricFamily,
             "runsteps_dlq_entries",
             "Source entries dead-lettered, by reason",
             ["kind"],
-            (((k.value,), stats.get(f"dlq.{k}", 0)) for k in DeadLetterKind),
+            (((k.value,), telemetry.dead_letters[k]) for k in DeadLetterKind),
+        )
+        yield _family(
+            CounterMetricFamily,
+            "runsteps_events_ignored",
+            "Source events with no lifecycle meaning (deltas, message events, ...), acked",
+            ["event"],
+            (((name,), n) for name, n in sorted(telemetry.ignored.items())),
         )
 
         snap = self.snapshot
@@ -153,9 +149,7 @@ class Metrics:
         self.registry.register(self._collector)
         self.batch_seconds = Histogram(
             "runsteps_batch_processing_seconds",
-            "Time from decoding a fetched batch to its commit's reply being observed (a full"
-            " batch's commit goes out with the next batch and is observed with the one after,"
-            " so this includes two fetches)",
+            "Time from decoding a fetched batch to its commit's reply",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )

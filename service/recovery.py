@@ -14,16 +14,22 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from contracts.derived import DerivedType, StepStalled, event_id_for
-from contracts.run_step import StepStatus
+from contracts.derived import DerivedType, Source, StepStalled, event_id_for
 
-from .process import INFRASTRUCTURE_ERRORS, Entry, Processor
+from .derive import stall_member
+from .errors import INFRASTRUCTURE_ERRORS
+from .queries import step_state
 
 if TYPE_CHECKING:
+    from .pending import Pending
+    from .process import Entry, Processor
     from .settings import Settings
     from .store import Store
 
 __all__ = ["Recovery"]
+
+# The Assistants API's step types; any other type is a Responses output item's.
+_RUN_STEP_TYPES = frozenset({"message_creation", "tool_calls"})
 
 log = logging.getLogger("runsteps.recovery")
 
@@ -31,18 +37,19 @@ log = logging.getLogger("runsteps.recovery")
 class Recovery:
     """Claims and finishes abandoned entries; publishes stalled-step events."""
 
-    def __init__(self, store: Store, processor: Processor, settings: Settings) -> None:
-        self.store = store
+    def __init__(self, processor: Processor) -> None:
         self.processor = processor
-        self.settings = settings
+        self.store: Store = processor.store
+        self.pending: Pending = processor.pending
+        self.settings: Settings = processor.settings
         self.last_pass = time.monotonic()  # liveness of the loops, for readiness
 
     async def finish_own(self) -> int:
         """Process this consumer's own pending entries (left by a previous run of it)."""
         s = self.settings
         after, done = b"0", 0
-        while entries := await self.store.own_pending(s.consumer, after, s.batch_size):
-            await self._handle(entries, await self.store.deliveries(s.consumer, _ids(entries)))
+        while entries := await self.pending.own_pending(s.consumer, after, s.batch_size):
+            await self._handle(entries, await self.pending.deliveries(s.consumer, _ids(entries)))
             after = entries[-1][0]
             done += len(entries)
         if done:
@@ -54,13 +61,17 @@ class Recovery:
         s = self.settings
         cursor, claimed = b"0-0", 0
         while True:
-            cursor, entries, deleted = await self.store.autoclaim(s.consumer, cursor, s.batch_size)
+            cursor, entries, deleted = await self.pending.autoclaim(
+                s.consumer, cursor, s.batch_size
+            )
             if deleted:
                 log.warning("%d pending entries were trimmed before processing", len(deleted))
-                await self.store.ack_deleted(deleted)
+                await self.pending.ack_deleted(deleted)
             if entries:
                 claimed += len(entries)
-                await self._handle(entries, await self.store.deliveries(s.consumer, _ids(entries)))
+                await self._handle(
+                    entries, await self.pending.deliveries(s.consumer, _ids(entries))
+                )
             if cursor == b"0-0":
                 return claimed
 
@@ -71,13 +82,13 @@ class Recovery:
         retry = [e for e in entries if deliveries.get(e[0], 1) <= cap]
         if exhausted:
             ids = _ids(exhausted)
-            errors = await self.store.last_failures(ids)
+            errors = await self.pending.last_failures(ids)
             attempts = {i: deliveries[i] - 1 for i in ids}
             await self.processor.dead_letter_exhausted(exhausted, attempts, errors)
         if retry:
-            self.processor.stats["reclaimed"] += len(retry)
+            self.processor.telemetry.reclaimed += len(retry)
             failures = await self.processor.process(retry)
-            await self.store.forget_failures([i for i in _ids(retry) if i not in failures])
+            await self.pending.forget_failures([i for i in _ids(retry) if i not in failures])
 
     async def scan_stalls(self, now: int | None = None) -> int:
         """Publish run_step.stalled for every step past its deadline (once across workers)."""
@@ -85,26 +96,30 @@ class Recovery:
         now = int(time.time()) if now is None else now
         published = 0
         for run_id, step_id in await self.store.due_stalls(now, limit=500):
-            state = await self.store.step(run_id, step_id)
-            if state is None or state.get("status") != StepStatus.IN_PROGRESS:
+            state = await step_state(self.store.conn, run_id, step_id)
+            if state is None or state.status != "in_progress":
                 continue
-            created = int(state.get("created_at", now))
+            created = state.created_at if state.created_at is not None else now
             event = StepStalled(
                 type=DerivedType.STALLED,
-                event_id=event_id_for(step_id, DerivedType.STALLED),
+                event_id=event_id_for(run_id, step_id, DerivedType.STALLED),
+                source=Source.ASSISTANTS
+                if state.step_type in _RUN_STEP_TYPES
+                else Source.RESPONSES,
                 step_id=step_id,
                 run_id=run_id,
-                thread_id=state.get("thread_id", ""),
-                assistant_id=state.get("assistant_id", ""),
-                from_status=StepStatus.IN_PROGRESS,
-                to_status=StepStatus.IN_PROGRESS,
+                thread_id=state.thread_id,
+                assistant_id=state.assistant_id,
+                from_status="in_progress",
+                to_status="in_progress",
                 occurred_at=now,
-                stalled_for_s=max(0, now - created),
+                stalled_for_s=max(0, int(now - created)),
                 stall_after_s=s.stall_after_s,
             )
-            if await self.store.publish_stall(run_id, step_id, event.model_dump_json().encode()):
+            body = event.model_dump_json().encode()
+            if await self.store.publish_stall(stall_member(run_id, step_id), run_id, step_id, body):
                 published += 1
-        self.processor.stats[f"derived.{DerivedType.STALLED}"] += published
+        self.processor.telemetry.derived[DerivedType.STALLED] += published
         return published
 
     async def run(self) -> None:

@@ -181,7 +181,7 @@ def sample_entries(run_id: str = "run_demo") -> list[tuple[str, bytes]]:
 
 
 SAMPLE_EXPECTED = {
-    "run_step.started": 4,
+    "run_step.started": 5,
     "run_step.completed": 4,
     "run_step.failed": 1,
     "run_step.transition_rejected": 1,

@@ -42,19 +42,6 @@ class Settings(BaseSettings):
         description="after a partial batch, wait this long before the next fetch: fewer, "
         "fuller batches (less CPU) at moderate rates, for up to this much latency",
     )
-    overlap: bool = Field(
-        True,
-        description="in a backlog, plan a full batch in the background and send its commit "
-        "with the next batch (faster; with several replicas, a step's start is likelier to "
-        "arrive after another replica ended it, and is then stale)",
-    )
-    defer_pause_s: float = Field(
-        30.0,
-        ge=0,
-        description="after a commit conflict (another replica moved one of this partition's "
-        "steps), a full batch's commit goes out as soon as it is planned, not with the next "
-        "batch, for this long",
-    )
     state_ttl_s: PositiveInt = Field(
         7 * 86_400, description="a run's state expires this long after its last step ended"
     )
@@ -70,7 +57,6 @@ class Settings(BaseSettings):
         "partition, shared with the other replicas",
     )
     cluster: bool = Field(False, description="RUNSTEPS_REDIS_URL points at a Redis Cluster")
-    commit_retries: PositiveInt = Field(20, description="CAS conflict retries per batch")
     stall_scan_s: float = Field(5.0, gt=0, description="how often stalled steps are looked for")
     shutdown_grace_s: float = Field(20.0, gt=0, description="SIGTERM: time to finish a batch")
     http_host: str = Field("0.0.0.0", description="bind address of the HTTP port")

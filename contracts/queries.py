@@ -1,0 +1,59 @@
+"""What the query API (`GET /runs/...`) and `runsteps inspect` answer: typed JSON."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+
+__all__ = ["RunState", "StepState", "TokenTotals", "TokenUsage"]
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenUsage(_Answer):
+    """A step's tokens, as reported with its terminal status."""
+
+    prompt_tokens: NonNegativeInt
+    completion_tokens: NonNegativeInt
+    total_tokens: NonNegativeInt
+
+
+class TokenTotals(TokenUsage):
+    """A run's token totals over the steps counted so far."""
+
+    steps_counted: NonNegativeInt
+
+
+class StepState(_Answer):
+    """One step's tracked state."""
+
+    step_id: str
+    run_id: str
+    thread_id: str | None
+    assistant_id: str | None
+    status: str = Field(description="in_progress or a terminal status")
+    step_type: str | None
+    created_at: int | float | None
+    ended_at: int | float | None = Field(description="null while in progress or unknown")
+    duration_s: int | float | None
+    usage: TokenUsage | None
+    last_error_code: str | None
+    rejected: list[str] = Field(description="terminal statuses refused after the first")
+
+
+class RunState(_Answer):
+    """A run's tracked state and one page of its steps."""
+
+    run_id: str
+    thread_id: str | None
+    assistant_id: str | None
+    status: str | None = Field(description="the run's own status; null if never reported")
+    created_at: int | float | None
+    ended_at: int | float | None
+    duration_s: int | float | None
+    usage: TokenTotals
+    steps_in_progress: NonNegativeInt = Field(description="steps in progress (and the run)")
+    steps_ended: dict[str, NonNegativeInt] = Field(description="steps ended, by status")
+    steps: list[StepState] = Field(description="one page of steps, in no particular order")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: end")

@@ -1,0 +1,203 @@
+"""Read models for the edge (HTTP query API, `runsteps inspect`) and the DLQ replay.
+
+Nothing on the processing path reads these: they decode the state strings the commit
+script writes into the typed answers of `contracts.queries`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any, cast
+
+from contracts.partitioning import partition_for
+from contracts.queries import RunState, StepState, TokenTotals, TokenUsage
+
+from .state import RUN_FIELD, STEP_FIELD, decode_run_state, decode_state
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from .connection import Connection
+    from .pending import StreamEntries
+
+__all__ = ["find_run", "find_step", "read_streams", "replay_dlq", "run_state", "step_state"]
+
+log = logging.getLogger("runsteps.queries")
+
+_USAGE = ("prompt_tokens", "completion_tokens", "total_tokens", "steps_counted")
+_ENDED = {"kc": "completed", "kf": "failed", "kx": "cancelled", "ke": "expired",
+          "kn": "incomplete"}  # fmt: skip
+MAX_PAGE = 1000
+"""The most steps one answer holds: a run of any size is read in pages."""
+
+
+def _num(value: str | None) -> int | float | None:
+    if not value:
+        return None
+    return float(value) if "." in value or "e" in value else int(value)
+
+
+def _duration(start: int | float | None, end: int | float | None) -> int | float | None:
+    return None if start is None or end is None else end - start
+
+
+def _step(
+    run_id: str, step_id: str, raw: str, thread: str | None, assistant: str | None
+) -> StepState:
+    record = decode_state(raw)
+    created, ended = _num(record.get("c")), _num(record.get("d"))
+    usage = None
+    if "up" in record:
+        usage = TokenUsage(
+            prompt_tokens=int(record["up"]),
+            completion_tokens=int(record.get("uc", 0)),
+            total_tokens=int(record.get("ut", 0)),
+        )
+    return StepState(
+        step_id=step_id,
+        run_id=run_id,
+        thread_id=thread,
+        assistant_id=assistant,
+        status=record["s"],
+        step_type=record.get("y"),
+        created_at=created,
+        ended_at=ended,
+        duration_s=_duration(created, ended),
+        usage=usage,
+        last_error_code=record.get("e"),
+        rejected=record["x"].split(",") if "x" in record else [],
+    )
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+async def step_state(conn: Connection, run_id: str, step_id: str) -> StepState | None:
+    """A step's tracked state, or None if unknown."""
+    raw = cast(
+        "list[bytes | None]",
+        await conn.redis.hmget(conn.keys.run(run_id), STEP_FIELD + step_id, "t", "a"),
+    )
+    state, thread, assistant = (_text(r) for r in raw)
+    if state is None:
+        return None
+    return _step(run_id, step_id, state, thread or None, assistant or None)
+
+
+async def run_state(
+    conn: Connection, run_id: str, cursor: str = "0", limit: int = 100
+) -> RunState | None:
+    """A run's tracked state and up to `limit` of its steps from `cursor`, or None."""
+    key = conn.keys.run(run_id)
+    fixed = ("t", "a", RUN_FIELD, "n", *_USAGE, *_ENDED)
+    values = [_text(v) for v in cast("list[bytes | None]", await conn.redis.hmget(key, fixed))]
+    got = dict(zip(fixed, values, strict=True))
+    limit = max(1, min(limit, MAX_PAGE))
+    steps: dict[str, str] = {}
+    next_cursor = int(cursor) if cursor.isdigit() else 0
+    # HSCAN's COUNT is a hint: stop once a page is full, and resume from the cursor.
+    while len(steps) < limit:
+        next_cursor, page = await conn.redis.hscan(
+            key, next_cursor, match=STEP_FIELD + "*", count=limit
+        )
+        steps.update({k.decode(): v.decode() for k, v in cast("dict[bytes, bytes]", page).items()})
+        if next_cursor == 0:
+            break
+    if not steps and all(v is None for v in values):
+        return None
+    thread, assistant = got["t"] or None, got["a"] or None
+    run = decode_run_state(got[RUN_FIELD] or "")
+    created, ended = _num(run.get("c")), _num(run.get("d"))
+    return RunState(
+        run_id=run_id,
+        thread_id=thread,
+        assistant_id=assistant,
+        status=run.get("s"),
+        created_at=created,
+        ended_at=ended,
+        duration_s=_duration(created, ended),
+        usage=TokenTotals(**{k: int(got[k] or 0) for k in _USAGE}),
+        steps_in_progress=int(got["n"] or 0),
+        steps_ended={status: int(got[k] or 0) for k, status in _ENDED.items()},
+        steps=[
+            _step(run_id, name.removeprefix(STEP_FIELD), value, thread, assistant)
+            for name, value in sorted(steps.items())
+        ],
+        next_cursor=None if next_cursor == 0 else str(next_cursor),
+    )
+
+
+async def find_step(conns: list[Connection], run_id: str, step_id: str) -> StepState | None:
+    """A step's tracked state, from the partition its run id maps to."""
+    if not conns:
+        return None
+    return await step_state(conns[partition_for(run_id, len(conns))], run_id, step_id)
+
+
+async def find_run(
+    conns: list[Connection], run_id: str, cursor: str = "0", limit: int = 100
+) -> RunState | None:
+    """A run's tracked state and a page of steps, from the partition its run id maps to."""
+    if not conns:
+        return None
+    return await run_state(conns[partition_for(run_id, len(conns))], run_id, cursor, limit)
+
+
+async def read_streams(
+    redis: Redis, cursors: dict[str, str], block_ms: int
+) -> list[tuple[str, StreamEntries]]:
+    """XREAD after each cursor (a plain reader of derived/DLQ streams, as any consumer)."""
+    reply = await redis.xread(cast("Any", cursors), block=block_ms)
+    return [(name.decode(), entries) for name, entries in cast("Any", reply or [])]
+
+
+def _dead_letter_kind(fields: dict[bytes, bytes]) -> str | None:
+    """The `kind` of a DLQ entry's error, or None when its `error` field is unreadable."""
+    try:
+        error = json.loads(fields.get(b"error", b"{}") or b"{}")
+    except ValueError:
+        return None
+    kind = error.get("kind") if isinstance(error, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+async def replay_dlq(
+    conn: Connection, kind: str | None = None, limit: int | None = None
+) -> tuple[int, int]:
+    """Re-submit dead-lettered entries to the source stream, oldest first.
+
+    Each entry is XADDed back (original `data` and fields, plus `replayed_from`) and XDELed
+    from the DLQ in one MULTI/EXEC, so it is removed only once re-submitted. An entry whose
+    `error` is unreadable is skipped, logged and left in place. Returns (replayed, skipped).
+    """
+    part, redis = conn.part, conn.redis
+    replayed, skipped, cursor = 0, 0, "-"
+    while limit is None or replayed < limit:
+        page = cast("StreamEntries", await redis.xrange(part.dlq_stream, cursor, "+", count=200))
+        if not page:
+            break
+        cursor = "(" + page[-1][0].decode()
+        pipe = conn.pipeline(transaction=True)
+        for dlq_id, fields in page:
+            found = _dead_letter_kind(fields)
+            if found is None:
+                log.warning("DLQ entry %s has an unreadable error field; left in place", dlq_id)
+                skipped += 1
+                continue
+            if kind is not None and found != kind:
+                continue
+            if limit is not None and replayed >= limit:
+                break
+            entry: dict[bytes, bytes] = {
+                k.removeprefix(b"field:"): v for k, v in fields.items() if k.startswith(b"field:")
+            }
+            if found != "missing_data":
+                entry[b"data"] = fields.get(b"data", b"")
+            entry[b"replayed_from"] = dlq_id
+            pipe.xadd(part.source_stream, cast("Any", entry))
+            pipe.xdel(part.dlq_stream, dlq_id)
+            replayed += 1
+        await pipe.execute()
+    return replayed, skipped

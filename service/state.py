@@ -1,0 +1,142 @@
+"""The tracked state of a step or a run, as one short string in its run's hash.
+
+A step's state is field `@<step id>` of its run's hash; the run's own is field `r`. Both
+are one string of '|'-joined fields, the status code first (the commit script reads only
+that and, for steps, the refused statuses after it). Every byte is paid once per tracked
+step, and a value over 64 bytes would turn its whole run's hash from a compact listpack into
+a table, hence one-letter codes for the common values and the end time kept as seconds
+after the creation time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .lifecycle import RUNS, STEPS
+
+__all__ = [
+    "RUN_FIELD",
+    "RUN_STATE_FIELDS",
+    "STATE_FIELDS",
+    "STEP_FIELD",
+    "decode_run_state",
+    "decode_state",
+    "encode_run_state",
+    "encode_state",
+]
+
+STEP_FIELD = "@"
+"""A step's field in its run's hash is this plus its id (the commit script agrees)."""
+
+RUN_FIELD = "r"
+"""The run's own state's field in its run's hash."""
+
+STATE_FIELDS = ("s", "x", "c", "y", "d", "up", "uc", "ut", "e")
+"""A step's state: status, refused terminal statuses, created_at, type, ended_at (seconds
+after created_at), prompt, completion and total tokens (total left out when it is their
+sum), last error code."""
+
+RUN_STATE_FIELDS = ("s", "x", "c", "d")
+"""A run's state: status, refused terminal statuses, created_at, ended_at (seconds after
+created_at)."""
+
+_STEP_TYPES = {"message_creation": "m", "tool_calls": "t"}
+_ERRORS = {"server_error": "s", "rate_limit_exceeded": "r"}
+
+
+def _inverse(codes: Mapping[str, str]) -> dict[str, str]:
+    return {code: name for name, code in codes.items()}
+
+
+_STEP_STATUS, _RUN_STATUS = STEPS.codes, RUNS.codes
+_NAMES = {
+    "s": _inverse(_STEP_STATUS),
+    "x": _inverse(_STEP_STATUS),
+    "y": _inverse(_STEP_TYPES),
+    "e": _inverse(_ERRORS),
+}
+
+
+def _open(value: str, codes: Mapping[str, str]) -> str:
+    """A value from an open set: its code when it has one, else itself, '|' made safe."""
+    code = codes.get(value)
+    if code is not None:
+        return code
+    return value.replace("|", "/") if len(value) > 1 else value + " "  # never a code
+
+
+def _number(value: int | float | None) -> str:
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _parse(value: str) -> int | float:
+    return float(value) if "." in value or "e" in value else int(value)
+
+
+def encode_state(
+    status: str,
+    created_at: int | float,
+    step_type: str,
+    *,
+    ended_at: int | float | None = None,
+    usage: tuple[int, int, int] | None = None,
+    error_code: str | None = None,
+) -> str:
+    """One step's state string; no refused statuses (only the commit script adds those)."""
+    ended = "" if ended_at is None else _number(ended_at - created_at)
+    prompt = completion = total = ""
+    if usage is not None:
+        prompt, completion = str(usage[0]), str(usage[1])
+        total = "" if usage[2] == usage[0] + usage[1] else str(usage[2])
+    error = "" if error_code is None else _open(error_code, _ERRORS)
+    return (
+        f"{_STEP_STATUS[status]}||{_number(created_at)}|{_open(step_type, _STEP_TYPES)}|"
+        f"{ended}|{prompt}|{completion}|{total}|{error}"
+    )
+
+
+def decode_state(raw: str) -> dict[str, str]:
+    """The fields of a stored step state string (empty ones left out), values readable."""
+    values = raw.split("|", len(STATE_FIELDS) - 1)
+    record: dict[str, str] = {}
+    for name, value in zip(STATE_FIELDS, values, strict=False):
+        if not value:
+            continue
+        names = _NAMES.get(name)
+        if name == "x":  # one code per refused status, no separator
+            record[name] = ",".join(_NAMES["x"][v] for v in value)
+        elif names is not None:
+            record[name] = names.get(value, value.rstrip(" "))
+        else:
+            record[name] = value
+    if "c" in record and "d" in record:
+        record["d"] = _number(_parse(record["c"]) + _parse(record["d"]))
+    if "up" in record and "uc" in record and "ut" not in record:
+        record["ut"] = str(int(record["up"]) + int(record["uc"]))
+    return record
+
+
+def encode_run_state(
+    status: str, created_at: int | float | None, ended_at: int | float | None = None
+) -> str:
+    """A run's state string."""
+    ended = ""
+    if ended_at is not None and created_at is not None:
+        ended = _number(ended_at - created_at)
+    return f"{_RUN_STATUS[status]}||{_number(created_at)}|{ended}"
+
+
+def decode_run_state(raw: str) -> dict[str, str]:
+    """The fields of a stored run state string (empty ones left out), values readable."""
+    values = dict(zip(RUN_STATE_FIELDS, raw.split("|", 3), strict=False))
+    record = {k: v for k, v in values.items() if v}
+    names = _inverse(_RUN_STATUS)
+    if "s" in record:
+        record["s"] = names.get(record["s"], record["s"])
+    if "x" in record:
+        record["x"] = ",".join(names[v] for v in record["x"])
+    if "c" in record and "d" in record:
+        record["d"] = _number(_parse(record["c"]) + _parse(record["d"]))
+    return record

@@ -1,0 +1,32 @@
+"""What a worker counts: typed counters the processors and loops add to, and metrics read.
+
+Plain attributes, not string keys: a misspelt counter is a type error, never a metric that
+silently stays at zero.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["IGNORED_OTHER", "Telemetry"]
+
+IGNORED_OTHER = "other"
+"""The label of ignored events whose name is not one the protocols define."""
+
+
+@dataclass
+class Telemetry:
+    """Counts shared by a worker's processors and recovery loops, and the batch hook."""
+
+    consumed: int = 0  # source entries handled (redeliveries count again)
+    failed: int = 0  # entries whose processing raised; left pending
+    reclaimed: int = 0  # pending entries taken over from other consumers
+    error_events: int = 0  # `error` events the producers forwarded
+    derived: Counter[str] = field(default_factory=Counter)  # published, by derived type
+    decisions: Counter[str] = field(default_factory=Counter)  # by lifecycle.Outcome
+    dead_letters: Counter[str] = field(default_factory=Counter)  # by DeadLetterKind
+    ignored: Counter[str] = field(default_factory=Counter)  # by event name, or `other`
+    # Called after each committed batch with (entries, seconds from decode to reply).
+    observe: Callable[[int, float], None] | None = None
