@@ -9,8 +9,13 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from redis.asyncio import Redis
 
+from service.connection import Connection
+from service.pending import Pending
+from service.process import Processor
 from service.redis_server import LocalRedis
 from service.settings import Settings
+from service.store import Store
+from service.telemetry import Telemetry
 
 
 def _docker_answers() -> bool:
@@ -69,3 +74,26 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def conn(redis: Redis, settings: Settings) -> AsyncIterator[Connection]:
+    """This test's partition: its consumer group created and the scripts loaded."""
+    connection = Connection(redis, settings)
+    await connection.ensure_group()
+    await connection.load_scripts()
+    yield connection
+    await connection.aclose()
+
+
+def make_processor(conn: Connection, settings: Settings | None = None) -> Processor:
+    """A processor of `conn`'s partition (with other settings if given)."""
+    if settings is not None:
+        conn = Connection(conn.redis, settings)
+    return Processor(Store(conn), Pending(conn), conn.settings, Telemetry())
+
+
+@pytest.fixture
+def processor(conn: Connection) -> Processor:
+    """A processor of this test's partition, as a worker builds it."""
+    return make_processor(conn)

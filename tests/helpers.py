@@ -11,8 +11,8 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from service.pending import StreamEntries
 from service.settings import Settings
-from service.store import StreamEntries
 
 
 async def wait_until(

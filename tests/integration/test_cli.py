@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -9,14 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from service.cli import main
-from service.process import Processor
+from service.connection import Connection
 from service.redis_server import free_port
 from service.sample import T0, step
 from service.settings import Settings
-from service.store import Store
+from tests.conftest import make_processor
 from tests.helpers import fetch
 from tests.system.workers import ROOT, worker_env
 
@@ -50,36 +52,71 @@ def test_demo_runs_end_to_end() -> None:
     assert "DLQ" in done.stdout
 
 
-async def test_inspect_step_and_run(redis: Redis, settings: Settings) -> None:
-    """`inspect --run RUN_ID [STEP_ID]` prints a run's (or one step's) state as JSON."""
-    store = Store(redis, settings)
-    await store.ensure_group()
+def _use(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI reads its settings from RUNSTEPS_* variables, as an operator sets them."""
+    for name, value in worker_env(settings, settings.consumer).items():
+        if name.startswith("RUNSTEPS_"):
+            monkeypatch.setenv(name, value)
+
+
+async def _process(settings: Settings, *bodies: dict[str, object]) -> None:
+    redis = Redis.from_url(settings.redis_url)
+    conn = Connection(redis, settings)
+    try:
+        await conn.ensure_group()
+        await conn.load_scripts()
+        for body in bodies:
+            await redis.xadd(settings.source_stream, {"data": json.dumps(body)})
+        entries = await fetch(redis, settings.source_stream, settings.group, "c")
+        await make_processor(conn).process(entries)
+    finally:
+        await redis.aclose()
+
+
+def test_inspect_step_and_run(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`inspect --run RUN_ID [STEP_ID]` prints a run's (or one step's) state as typed JSON."""
     body = step("i1", "completed", run_id="r-inspect", ended_at=T0 + 2, usage=(3, 4))
-    await redis.xadd(settings.source_stream, {"data": json.dumps(body)})
-    await Processor(store, settings).process(
-        await fetch(redis, settings.source_stream, settings.group, "c")
-    )
-    one = runsteps(settings, "inspect", "--run", "r-inspect", "i1")
-    assert one.returncode == 0, one.stderr
-    assert json.loads(one.stdout)["status"] == "completed"
-    run = runsteps(settings, "inspect", "--run", "r-inspect")
-    assert json.loads(run.stdout)["usage"]["total_tokens"] == 7
-    missing = runsteps(settings, "inspect", "--run", "r-inspect", "nope")
-    assert missing.returncode == 1
-    assert "not tracked: step nope of run r-inspect" in missing.stderr
-    assert runsteps(settings, "inspect", "--run", "nope").returncode == 1
+    asyncio.run(_process(settings, body))
+    _use(settings, monkeypatch)
+    assert main(["inspect", "--run", "r-inspect", "i1"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert (one["status"], one["duration_s"], one["created_at"]) == ("completed", 2, T0)
+    assert one["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert main(["inspect", "--run", "r-inspect"]) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert run["usage"]["total_tokens"] == 7
+    assert run["steps_ended"]["completed"] == 1
+    assert main(["inspect", "--run", "r-inspect", "nope"]) == 1
+    assert "not tracked: step nope of run r-inspect" in capsys.readouterr().err
+    assert main(["inspect", "--run", "nope"]) == 1
 
 
-async def test_replay_dlq_command(redis: Redis, settings: Settings) -> None:
+def test_replay_dlq_command(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`replay-dlq --type KIND` moves matching DLQ entries back to the source stream."""
-    for kind in ("processing_failed", "processing_failed", "invalid_json"):
-        error = json.dumps({"kind": kind, "message": "x", "errors": []})
-        await redis.xadd(settings.dlq_stream, {"data": b"{}", "error": error})
-    done = runsteps(settings, "replay-dlq", "--type", "processing_failed", "--limit", "1")
-    assert done.returncode == 0, done.stderr
-    assert "re-submitted 1" in done.stdout
-    assert await redis.xlen(settings.dlq_stream) == 2
-    assert await redis.xlen(settings.source_stream) == 1
+
+    async def setup() -> None:
+        redis = Redis.from_url(settings.redis_url)
+        for kind in ("processing_failed", "processing_failed", "invalid_json"):
+            error = json.dumps({"kind": kind, "message": "x", "errors": []})
+            await redis.xadd(settings.dlq_stream, {"data": b"{}", "error": error})
+        await redis.aclose()
+
+    async def lengths() -> tuple[int, int]:
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            return await redis.xlen(settings.dlq_stream), await redis.xlen(settings.source_stream)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(setup())
+    _use(settings, monkeypatch)
+    assert main(["replay-dlq", "--type", "processing_failed", "--limit", "1"]) == 0
+    assert "re-submitted 1" in capsys.readouterr().out
+    assert asyncio.run(lengths()) == (2, 1)
 
 
 def test_schema_command_writes_files(tmp_path: Path) -> None:

@@ -11,44 +11,48 @@ from typing import Any
 from redis.asyncio import Redis
 
 from service.app import build_worker
+from service.connection import Connection
+from service.derive import Op, stall_member
+from service.pending import Pending
 from service.process import Processor
+from service.queries import replay_dlq, run_state
 from service.recovery import Recovery
 from service.redis_server import LocalRedis
 from service.sample import T0, step
 from service.settings import Settings
-from service.store import Commit, CommitResult, DeadLetter, Store, stall_member
-from tests.helpers import drained, entries, fetch, read_json, wait_until
+from service.store import DeadLetter, Store
+from service.telemetry import Telemetry
+from tests.conftest import make_processor
+from tests.helpers import drained, entries, fetch, produce, read_json, wait_until
 
 
 class FailingStore(Store):
     """A store whose commit fails for steps named boom*: a bug, not bad input."""
 
-    async def apply(
-        self, commits: list[Commit], acks: list[bytes], dead: list[DeadLetter]
-    ) -> list[CommitResult]:
-        if any(c.step_id.startswith("boom") for c in commits):
+    async def commit(
+        self, runs: dict[str, list[Op]], acks: list[bytes], dead: list[DeadLetter]
+    ) -> str:
+        if any(op.field.startswith("@boom") for ops in runs.values() for op in ops):
             raise RuntimeError("injected script failure")
-        return await super().apply(commits, acks, dead)
+        return await super().commit(runs, acks, dead)
 
 
-async def produce(redis: Redis, s: Settings, *steps: dict[str, Any]) -> None:
-    """XADD run steps as JSON in field `data`."""
-    for body in steps:
-        await redis.xadd(s.source_stream, {"data": json.dumps(body)})
+def failing(conn: Connection, s: Settings) -> Processor:
+    """A processor whose commits of boom* steps fail."""
+    conn = Connection(conn.redis, s)
+    return Processor(FailingStore(conn), Pending(conn), s, Telemetry())
 
 
 async def test_entry_failing_every_delivery_is_dead_lettered(
-    redis: Redis, settings: Settings
+    conn: Connection, redis: Redis, settings: Settings
 ) -> None:
     """An entry whose processing keeps failing goes to the DLQ after the cap, others pass."""
     s = settings.model_copy(update={"claim_idle_ms": 1, "max_deliveries": 3})
-    store = FailingStore(redis, s)
-    await store.ensure_group()
     await produce(redis, s, step("boom1", "in_progress"), step("fine1", "in_progress"))
-    processor = Processor(store, s)
+    processor = failing(conn, s)
     failures = await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
     assert len(failures) == 1
-    recovery = Recovery(store, processor, s)
+    recovery = Recovery(processor)
 
     async def dead_lettered() -> bool:
         await recovery.claim_once()
@@ -63,15 +67,13 @@ async def test_entry_failing_every_delivery_is_dead_lettered(
     assert json.loads(dead[b"data"])["id"] == "boom1"
     assert [e["step_id"] for e in await read_json(redis, s.derived_stream)] == ["fine1"]
     assert await drained(redis, s.source_stream, s.group)
-    assert await store.last_failures([dead[b"source_id"]]) == {}
+    assert await processor.pending.last_failures([dead[b"source_id"]]) == {}
 
 
 async def test_restarted_consumer_finishes_its_own_pending(
-    redis: Redis, settings: Settings
+    conn: Connection, redis: Redis, settings: Settings
 ) -> None:
     """Entries a consumer fetched before it died are finished when it starts again."""
-    store = Store(redis, settings)
-    await store.ensure_group()
     await produce(redis, settings, step("own1", "in_progress"), step("own2", "in_progress"))
     assert len(await fetch(redis, settings.source_stream, settings.group, settings.consumer)) == 2
     worker = build_worker(settings)
@@ -83,46 +85,45 @@ async def test_restarted_consumer_finishes_its_own_pending(
         await worker.stop()
 
 
-async def test_dead_consumers_entries_are_claimed(redis: Redis, settings: Settings) -> None:
+async def test_dead_consumers_entries_are_claimed(
+    conn: Connection, redis: Redis, settings: Settings
+) -> None:
     """A live worker claims and finishes the entries a dead consumer held."""
     s = settings.model_copy(update={"claim_idle_ms": 1})
-    store = Store(redis, s)
-    await store.ensure_group()
     await produce(redis, s, *[step(f"d{i}", "in_progress") for i in range(1200)])
     assert len(await fetch(redis, s.source_stream, s.group, "dead")) == 1000
-    processor = Processor(store, s)
-    recovery = Recovery(store, processor, s)
+    processor = make_processor(conn, s)
+    recovery = Recovery(processor)
     await wait_until(lambda: _claimed(recovery), 10, "claims")
     await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
     assert await drained(redis, s.source_stream, s.group)
     assert await redis.xlen(s.derived_stream) == 1200
-    assert processor.stats["reclaimed"] == 1000
 
 
 async def _claimed(recovery: Recovery) -> bool:
     return await recovery.claim_once() > 0
 
 
-async def test_hand_back_makes_entries_claimable_at_once(redis: Redis, settings: Settings) -> None:
+async def test_hand_back_makes_entries_claimable_at_once(
+    conn: Connection, redis: Redis, settings: Settings
+) -> None:
     """After a graceful hand-back, another consumer claims without waiting the idle time."""
     s = settings.model_copy(update={"claim_idle_ms": 60_000})
-    store = Store(redis, s)
-    await store.ensure_group()
     await produce(redis, s, step("h1", "in_progress"), step("h2", "in_progress"))
     await fetch(redis, s.source_stream, s.group, "leaving")
     other = s.model_copy(update={"consumer": "staying"})
-    recovery = Recovery(Store(redis, other), Processor(Store(redis, other), other), other)
+    recovery = Recovery(make_processor(Connection(redis, other)))
     assert await recovery.claim_once() == 0  # not idle for 60 s yet
-    assert await store.hand_back("leaving") == 2
+    assert await Pending(conn).hand_back("leaving") == 2
     assert await recovery.claim_once() == 2
     assert await drained(redis, s.source_stream, s.group)
 
 
-async def test_stalled_step_published_once_across_workers(redis: Redis, settings: Settings) -> None:
+async def test_stalled_step_published_once_across_workers(
+    conn: Connection, redis: Redis, settings: Settings
+) -> None:
     """A step in progress past the stall time yields one run_step.stalled, however many scan."""
     s = settings.model_copy(update={"stall_after_s": 1})
-    store = Store(redis, s)
-    await store.ensure_group()
     await produce(
         redis,
         s,
@@ -130,12 +131,12 @@ async def test_stalled_step_published_once_across_workers(redis: Redis, settings
         step("quick", "in_progress"),
         step("quick", "completed", ended_at=T0 + 1),
     )
-    processor = Processor(store, s)
+    processor = make_processor(conn, s)
     await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
     # One commit call started and ended `quick`: it leaves no stall index member.
-    assert await redis.zcard(store.keys.stalls) == 1
-    assert await redis.zscore(store.keys.stalls, stall_member("run_demo", "slow")) is not None
-    scanners = [Recovery(Store(redis, s), processor, s) for _ in range(4)]
+    assert await redis.zcard(conn.keys.stalls) == 1
+    assert await redis.zscore(conn.keys.stalls, stall_member("run_demo", "slow")) is not None
+    scanners = [Recovery(make_processor(Connection(redis, s))) for _ in range(4)]
     later = int(time.time()) + 5
     published = await asyncio.gather(*(r.scan_stalls(now=later) for r in scanners))
     assert sum(published) == 1
@@ -148,30 +149,26 @@ async def test_stalled_step_published_once_across_workers(redis: Redis, settings
 
 
 async def test_unreadable_stall_member_is_dropped_not_fatal(
-    redis: Redis, settings: Settings
+    conn: Connection, redis: Redis, settings: Settings
 ) -> None:
     """A stall index member that names no run (an earlier build's format) never stops a scan."""
     s = settings.model_copy(update={"stall_after_s": 1})
-    store = Store(redis, s)
-    await store.ensure_group()
-    await redis.zadd(store.keys.stalls, {"step_old": 1, "99:x": 1})
+    await redis.zadd(conn.keys.stalls, {"step_old": 1, "99:x": 1})
     await produce(redis, s, step("slow", "in_progress"))
-    processor = Processor(store, s)
+    processor = make_processor(conn, s)
     await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
-    assert await Recovery(store, processor, s).scan_stalls(now=int(time.time()) + 5) == 1
-    assert await redis.zcard(store.keys.stalls) == 0
+    assert await Recovery(processor).scan_stalls(now=int(time.time()) + 5) == 1
+    assert await redis.zcard(conn.keys.stalls) == 0
 
 
 async def test_terminal_state_expires_and_live_state_does_not(
-    redis: Redis, settings: Settings
+    conn: Connection, redis: Redis, settings: Settings
 ) -> None:
     """A run's state expires RUNSTEPS_STATE_TTL_S after its last step ended; while a step is
     in progress it does not expire, and a run that starts a step again stops expiring."""
     s = settings.model_copy(update={"state_ttl_s": 3600})
-    store = Store(redis, s)
-    processor = Processor(store, s)
-    await store.ensure_group()
-    run = store.keys.run("run_demo")
+    processor = make_processor(conn, s)
+    run = conn.keys.run("run_demo")
 
     async def after(*bodies: dict[str, Any]) -> int:
         await produce(redis, s, *bodies)
@@ -186,18 +183,21 @@ async def test_terminal_state_expires_and_live_state_does_not(
     assert await after(step("t3", "in_progress")) == -1
     assert 3500 < await after(step("t3", "failed", ended_at=T0, error="server_error")) <= 3600
     assert 3500 < await after(step("t3", "cancelled", ended_at=T0)) <= 3600  # rejected
-    assert (await store.run("run_demo") or {})["steps_in_progress"] == 0
+    state = await run_state(conn, "run_demo")
+    assert state is not None
+    assert state.steps_in_progress == 0
 
 
-async def test_replay_dlq_resubmits_then_removes(redis: Redis, settings: Settings) -> None:
-    """replay-dlq puts dead-lettered entries back on the source; fixed, they are processed."""
+async def test_replay_dlq_resubmits_then_removes(
+    conn: Connection, redis: Redis, settings: Settings
+) -> None:
+    """replay-dlq puts dead-lettered entries back on the source; fixed, they are processed.
+    A DLQ entry whose error field is unreadable is skipped and left in place."""
     s = settings.model_copy(update={"claim_idle_ms": 1, "max_deliveries": 1})
-    broken = FailingStore(redis, s)
-    await broken.ensure_group()
     await produce(redis, s, step("boom2", "in_progress"))
-    processor = Processor(broken, s)
+    processor = failing(conn, s)
     await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
-    recovery = Recovery(broken, processor, s)
+    recovery = Recovery(processor)
 
     async def dead_lettered() -> bool:
         await recovery.claim_once()
@@ -205,10 +205,12 @@ async def test_replay_dlq_resubmits_then_removes(redis: Redis, settings: Setting
 
     await wait_until(dead_lettered, 10, "the DLQ entry")
     await redis.xadd(s.dlq_stream, {"data": b"{", "error": json.dumps({"kind": "invalid_json"})})
-    fixed = Store(redis, s)  # the bug is fixed
-    assert await fixed.replay_dlq(kind="processing_failed") == 1
-    assert await redis.xlen(s.dlq_stream) == 1  # the other kind stays
-    await Processor(fixed, s).process(await fetch(redis, s.source_stream, s.group, s.consumer))
+    await redis.xadd(s.dlq_stream, {"data": b"{", "error": b"not json"})
+    await redis.xadd(s.dlq_stream, {"data": b"{", "error": b"[1, 2]"})
+    assert await replay_dlq(conn, kind="processing_failed") == (1, 2)
+    assert await redis.xlen(s.dlq_stream) == 3  # the other kind and the unreadable ones stay
+    fixed = make_processor(conn, s)  # the bug is fixed
+    await fixed.process(await fetch(redis, s.source_stream, s.group, s.consumer))
     assert [e["step_id"] for e in await read_json(redis, s.derived_stream)] == ["boom2"]
     [_, (_, replayed)] = await entries(redis, s.source_stream)
     assert b"replayed_from" in replayed

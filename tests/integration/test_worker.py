@@ -15,16 +15,17 @@ from redis.asyncio import Redis
 from contracts.derived import DERIVED, RunUsage
 from contracts.partitioning import partition_for
 from service.app import Worker, build_worker
+from service.connection import Connection
 from service.keys import partitions
 from service.process import Processor
+from service.queries import run_state, step_state
 from service.sample import SAMPLE_EXPECTED, T0, sample_entries, step
 from service.settings import Settings
-from service.store import Store
+from tests.conftest import make_processor
 from tests.helpers import (
     drained,
     entries,
     fetch,
-    outcome_counts,
     produce,
     read_json,
     settle,
@@ -85,19 +86,43 @@ async def test_terminal_event_carries_duration_usage_and_error(
     assert events[2]["total_tokens"] == 11
 
 
-async def test_duplicates_and_late_events_yield_nothing(
+async def test_step_first_seen_terminal_gets_its_start_first(
     worker: Worker, redis: Redis, settings: Settings
 ) -> None:
-    """A duplicate terminal event and a late in_progress change nothing and emit nothing."""
+    """A step first seen terminal gets its start, then its end from in_progress; a
+    duplicate terminal event and a late in_progress change nothing and emit nothing."""
     done = step("s2", "completed", ended_at=T0 + 1, usage=(1, 1))
     await produce(redis, settings, done, done, step("s2", "in_progress"), done)
     await settle(redis, settings)
     events = await read_json(redis, settings.derived_stream)
-    assert [e["type"] for e in events] == ["run_step.completed", "run.usage"]
-    assert events[0]["from_status"] is None
-    run = await Store(redis, settings).run("run_demo")
+    assert [e["type"] for e in events] == ["run_step.started", "run_step.completed", "run.usage"]
+    started, completed, _ = events
+    assert (started["from_status"], started["to_status"]) == (None, "in_progress")
+    assert (started["occurred_at"], started["step_type"]) == (T0, "message_creation")
+    assert completed["from_status"] == "in_progress"
+    assert worker.conns
+    run = await run_state(worker.conns[0], "run_demo")
     assert run is not None
-    assert run["usage"]["total_tokens"] == 2
+    assert run.usage.total_tokens == 2
+
+
+async def test_observed_and_implied_starts_have_the_same_event_id(
+    worker: Worker, redis: Redis, settings: Settings
+) -> None:
+    """A start is the same event whether in_progress was seen or implied by the end."""
+    await produce(redis, settings, step("seen", "in_progress", run_id="r-a"))
+    await produce(redis, settings, step("seen", "completed", run_id="r-b", ended_at=T0 + 1))
+    await settle(redis, settings)
+    observed, implied = (
+        e
+        for e in await read_json(redis, settings.derived_stream)
+        if e["type"] == "run_step.started"
+    )
+    assert {k: v for k, v in observed.items() if k not in ("event_id", "run_id")} == {
+        k: v for k, v in implied.items() if k not in ("event_id", "run_id")
+    }
+    # The same step id in two runs: two steps, two ids.
+    assert observed["event_id"] != implied["event_id"]
 
 
 @pytest.mark.parametrize(
@@ -173,28 +198,28 @@ async def test_delta_is_accepted_not_a_status_change(
     await settle(redis, settings)
     assert await redis.xlen(settings.derived_stream) == 0
     assert await redis.xlen(settings.dlq_stream) == 0
-    assert worker.processor is not None
-    assert worker.processor.stats["deltas"] == 2
+    assert worker.telemetry.ignored["thread.run.step.delta"] == 2
 
 
-async def test_redelivered_entry_is_only_acked(redis: Redis, settings: Settings) -> None:
+async def test_redelivered_entry_is_only_acked(
+    conn: Connection, redis: Redis, settings: Settings
+) -> None:
     """An entry processed twice (a claim after a stall) has its effects once."""
-    store = Store(redis, settings)
-    await store.ensure_group()
     await produce(redis, settings, step("r1", "completed", ended_at=T0 + 1, usage=(2, 3)))
     fetched = await fetch(redis, settings.source_stream, settings.group, "a")
-    first, second = Processor(store, settings), Processor(store, settings)
-    await first.process(fetched)
-    await second.process(fetched)  # same entry again: already acked by the first
+    await make_processor(conn).process(fetched)
+    await make_processor(conn).process(fetched)  # the same entry again, as after a claim
     events = await read_json(redis, settings.derived_stream)
-    assert [e["type"] for e in events] == ["run_step.completed", "run.usage"]
-    assert (await store.run("run_demo") or {})["usage"]["total_tokens"] == 5
+    assert [e["type"] for e in events] == ["run_step.started", "run_step.completed", "run.usage"]
+    run = await run_state(conn, "run_demo")
+    assert run is not None
+    assert run.usage.total_tokens == 5
 
 
-async def test_same_step_many_times_in_one_batch(redis: Redis, settings: Settings) -> None:
+async def test_same_step_many_times_in_one_batch(
+    conn: Connection, processor: Processor, redis: Redis, settings: Settings
+) -> None:
     """Several events of one step in one batch chain correctly within the batch."""
-    store = Store(redis, settings)
-    await store.ensure_group()
     await produce(
         redis,
         settings,
@@ -207,41 +232,13 @@ async def test_same_step_many_times_in_one_batch(redis: Redis, settings: Setting
         step("c1", "in_progress"),
     )
     fetched = await fetch(redis, settings.source_stream, settings.group, "a")
-    await Processor(store, settings).process(fetched)
+    await processor.process(fetched)
     types = [e["type"] for e in await read_json(redis, settings.derived_stream)]
     assert types == ["run_step.started", "run_step.completed", "run_step.transition_rejected"]
     assert await drained(redis, settings.source_stream, settings.group)
-    state = await store.step("run_demo", "c1")
+    state = await step_state(conn, "run_demo", "c1")
     assert state is not None
-    assert state["status"] == "completed"
-    assert state["rejected"] == "cancelled"
-
-
-async def test_without_overlap_every_batch_is_committed_before_the_next(
-    settings: Settings, redis: Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """RUNSTEPS_OVERLAP=false: full batches too are processed at once (never `more`), and
-    the sample run still yields exactly its events."""
-    seen: list[bool] = []
-    process = Processor.process
-
-    async def spy(self: Processor, entries: list[Any], *, more: bool = False) -> dict[bytes, str]:
-        seen.append(more)
-        return await process(self, entries, more=more)
-
-    monkeypatch.setattr(Processor, "process", spy)
-    for _, data in sample_entries():
-        await redis.xadd(settings.source_stream, {"data": data})
-    w = build_worker(settings.model_copy(update={"overlap": False, "batch_size": 2}))
-    await w.start()
-    try:
-        await settle(redis, settings)
-    finally:
-        await w.stop()
-    counts = await outcome_counts(redis, settings.derived_stream, settings.dlq_stream)
-    assert counts == Counter(SAMPLE_EXPECTED)
-    assert seen
-    assert not any(seen)  # full batches of 2 included
+    assert (state.status, state.rejected, state.duration_s) == ("completed", ["cancelled"], 2)
 
 
 async def test_a_pinned_replica_reads_only_its_partitions(
@@ -264,7 +261,7 @@ async def test_a_pinned_replica_reads_only_its_partitions(
             functools.partial(drained, redis, parts[1].source_stream, s.group), what="drained"
         )
         assert [e["step_id"] for e in await read_json(redis, parts[1].derived_stream)] == ["s1"]
-        assert [r.store.part.index for r in w.recoveries] == [1]
+        assert [r.store.conn.part.index for r in w.recoveries] == [1]
         assert await redis.xlen(parts[0].derived_stream) == 0
         (group,) = await redis.xinfo_groups(parts[0].source_stream)
         assert (group["pending"], group["lag"]) == (0, 1)  # the group exists; none read

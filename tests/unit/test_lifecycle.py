@@ -1,98 +1,133 @@
-"""The pure lifecycle: every (tracked, incoming) pair, and order/duplication properties."""
+"""The pure lifecycle: every (tracked, incoming) pair, its table, and order properties."""
 
 from __future__ import annotations
+
+import itertools
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contracts.run_step import StepStatus
-from service.lifecycle import Decision, Outcome, decide
+from service.lifecycle import RUNS, STEPS, Action, Decision, Machine, Outcome, decide
+from service.lifecycle import transition_table as table_of
 
-IP = StepStatus.IN_PROGRESS
-TERMINAL = [s for s in StepStatus if s is not IP]
+IP = "in_progress"
+TERMINAL = sorted(STEPS.terminal)
+RUN_OPEN = ["queued", "in_progress", "requires_action", "cancelling"]
 
-TABLE: list[tuple[StepStatus | None, StepStatus, Outcome]] = [
-    (None, IP, Outcome.STARTED),
-    *[(None, t, Outcome.FINISHED) for t in TERMINAL],
-    (IP, IP, Outcome.DUPLICATE),
-    *[(IP, t, Outcome.FINISHED) for t in TERMINAL],
-    *[(t, IP, Outcome.STALE) for t in TERMINAL],
-    *[(t, t, Outcome.DUPLICATE) for t in TERMINAL],
-    *[(a, b, Outcome.REJECTED) for a in TERMINAL for b in TERMINAL if a is not b],
+STEP_TABLE: list[tuple[str | None, str, Outcome, bool]] = [
+    (None, IP, Outcome.STARTED, True),
+    *[(None, t, Outcome.FINISHED, True) for t in TERMINAL],
+    (IP, IP, Outcome.DUPLICATE, False),
+    *[(IP, t, Outcome.FINISHED, False) for t in TERMINAL],
+    *[(t, IP, Outcome.STALE, False) for t in TERMINAL],
+    *[(t, t, Outcome.DUPLICATE, False) for t in TERMINAL],
+    *[(a, b, Outcome.REJECTED, False) for a in TERMINAL for b in TERMINAL if a != b],
 ]
 
 
-def test_table_covers_every_pair() -> None:
+def test_step_table_covers_every_pair() -> None:
     """The table names every (tracked status or none, incoming status) pair once."""
-    pairs = {(cur, inc) for cur, inc, _ in TABLE}
-    assert len(pairs) == len(TABLE) == (len(StepStatus) + 1) * len(StepStatus)
+    pairs = {(cur, inc) for cur, inc, _, _ in STEP_TABLE}
+    assert len(pairs) == len(STEP_TABLE) == (len(STEPS.codes) + 1) * len(STEPS.codes)
 
 
-@pytest.mark.parametrize(("current", "incoming", "outcome"), TABLE)
-def test_decide_table(current: StepStatus | None, incoming: StepStatus, outcome: Outcome) -> None:
-    """Each pair yields its outcome, and only state-changing outcomes store a status."""
-    d = decide(current, incoming)
-    assert d.outcome is outcome
-    assert d.from_status is current
-    assert d.to_status is incoming
-    if outcome in (Outcome.STARTED, Outcome.FINISHED):
-        assert d.new_status is incoming
-    else:
-        assert d.new_status is None
-    assert d.changes_state == (outcome in (Outcome.STARTED, Outcome.FINISHED, Outcome.REJECTED))
+@pytest.mark.parametrize(("current", "incoming", "outcome", "starts"), STEP_TABLE)
+def test_decide_steps(current: str | None, incoming: str, outcome: Outcome, starts: bool) -> None:
+    """Each pair yields its outcome; only a first sighting publishes the start."""
+    d = decide(STEPS, current, incoming)
+    assert (d.outcome, d.from_status, d.to_status, d.starts) == (
+        outcome,
+        current,
+        incoming,
+        starts,
+    )
+    assert not d.waits
 
 
-def test_rejection_made_once() -> None:
-    """A terminal step refuses another terminal status once; the redelivery is a duplicate."""
-    first = decide(StepStatus.COMPLETED, StepStatus.FAILED)
-    again = decide(StepStatus.COMPLETED, StepStatus.FAILED, frozenset({StepStatus.FAILED}))
-    assert first.outcome is Outcome.REJECTED
-    assert again.outcome is Outcome.DUPLICATE
-
-
-def _replay(events: list[StepStatus]) -> tuple[StepStatus | None, list[tuple[str, str]]]:
-    """Fold events through decide like the store does; return final status and emissions."""
-    status: StepStatus | None = None
-    rejected: frozenset[StepStatus] = frozenset()
-    emitted: list[tuple[str, str]] = []
-    for incoming in events:
-        d: Decision = decide(status, incoming, rejected)
-        if d.outcome is Outcome.STARTED:
-            emitted.append(("started", ""))
-        elif d.outcome is Outcome.FINISHED:
-            emitted.append(("finished", str(incoming)))
-        elif d.outcome is Outcome.REJECTED:
-            emitted.append(("rejected", str(incoming)))
-            rejected |= {incoming}
-        status = d.new_status or status
-    return status, emitted
-
-
-@given(
-    terminal=st.sampled_from(TERMINAL),
-    progress_count=st.integers(min_value=0, max_value=3),
-    copies=st.integers(min_value=1, max_value=3),
-    data=st.data(),
+@pytest.mark.parametrize(
+    ("current", "incoming", "action"),
+    [
+        (None, "queued", Action.START),
+        (None, "requires_action", Action.START_WAIT),
+        (None, "completed", Action.BEGIN_END),
+        ("queued", "in_progress", Action.MOVE),
+        ("in_progress", "requires_action", Action.MOVE_WAIT),
+        ("requires_action", "requires_action", Action.NOTHING),
+        ("requires_action", "in_progress", Action.MOVE),
+        ("cancelling", "cancelled", Action.END),
+        ("cancelled", "in_progress", Action.STALE),
+        ("cancelled", "completed", Action.REJECT),
+        ("completed", "completed", Action.NOTHING),
+    ],
 )
-def test_any_order_any_duplication_same_final_state(
-    terminal: StepStatus, progress_count: int, copies: int, data: st.DataObject
-) -> None:
-    """A step's history, permuted and duplicated, ends terminal with each event once."""
-    history = [IP] * progress_count + [terminal]
-    delivered = data.draw(st.permutations(history * copies))
-    final, emitted = _replay(delivered)
-    assert final is terminal
-    assert len(emitted) == len(set(emitted)), "a derived event was emitted twice"
-    assert emitted.count(("finished", str(terminal))) == 1
-    assert not [e for e in emitted if e[0] == "rejected"]
+def test_decide_runs(current: str | None, incoming: str, action: Action) -> None:
+    """A run moves freely between non-terminal statuses until one terminal status."""
+    assert decide(RUNS, current, incoming).action is action
 
 
-@given(events=st.lists(st.sampled_from(list(StepStatus)), max_size=12))
-def test_arbitrary_streams_emit_each_event_at_most_once(events: list[StepStatus]) -> None:
-    """Whatever arrives, every derived event (kind, status) is emitted at most once."""
-    final, emitted = _replay(events)
-    assert len(emitted) == len(set(emitted))
-    assert sum(1 for kind, _ in emitted if kind == "finished") <= 1
-    if events:
-        assert final is not None
+def test_refused_status_is_rejected_once() -> None:
+    """A terminal status already refused is a duplicate, not a second rejection."""
+    for machine in (STEPS, RUNS):
+        assert decide(machine, "completed", "failed").outcome is Outcome.REJECTED
+        refused = decide(machine, "completed", "failed", frozenset({"failed"}))
+        assert refused.outcome is Outcome.DUPLICATE
+
+
+@pytest.mark.parametrize("machine", [STEPS, RUNS], ids=lambda m: m.name)
+def test_transition_table_is_decide(machine: Machine) -> None:
+    """The commit script's table holds `decide`'s action for every pair of codes."""
+    table = table_of(machine)
+    names = {code: status for status, code in machine.codes.items()}
+    assert len(table) == (len(names) + 1) * len(names)
+    for key, action in table.items():
+        current = names[key[0]] if len(key) == 2 else None
+        assert decide(machine, current, names[key[-1]]).action is action
+
+
+def _replay(machine: Machine, statuses: list[str]) -> list[Decision]:
+    current: str | None = None
+    rejected: frozenset[str] = frozenset()
+    decisions = []
+    for incoming in statuses:
+        d = decide(machine, current, incoming, rejected)
+        decisions.append(d)
+        if d.outcome in (Outcome.STARTED, Outcome.MOVED, Outcome.FINISHED):
+            current = d.to_status
+        elif d.outcome is Outcome.REJECTED:
+            rejected |= {incoming}
+    return decisions
+
+
+_STEP_STATUSES = st.lists(st.sampled_from(sorted(STEPS.codes)), min_size=1, max_size=12)
+_RUN_STATUSES = st.lists(st.sampled_from(sorted(RUNS.codes)), min_size=1, max_size=12)
+
+
+@given(_STEP_STATUSES)
+def test_one_start_then_at_most_one_end(statuses: list[str]) -> None:
+    """Any arrival order: exactly one start, first; at most one end, from in_progress."""
+    decisions = _replay(STEPS, statuses)
+    starts = [i for i, d in enumerate(decisions) if d.starts]
+    ends = [d for d in decisions if d.outcome is Outcome.FINISHED]
+    assert starts == [0]
+    assert len(ends) <= 1
+    assert len(ends) == (1 if any(s in STEPS.terminal for s in statuses) else 0)
+
+
+@given(_RUN_STATUSES)
+def test_run_ends_once_with_the_first_terminal(statuses: list[str]) -> None:
+    """A run's first terminal status is its end; nothing later changes it."""
+    decisions = _replay(RUNS, statuses)
+    ends = [d.to_status for d in decisions if d.outcome is Outcome.FINISHED]
+    first = next((s for s in statuses if s in RUNS.terminal), None)
+    assert ends == ([] if first is None else [first])
+    assert sum(d.starts for d in decisions) == 1
+
+
+@given(_STEP_STATUSES)
+def test_redelivery_changes_nothing(statuses: list[str]) -> None:
+    """Delivering every status twice in a row publishes exactly what one delivery does."""
+    noop = {Outcome.DUPLICATE, Outcome.STALE}
+    once = [d.action for d in _replay(STEPS, statuses) if d.outcome not in noop]
+    twice = _replay(STEPS, list(itertools.chain.from_iterable(zip(statuses, statuses))))
+    assert [d.action for d in twice if d.outcome not in noop] == once
