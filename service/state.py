@@ -62,7 +62,9 @@ def _open(value: str, codes: Mapping[str, str]) -> str:
     code = codes.get(value)
     if code is not None:
         return code
-    return value.replace("|", "/") if len(value) > 1 else value + " "  # never a code
+    value = value.replace("|", "/")
+    # One character could be read as a code: such values, and '='-led ones, get a '='.
+    return "=" + value if len(value) == 1 or value.startswith("=") else value
 
 
 def _number(value: int | float | None) -> str:
@@ -107,8 +109,10 @@ def decode_state(raw: str) -> dict[str, str]:
         names = _NAMES.get(name)
         if name == "x":  # one code per refused status, no separator
             record[name] = ",".join(_NAMES["x"][v] for v in value)
+        elif value.startswith("="):
+            record[name] = value[1:]
         elif names is not None:
-            record[name] = names.get(value, value.rstrip(" "))
+            record[name] = names.get(value, value)
         else:
             record[name] = value
     if "c" in record and "d" in record:

@@ -26,7 +26,13 @@ from contracts import (
     json_schemas,
     write_schemas,
 )
-from contracts.derived import NAMESPACE
+from contracts.derived import (
+    NAMESPACE,
+    RunFinished,
+    RunRequiresAction,
+    RunStarted,
+    RunTransitionRejected,
+)
 
 NAMES = {
     "run_step",
@@ -69,6 +75,7 @@ def test_write_schemas_writes_stable_json(tmp_path: Path) -> None:
 
 COMMON: dict[str, Any] = {
     "event_id": "00000000-0000-0000-0000-000000000000",
+    "source": "assistants",
     "step_id": "step_1",
     "run_id": "run_1",
     "thread_id": "thread_1",
@@ -109,6 +116,33 @@ DERIVED_SAMPLES: list[tuple[dict[str, Any], type]] = [
         RunUsage,
     ),
 ]
+RUN_COMMON = {k: v for k, v in COMMON.items() if k != "step_id"}
+STEPS_ENDED = {"completed": 2, "failed": 1, "cancelled": 0, "expired": 0, "incomplete": 0}
+RUN_SAMPLES: list[tuple[dict[str, Any], type]] = [
+    (
+        {"type": "run.started", "from_status": None, "to_status": "queued"},
+        RunStarted,
+    ),
+    (
+        {"type": "run.requires_action", "from_status": "in_progress"}
+        | {"to_status": "requires_action", "tool_call_ids": ["call_1", "call_2"]},
+        RunRequiresAction,
+    ),
+    *[
+        (
+            {"type": f"run.{status}", "from_status": "in_progress", "to_status": status}
+            | {"duration_s": 12, "usage": USAGE, "last_error": None}
+            | {"incomplete_details": None, "steps": STEPS_ENDED},
+            RunFinished,
+        )
+        for status in ("completed", "failed", "cancelled", "expired", "incomplete")
+    ],
+    (
+        {"type": "run.transition_rejected", "from_status": "completed"}
+        | {"to_status": "failed", "reason": "run is already completed"},
+        RunTransitionRejected,
+    ),
+]
 
 
 @pytest.mark.parametrize(
@@ -122,9 +156,19 @@ def test_derived_events_round_trip(fields: dict[str, Any], model: type) -> None:
     assert json.loads(DERIVED.dump_json(event)) == payload
 
 
+@pytest.mark.parametrize(("fields", "model"), RUN_SAMPLES, ids=[f["type"] for f, _ in RUN_SAMPLES])
+def test_run_events_round_trip(fields: dict[str, Any], model: type) -> None:
+    """Each run event decodes to its own model via `type` and dumps back unchanged."""
+    payload = RUN_COMMON | fields
+    event = DERIVED.validate_json(json.dumps(payload))
+    assert type(event) is model
+    assert json.loads(DERIVED.dump_json(event)) == payload
+
+
 def test_derived_types_all_have_a_model() -> None:
     """Every DerivedType value is accepted by exactly one sample above."""
-    assert {f["type"] for f, _ in DERIVED_SAMPLES} == set(DerivedType)
+    types = {f["type"] for f, _ in DERIVED_SAMPLES + RUN_SAMPLES}
+    assert types == set(DerivedType)
 
 
 def test_derived_events_reject_unknown_fields() -> None:
@@ -135,12 +179,15 @@ def test_derived_events_reject_unknown_fields() -> None:
 
 
 def test_event_id_is_deterministic_and_qualified() -> None:
-    """Same inputs, same pinned uuid (the namespace never changes); other qualifier, other id."""
-    first = event_id_for("step_1", DerivedType.TRANSITION_REJECTED, "failed")
-    assert first == event_id_for("step_1", "run_step.transition_rejected", "failed")
-    assert first != event_id_for("step_1", DerivedType.TRANSITION_REJECTED, "cancelled")
-    assert first != event_id_for("step_1", DerivedType.STARTED, "failed")
-    assert event_id_for("step_1", DerivedType.STARTED) == "47dad601-9e8c-54f1-8ee7-0d6fb9ef64b5"
+    """Same inputs, same pinned uuid (the namespace never changes); another run, qualifier or
+    type, another id."""
+    first = event_id_for("run_1", "step_1", DerivedType.TRANSITION_REJECTED, "failed")
+    assert first == event_id_for("run_1", "step_1", "run_step.transition_rejected", "failed")
+    assert first != event_id_for("run_1", "step_1", DerivedType.TRANSITION_REJECTED, "cancelled")
+    assert first != event_id_for("run_2", "step_1", DerivedType.TRANSITION_REJECTED, "failed")
+    assert first != event_id_for("run_1", "step_1", DerivedType.STARTED, "failed")
+    pinned = event_id_for("run_1", "step_1", DerivedType.STARTED)
+    assert pinned == str(uuid.uuid5(NAMESPACE, "run_1|step_1|run_step.started|"))
 
 
 def test_dead_letter_error_json() -> None:
@@ -153,19 +200,9 @@ def test_dead_letter_error_json() -> None:
     }
 
 
-@given(
-    step_id=st.text(max_size=40),
-    type_=st.sampled_from(list(DerivedType)),
-    qualifier=st.text(max_size=20),
-)
-def test_event_id_is_uuid5(step_id: str, type_: DerivedType, qualifier: str) -> None:
-    """event_id_for is exactly uuid5(NAMESPACE, "step|type|qualifier"), any language can redo it."""
-    expected = uuid.uuid5(NAMESPACE, f"{step_id}|{type_.value}|{qualifier}")
-    assert event_id_for(step_id, type_, qualifier) == str(expected)
-
-
-@given(st.text(), st.text(), st.text())
-def test_event_id_is_uuid5_of_its_parts(step_id: str, type_: str, qualifier: str) -> None:
-    """The hand-rolled uuid5 equals the standard library's for any input."""
-    expected = uuid.uuid5(NAMESPACE, f"{step_id}|{type_}|{qualifier}")
-    assert event_id_for(step_id, type_, qualifier) == str(expected)
+@given(st.text(), st.text(), st.text(), st.text())
+def test_event_id_is_uuid5_of_its_parts(run_id: str, step_id: str, type_: str, q: str) -> None:
+    """event_id_for is exactly uuid5(NAMESPACE, "run|step|type|qualifier"): any language can
+    compute it, and the hand-rolled uuid5 equals the standard library's for any input."""
+    expected = uuid.uuid5(NAMESPACE, f"{run_id}|{step_id}|{type_}|{q}")
+    assert event_id_for(run_id, step_id, type_, q) == str(expected)

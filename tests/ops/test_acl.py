@@ -118,16 +118,16 @@ async def test_worker_runs_the_sample_as_the_runsteps_user(
         await wait_until(
             lambda: drained(admin, settings.source_stream, settings.group), what="stream drained"
         )
-        assert worker.recovery is not None
-        await worker.recovery.claim_once()
-        assert await worker.recovery.scan_stalls(now=int(time.time()) + 10 * 86_400) == 1
+        [recovery] = worker.recoveries
+        await recovery.claim_once()
+        assert await recovery.scan_stalls(now=int(time.time()) + 10 * 86_400) == 1
         assert await worker.readiness() == {"redis": True, "consuming": True, "recovery_loop": True}
     finally:
         await worker.stop()
         await producer.aclose()
 
     counts = await outcome_counts(admin, settings.derived_stream, settings.dlq_stream)
-    extra = {"run_step.completed": 1, "run.usage": 1, "run_step.started": 1, "run_step.stalled": 1}
+    extra = {"run_step.completed": 1, "run.usage": 1, "run_step.started": 2, "run_step.stalled": 1}
     assert counts == Counter(SAMPLE_EXPECTED) + Counter(extra)
     assert await admin.xpending(settings.source_stream, settings.group) == {
         "pending": 0,

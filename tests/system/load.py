@@ -23,10 +23,9 @@ class Load:
     """Events for three kinds of steps, and the derived events they must yield.
 
     - progress-only steps: in_progress (duplicated): exactly one run_step.started each;
-    - terminal-only steps: a terminal status (duplicated): its event and run.usage, once;
-    - full steps: in_progress then terminal: the terminal event and run.usage exactly once,
-      run_step.started at most once (it depends on arrival order: a step first seen
-      terminal has no started event, by design).
+    - terminal-only steps: a terminal status (duplicated): run_step.started, its end and
+      run.usage, once each (the start is implied by the end);
+    - full steps: in_progress then terminal, in any arrival order: the same three, once.
     """
 
     seed: int
@@ -48,17 +47,15 @@ class Load:
             done = json.dumps(
                 step(sid, status, run_id=run_id, ended_at=T0 + 3, usage=usage)
             ).encode()
-            started_id = event_id_for(sid, DerivedType.STARTED)
+            load.required[event_id_for(run_id, sid, DerivedType.STARTED)] = DerivedType.STARTED
+            if kind != 1:
+                load.entries += [progress] * copies
             if kind == 0:
-                load.entries += [progress] * copies
-                load.required[started_id] = DerivedType.STARTED
                 continue
-            if kind == 2:
-                load.entries += [progress] * copies
-                load.optional[started_id] = DerivedType.STARTED
             load.entries += [done] * copies
-            load.required[event_id_for(sid, f"run_step.{status}")] = f"run_step.{status}"
-            load.required[event_id_for(sid, DerivedType.RUN_USAGE)] = DerivedType.RUN_USAGE
+            end = f"run_step.{status}"
+            load.required[event_id_for(run_id, sid, end)] = end
+            load.required[event_id_for(run_id, sid, DerivedType.RUN_USAGE)] = DerivedType.RUN_USAGE
             load.run_totals[run_id] += sum(usage)
         return load
 

@@ -61,7 +61,7 @@ async def test_two_workers_exactly_once(redis: Redis, settings: Settings) -> Non
                 what="both workers to drain the stream",
             )
 
-        # Phases keep the expected set exact: started only exists if in_progress is first.
+        # Phases keep the expected set exact (every step ends in phase two).
         await phase([started(s) for s in steps] * 2)
         late = [started(s) for s in steps[::5]]
         await phase([ended(s, terminal_of[s]) for s in steps] * 2 + late)
@@ -96,6 +96,66 @@ async def test_two_workers_exactly_once(redis: Redis, settings: Settings) -> Non
         assert await redis.xlen(settings.dlq_stream) == 0
         consumers = await redis.xinfo_consumers(settings.source_stream, settings.group)
         assert {c["name"].decode() for c in consumers} == {"w1", "w2"}
+    finally:
+        errors = [stop_worker(p) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n\n".join(errors)
+
+
+async def test_one_start_before_its_end_under_every_order(redis: Redis, settings: Settings) -> None:
+    """Two processes drain a shuffled backlog where each step's events come in order, end
+    first, with a late in_progress, or with no in_progress at all: every step gets exactly
+    one start, before its one end, and the end is always from in_progress."""
+    rnd = random.Random(11)
+    orders = {
+        "in_order": ["in_progress", "END"],
+        "end_first": ["END", "in_progress"],
+        "late_and_twice": ["in_progress", "END", "in_progress", "END"],
+        "end_only": ["END"],
+    }
+    steps = {f"o{i:04d}": list(orders)[i % len(orders)] for i in range(2000)}
+    backlog: list[tuple[str, bytes]] = []
+    for s, order in steps.items():
+        run_id = f"orun{int(s[1:]) % 50:02d}"
+        for status in orders[order]:
+            body = step(s, "completed" if status == "END" else status, run_id=run_id,
+                        ended_at=T0 + 3 if status == "END" else None)  # fmt: skip
+            backlog.append((s, json.dumps(body).encode()))
+    # Shuffle globally, but keep each step's own order (what differs is which replica and
+    # which batch each of its events lands in).
+    positions = sorted(rnd.random() for _ in backlog)
+    rnd.shuffle(positions)
+    by_step: dict[str, list[float]] = {}
+    for (s, _), pos in zip(backlog, positions, strict=True):
+        by_step.setdefault(s, []).append(pos)
+    for keys in by_step.values():
+        keys.sort()
+    cursor = dict.fromkeys(by_step, 0)
+    keyed = []
+    for s, data in backlog:
+        keyed.append((by_step[s][cursor[s]], data))
+        cursor[s] += 1
+    pipe = redis.pipeline(transaction=False)
+    for _, data in sorted(keyed):
+        pipe.xadd(settings.source_stream, {"data": data})
+    await pipe.execute()
+    small = settings.model_copy(update={"batch_size": 50})
+    procs = [start_worker(small, "w1"), start_worker(small, "w2")]
+    try:
+        await wait_until(
+            lambda: drained(redis, settings.source_stream, settings.group),
+            timeout_s=90,
+            what="both workers to drain the backlog",
+        )
+        events = await read_json(redis, settings.derived_stream)
+        seen: dict[str, list[dict[str, object]]] = {}
+        for e in events:
+            seen.setdefault(str(e["step_id"]), []).append(e)
+        assert set(seen) == set(steps)
+        for s, mine in seen.items():
+            types = [e["type"] for e in mine]
+            assert types == ["run_step.started", "run_step.completed"], (s, steps[s], types)
+            assert mine[1]["from_status"] == "in_progress"
+        assert await redis.xlen(settings.dlq_stream) == 0
     finally:
         errors = [stop_worker(p) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n\n".join(errors)

@@ -129,5 +129,7 @@ def test_redelivery_changes_nothing(statuses: list[str]) -> None:
     """Delivering every status twice in a row publishes exactly what one delivery does."""
     noop = {Outcome.DUPLICATE, Outcome.STALE}
     once = [d.action for d in _replay(STEPS, statuses) if d.outcome not in noop]
-    twice = _replay(STEPS, list(itertools.chain.from_iterable(zip(statuses, statuses))))
+    twice = _replay(
+        STEPS, list(itertools.chain.from_iterable(zip(statuses, statuses, strict=True)))
+    )
     assert [d.action for d in twice if d.outcome not in noop] == once
