@@ -9,8 +9,9 @@ a real stream); an `error` event carries the producer's failure message.
 `INBOUND` picks the one model that fits by looking at `object` / `event` first, so an invalid
 payload is reported against the model it was meant to be, never against all of them.
 `classify_entry` turns an entry into one of four small results for the service. The module is
-a little over 300 lines because the protocol's names, its models and that dispatch belong
-together: splitting them would make every reader open two files.
+about 430 lines, over the usual 300: the protocol's 25 event names (each commented), the
+models they carry and the dispatch between them are one table read top to bottom; the
+classifier's results come last.
 """
 
 from __future__ import annotations
