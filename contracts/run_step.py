@@ -1,7 +1,11 @@
 """The OpenAI Assistants `thread.run.step` object, field for field as the API names it.
 
 Every model allows unknown fields: a newer API version adding one must never make a step
-undecodable, and the extras survive a round trip.
+undecodable, and the extras survive a round trip. What real producers send beyond the OpenAI
+reference is tolerated where the lifecycle does not read it: tool calls of other types (Azure
+AI Agents' bing_grounding, azure_ai_search, openapi, mcp..., v1's retrieval), error codes
+outside the documented ones, and PHP's `[]` for an empty map. What the lifecycle reads (ids,
+status, timestamps, usage, metadata limits) stays strict.
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     NonNegativeInt,
+    Tag,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -26,6 +33,7 @@ __all__ = [
     "CodeInterpreterToolCall",
     "FileSearchToolCall",
     "FunctionToolCall",
+    "GenericToolCall",
     "LastError",
     "LastErrorCode",
     "MessageCreationDetails",
@@ -66,7 +74,12 @@ class StepType(StrEnum):
 
 
 class LastErrorCode(StrEnum):
-    """Why a step failed, as the API reports it."""
+    """The error codes OpenAI documents for a failed step (a run may also fail with
+    "invalid_prompt").
+
+    Documentation only: `LastError.code` keeps any string, because compatible servers send
+    others (Azure AI Agents: "tool_user_error", ...) and a failure must still be tracked.
+    """
 
     SERVER_ERROR = "server_error"  # failure on the provider's side
     RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"  # the organisation hit a rate limit
@@ -77,9 +90,9 @@ class _ApiModel(BaseModel):
 
 
 class LastError(_ApiModel):
-    """The error a failed step ended with."""
+    """The error a failed step (or run) ended with; `code` is usually a `LastErrorCode`."""
 
-    code: LastErrorCode
+    code: str
     message: str
 
 
@@ -172,12 +185,17 @@ class FileSearch(_ApiModel):
     results: list[FileSearchResult] | None = None
 
 
+def _php_empty_map(value: Any) -> Any:
+    # PHP's json_encode writes an empty associative array as `[]`: read it as `{}`.
+    return {} if isinstance(value, list) and not value else value
+
+
 class FileSearchToolCall(_ApiModel):
-    """A file_search tool call."""
+    """A file_search tool call (`"file_search": []`, PHP's encoding of `{}`, is accepted)."""
 
     id: str
     type: Literal["file_search"]
-    file_search: FileSearch
+    file_search: Annotated[FileSearch, BeforeValidator(_php_empty_map)]
 
 
 class FunctionCall(_ApiModel):
@@ -196,9 +214,37 @@ class FunctionToolCall(_ApiModel):
     function: FunctionCall
 
 
+class GenericToolCall(_ApiModel):
+    """A tool call of a type this contract does not model (Azure AI Agents' bing_grounding,
+    azure_ai_search, openapi, sharepoint_grounding, fabric_dataagent, mcp...; Assistants v1's
+    retrieval; any newer one). Kept as sent: `type` names it and its fields stay as extras."""
+
+    id: str
+    type: str
+
+
+_KNOWN_TOOL_CALLS = frozenset({"code_interpreter", "file_search", "function"})
+
+
+def _tool_call_kind(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    if not isinstance(kind, str):
+        return None
+    return kind if kind in _KNOWN_TOOL_CALLS else "other"
+
+
 ToolCall = Annotated[
-    CodeInterpreterToolCall | FileSearchToolCall | FunctionToolCall, Field(discriminator="type")
+    Annotated[CodeInterpreterToolCall, Tag("code_interpreter")]
+    | Annotated[FileSearchToolCall, Tag("file_search")]
+    | Annotated[FunctionToolCall, Tag("function")]
+    | Annotated[GenericToolCall, Tag("other")],
+    Discriminator(
+        _tool_call_kind,
+        custom_error_type="tool_call_type_missing",
+        custom_error_message="a tool call needs a string 'type'",
+    ),
 ]
+"""One tool call: the three OpenAI types are validated in full, any other type generically."""
 
 
 class ToolCallsDetails(_ApiModel):
@@ -247,7 +293,12 @@ _METADATA_SCHEMA: dict[str, Any] = {
 }
 
 Metadata = (
-    Annotated[dict[str, str], AfterValidator(_check_metadata), WithJsonSchema(_METADATA_SCHEMA)]
+    Annotated[
+        dict[str, str],
+        BeforeValidator(_php_empty_map),
+        AfterValidator(_check_metadata),
+        WithJsonSchema(_METADATA_SCHEMA),
+    ]
     | None
 )
 
@@ -269,6 +320,7 @@ class RunStep(_ApiModel):
     cancelled_at: int | None = None
     failed_at: int | None = None
     completed_at: int | None = None
+    expires_at: int | None = None  # the run's deadline, which the API repeats on its steps
     metadata: Metadata = None
     usage: Usage | None = None
 
@@ -289,10 +341,14 @@ class RunStep(_ApiModel):
 
     @property
     def terminal_at(self) -> int | None:
-        """When the step reached its terminal status, or None (in progress, incomplete)."""
+        """When the step reached its terminal status, or None (in progress, incomplete).
+
+        An expired step without `expired_at` (the API often leaves it null) expired at its
+        run's deadline, `expires_at`.
+        """
         return {
             StepStatus.COMPLETED: self.completed_at,
             StepStatus.FAILED: self.failed_at,
             StepStatus.CANCELLED: self.cancelled_at,
-            StepStatus.EXPIRED: self.expired_at,
+            StepStatus.EXPIRED: self.expired_at if self.expired_at is not None else self.expires_at,
         }.get(self.status)

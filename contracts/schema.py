@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from .derived import DERIVED, DeadLetterError
+from .run import Run
 from .run_step import RunStep
-from .stream_events import INBOUND, RunStepDelta, RunStepDeltaEvent, RunStepEvent
+from .stream_events import INBOUND, RunEvent, RunStepDelta, RunStepDeltaEvent, RunStepEvent
 
 __all__ = ["json_schemas", "write_schemas"]
 
@@ -20,6 +21,8 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "run_step_event": RunStepEvent.model_json_schema(),
         "run_step_delta": RunStepDelta.model_json_schema(),
         "run_step_delta_event": RunStepDeltaEvent.model_json_schema(),
+        "run": Run.model_json_schema(),
+        "run_event": RunEvent.model_json_schema(),
         "inbound": INBOUND.json_schema(),
         "derived_event": DERIVED.json_schema(),
         "dead_letter_error": DeadLetterError.model_json_schema(),

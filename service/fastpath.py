@@ -6,7 +6,10 @@ structs accept a subset of what the pydantic models accept (strict types, same l
 required fields, same discriminators) at a fraction of the cost. Whatever they do not
 accept goes to pydantic, which either accepts it (lax input such as "123" for an int) or
 rejects it with the error the dead-letter entry carries. tests/contract/test_fastpath.py
-checks the subset claim on valid, invalid and generated payloads.
+checks the subset claim on valid, invalid, generated and recorded payloads.
+
+Rarer shapes the contracts tolerate are left to pydantic on purpose: a tool call of a type
+the contracts do not model (Azure's bing_grounding, ...), PHP's `[]` for an empty map.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from contracts.run_step import (
     METADATA_MAX_KEY_CHARS,
     METADATA_MAX_KEYS,
     METADATA_MAX_VALUE_CHARS,
-    LastErrorCode,
     StepStatus,
     StepType,
 )
@@ -37,7 +39,7 @@ class _Usage(msgspec.Struct, frozen=True):
 
 
 class _LastError(msgspec.Struct, frozen=True):
-    code: LastErrorCode
+    code: str  # any code, as LastError keeps it
     message: str
 
 
@@ -139,12 +141,14 @@ class FastStep(msgspec.Struct, frozen=True, kw_only=True):
     cancelled_at: int | None = None
     failed_at: int | None = None
     completed_at: int | None = None
+    expires_at: int | None = None
     metadata: _Metadata | None = None
     usage: _Usage | None = None
 
     @property
     def terminal_at(self) -> int | None:
-        """When the step reached its terminal status, or None (in progress, incomplete)."""
+        """When the step reached its terminal status, or None (in progress, incomplete);
+        an expired step without `expired_at` expired at `expires_at`, as RunStep says."""
         status = self.status
         if status is StepStatus.COMPLETED:
             return self.completed_at
@@ -153,7 +157,7 @@ class FastStep(msgspec.Struct, frozen=True, kw_only=True):
         if status is StepStatus.CANCELLED:
             return self.cancelled_at
         if status is StepStatus.EXPIRED:
-            return self.expired_at
+            return self.expired_at if self.expired_at is not None else self.expires_at
         return None
 
 

@@ -43,6 +43,10 @@ VALID = [
     tool_step(CODE_INTERPRETER, FILE_SEARCH_BARE, FILE_SEARCH_FULL, FUNCTION_PENDING),
     completed(type="tool_calls", step_details=tool_step(FUNCTION_DONE)["step_details"]),
     step(extra_field_from_a_newer_api={"x": 1}),
+    # issue #12: what real producers send
+    step(status="expired", expired_at=None, expires_at=1699063890),
+    failed(last_error={"code": "tool_user_error", "message": "connection id not found"}),
+    completed(expires_at=1699063890, metadata=None),
 ]
 
 
@@ -131,6 +135,13 @@ ODD = [
     ).encode(),
     json.dumps({"event": "thread.run.step.completed", "data": step()}).encode(),
     json.dumps({"event": "thread.run.step.delta", "data": step()}).encode(),
+    # shapes the contracts accept and the fast path leaves to pydantic (issue #12)
+    json.dumps(
+        tool_step({"id": "call_b", "type": "bing_grounding", "bing_grounding": {}})
+    ).encode(),
+    json.dumps(tool_step({"id": "call_fs", "type": "file_search", "file_search": []})).encode(),
+    json.dumps(step(metadata=[])).encode(),
+    json.dumps({"event": "thread.run.completed", "data": step(object="thread.run")}).encode(),
     # JSON oddities
     json.dumps(step(id="step_\ud800")).encode(),
     json.dumps(step()).encode() + b" trailing",

@@ -33,16 +33,28 @@ CASES: list[tuple[str, Any, Loc, str]] = [
         "step_details.type is 'message_creation' but the step's type is 'tool_calls'",
     ),
     (
-        "tool_call_type_unknown",
-        tool_step({"id": "call_1", "type": "web_browser", "web_browser": {}}),
+        "tool_call_type_missing",
+        tool_step({"id": "call_1", "web_browser": {}}),
         ("step", "step_details", "tool_calls", "tool_calls", 0),
-        "'web_browser'",
+        "a tool call needs a string 'type'",
     ),
     (
-        "last_error_code_unknown",
-        failed(last_error={"code": "quota_exceeded", "message": "no"}),
+        "tool_call_known_type_invalid",
+        tool_step({"id": "call_1", "type": "function", "function": {"arguments": "{}"}}),
+        ("step", "step_details", "tool_calls", "tool_calls", 0, "function", "function", "name"),
+        "Field required",
+    ),
+    (
+        "tool_call_unknown_type_without_id",
+        tool_step({"type": "bing_grounding", "bing_grounding": {}}),
+        ("step", "step_details", "tool_calls", "tool_calls", 0, "other", "id"),
+        "Field required",
+    ),
+    (
+        "last_error_code_not_a_string",
+        failed(last_error={"code": 429, "message": "no"}),
         ("step", "last_error", "code"),
-        "'rate_limit_exceeded'",
+        "valid string",
     ),
     (
         "metadata_17_keys",
@@ -69,7 +81,7 @@ CASES: list[tuple[str, Any, Loc, str]] = [
         "greater than or equal to 0",
     ),
     ("id_missing", _without(step(), "id"), ("step", "id"), "Field required"),
-    ("object_wrong", step(object="thread.run"), ("step", "object"), "'thread.run.step'"),
+    ("object_wrong", step(object="thread.run.steps"), ("step", "object"), "'thread.run.step'"),
     (
         "envelope_event_unknown",
         {"event": "thread.run.step.paused", "data": step()},

@@ -39,6 +39,8 @@ NAMES = {
     "run_step_event",
     "run_step_delta",
     "run_step_delta_event",
+    "run",
+    "run_event",
     "inbound",
     "derived_event",
     "dead_letter_error",

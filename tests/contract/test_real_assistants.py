@@ -1,0 +1,177 @@
+"""Recorded Assistants traffic (tests/data/SOURCES.md): every entry of every file classifies as
+what its name says, nothing is invalid, and the facts the lifecycle reads come out right."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contracts.run import RUN_TERMINAL_STATUSES, RunStatus
+from contracts.run_step import StepStatus
+from contracts.stream_events import (
+    Classified,
+    ErrorEntry,
+    IgnoredEntry,
+    RunEntry,
+    StepEntry,
+    classify_entry,
+)
+from service.fastpath import decode_fast
+
+from .test_fastpath import _assert_subset
+
+DATA = Path(__file__).parents[1] / "data" / "assistants"
+FILES = sorted(DATA.glob("*.jsonl"))
+STREAMS = [f for f in FILES if "_bare_" not in f.name]
+
+
+def _lines(path: Path) -> list[bytes]:
+    return [line for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def _expected(value: dict[str, Any]) -> type[Classified]:
+    """What an entry should classify as, read from its event name or object kind alone."""
+    event = value.get("event")
+    if event is None:
+        kinds: dict[str, type[Classified]] = {"thread.run.step": StepEntry, "thread.run": RunEntry}
+        return kinds.get(value["object"], IgnoredEntry)
+    if event == "error":
+        return ErrorEntry
+    if event == "thread.run.step.delta":
+        return IgnoredEntry
+    if event.startswith("thread.run.step."):
+        return StepEntry
+    return RunEntry if event.startswith("thread.run.") else IgnoredEntry
+
+
+def _classified(path: Path) -> list[tuple[dict[str, Any], Classified]]:
+    return [(json.loads(line), classify_entry(line)) for line in _lines(path)]
+
+
+def test_the_recorded_data_is_there() -> None:
+    """At least the streams and bare objects SOURCES.md lists are present."""
+    assert len(FILES) >= 10
+    assert len(STREAMS) >= 5
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
+def test_every_recorded_entry_classifies_as_its_name_says(path: Path) -> None:
+    """Each entry is a step, a run, ignored or an error event as its name says; none is invalid."""
+    for value, got in _classified(path):
+        assert type(got) is _expected(value), value.get("event", value.get("object"))
+        if isinstance(got, StepEntry | RunEntry):
+            assert not got.status_mismatch
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
+def test_recorded_steps_and_runs_keep_what_the_lifecycle_reads(path: Path) -> None:
+    """Ids, status and usage read from a recorded step or run equal the recorded values."""
+    for value, got in _classified(path):
+        body = value.get("data", value)
+        item = got.step if isinstance(got, StepEntry) else getattr(got, "run", None)
+        if item is None:
+            continue
+        assert (item.id, item.thread_id, item.status) == (
+            body["id"],
+            body["thread_id"],
+            body["status"],
+        )
+        usage = body.get("usage")
+        assert (item.usage is None) == (usage is None)
+        if item.usage is not None and usage is not None:
+            assert item.usage.total_tokens == usage["total_tokens"]
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
+def test_recorded_steps_take_the_fast_path_with_pydantic_values(path: Path) -> None:
+    """Every recorded step takes the fast path with pydantic's values; nothing else takes it."""
+    for line in _lines(path):
+        if isinstance(classify_entry(line), StepEntry):
+            assert _assert_subset(line)
+        else:
+            assert decode_fast(line) is None
+
+
+@pytest.mark.parametrize("path", STREAMS, ids=[f.stem for f in STREAMS])
+def test_each_recorded_stream_ends_its_run(path: Path) -> None:
+    """A recorded stream's last run event is terminal, with the time it ended."""
+    runs = [got.run for _, got in _classified(path) if isinstance(got, RunEntry)]
+    assert runs
+    assert runs[-1].status in RUN_TERMINAL_STATUSES
+    assert runs[-1].ended_at is not None
+
+
+@pytest.mark.parametrize("path", STREAMS, ids=[f.stem for f in STREAMS])
+def test_most_of_a_recorded_stream_has_no_lifecycle_meaning(path: Path) -> None:
+    """Messages, deltas and done are recognised and ignored, not dead-lettered."""
+    entries = [got for _, got in _classified(path)]
+    ignored = [e for e in entries if isinstance(e, IgnoredEntry)]
+    assert all(e.known for e in ignored)
+    if len(entries) > 10:  # a whole run's stream, not a short excerpt
+        assert len(ignored) > len(entries) / 4
+
+
+def test_requires_action_names_the_tool_calls_its_step_made() -> None:
+    """The run waiting for tool outputs lists the calls of the tool step that completes later."""
+    entries = [got for _, got in _classified(DATA / "openai-dotnet_streaming_tool_call.jsonl")]
+    waiting = [e.run for e in entries if isinstance(e, RunEntry) and e.run.pending_tool_call_ids]
+    assert [r.status for r in waiting] == [RunStatus.REQUIRES_ACTION]
+    tool_steps = [
+        e.step
+        for e in entries
+        if isinstance(e, StepEntry)
+        and e.step.type == "tool_calls"
+        and e.step.status is StepStatus.COMPLETED
+    ]
+    details = tool_steps[0].step_details
+    assert details.type == "tool_calls"
+    assert waiting[0].pending_tool_call_ids == tuple(call.id for call in details.tool_calls)
+
+
+def test_a_streamed_step_delta_names_its_step() -> None:
+    """A recorded thread.run.step.delta is ignored but keeps the id of the step it belongs to."""
+    entries = [got for _, got in _classified(DATA / "openai-dotnet_streaming_tool_call.jsonl")]
+    deltas = [e for e in entries if isinstance(e, IgnoredEntry) and e.step_id is not None]
+    steps = {e.step.id for e in entries if isinstance(e, StepEntry)}
+    assert deltas
+    assert {d.step_id for d in deltas} <= steps
+
+
+def test_azure_failed_run_keeps_its_unknown_error_code() -> None:
+    """Azure's tool_user_error is kept as sent, and the run ended when it failed."""
+    [failed] = [
+        got.run
+        for _, got in _classified(DATA / "azure-agents-dotnet_failed_run_stream.jsonl")
+        if isinstance(got, RunEntry)
+    ]
+    assert failed.status is RunStatus.FAILED
+    assert failed.last_error is not None
+    assert failed.last_error.code == "tool_user_error"
+    assert failed.ended_at == failed.failed_at == 1764170244
+    assert failed.model_extra is not None
+    assert failed.model_extra["tools"][0]["type"] == "bing_grounding"
+
+
+def test_azure_run_waiting_without_an_action_waits_for_nothing() -> None:
+    """A requires_action run whose required_action is null has no pending tool call ids."""
+    [(_, got)] = _classified(DATA / "azure-agents_bare_runs.jsonl")
+    assert isinstance(got, RunEntry)
+    assert got.run.status is RunStatus.REQUIRES_ACTION
+    assert got.run.pending_tool_call_ids == ()
+
+
+def test_php_runs_with_empty_metadata_and_incomplete_details() -> None:
+    """PHP's `"metadata": []` reads as no metadata; an incomplete run says why."""
+    runs = [
+        got.run
+        for _, got in _classified(DATA / "openai-php_bare_fixtures.jsonl")
+        if isinstance(got, RunEntry)
+    ]
+    assert all(run.metadata == {} for run in runs)
+    [incomplete] = [run for run in runs if run.status is RunStatus.INCOMPLETE]
+    assert incomplete.incomplete_details is not None
+    assert incomplete.incomplete_details.reason == "Input tokens exceeded"
+    assert incomplete.ended_at is None  # the fixture gives no completed_at
