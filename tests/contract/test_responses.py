@@ -12,19 +12,21 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from contracts.responses import (
-    IgnoredEvent,
-    InvalidResponsesEntry,
     ItemPhase,
     OutputItem,
-    OutputItemEvent,
-    ResponseLifecycleEvent,
     ResponseObject,
     ResponsePhase,
+    item_phase,
+    response_phase,
+)
+from contracts.responses_events import (
+    IgnoredEvent,
+    InvalidResponsesEntry,
+    OutputItemEvent,
+    ResponseLifecycleEvent,
     ResponsesErrorEvent,
     ResponsesEvent,
     classify_responses_entry,
-    item_phase,
-    response_phase,
 )
 from contracts.responses_producer import (
     ResponsesForwarder,
