@@ -170,9 +170,12 @@ class StepStalled(DerivedEvent):
 
 
 class RunUsage(DerivedEvent):
-    """The run's cumulative token totals over the steps counted so far."""
+    """The run's token totals: summed over the steps counted so far (Assistants: after each
+    step with usage), or the response's own when it ends (Responses: `step_id` is null,
+    prompt/completion are its input/output tokens, steps_counted its items ended)."""
 
     type: Literal[DerivedType.RUN_USAGE]
+    step_id: str | None  # type: ignore[assignment]  # null for a response's own totals
     prompt_tokens: NonNegativeInt
     completion_tokens: NonNegativeInt
     total_tokens: NonNegativeInt

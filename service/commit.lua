@@ -15,7 +15,9 @@
 -- KEYS: 1 derived stream, 2 source stream, 3 stall zset, then one run hash per run group
 -- ARGV: 1 group, 2 derived maxlen, 3 state TTL, 4 number of ids to ack, then those ids,
 --       then per run group: its number of entries, thread, assistant, and per entry 8
---       arguments (service/derive.py Op): head, field, state, start, end, reject, key, extra.
+--       arguments (service/derive.py Op): head, field, state, start, end, reject, key, extra
+--       (key and extra: a step's usage and run.usage; a waiting run's round and
+--       run.requires_action; an ending run's own totals and run.usage).
 -- Returns one action letter per entry, in order: what was done (lifecycle.Action).
 local derived, source, stalls = KEYS[1], KEYS[2], KEYS[3]
 local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
@@ -137,6 +139,14 @@ while a <= nargs do
         if not counts then
           counts = {}
           for c = 1, 5 do counts[c] = tonumber(got[8 + c]) or 0 end
+        end
+        if key ~= '' then  -- a response's own totals (Responses): they replace the sums
+          local p, c, t = string.match(key, '^(%d+),(%d+),(%d+)$')
+          local ended_steps = counts[1] + counts[2] + counts[3] + counts[4] + counts[5]
+          totals = {tonumber(p), tonumber(c), tonumber(t), ended_steps}
+          publish(string.format(
+            '%s,"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,"steps_counted":%d}',
+            extra, totals[1], totals[2], totals[3], totals[4]))
         end
         publish(string.format(
           '%s,"steps":{"completed":%d,"failed":%d,"cancelled":%d,"expired":%d,"incomplete":%d}}',

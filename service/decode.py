@@ -1,30 +1,45 @@
-"""Raw stream entry -> a run step (or delta) to act on, or a Rejection for the DLQ."""
+"""Raw stream entry -> what the lifecycle acts on, or a Rejection for the DLQ.
+
+Two dialects share the source stream: Assistants (objects with `object`, envelopes with
+`event`) and Responses (events with `type`). Everything that can fail only because of an
+entry's bytes fails here, with a precise reason: nothing after decoding depends on them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
-from contracts.derived import DeadLetterError, DeadLetterKind
-from contracts.run_step import RunStep
+from contracts.derived import DeadLetterError, DeadLetterKind, Source
+from contracts.responses import ItemPhase, OutputItem, ResponseObject, item_phase
+from contracts.responses_events import (
+    RESPONSES_EVENT,
+    IgnoredEvent,
+    OutputItemEvent,
+    ResponseLifecycleEvent,
+    ResponsesErrorEvent,
+)
+from contracts.run import Run
 from contracts.stream_events import (
-    EVENT_STATUS,
+    IGNORED_EVENTS,
     INBOUND,
-    RunStepDelta,
-    RunStepDeltaEvent,
-    RunStepEvent,
+    ErrorEntry,
+    IgnoredEntry,
+    RunEntry,
+    StepEntry,
+    classify,
 )
 
+from .derive import ReportedRun, ReportedStep
 from .fastpath import FastStep, decode_fast
+from .telemetry import IGNORED_OTHER
 
-__all__ = ["Ignored", "Rejection", "Step", "decode_entry"]
+__all__ = ["Decoded", "ErrorReport", "Ignored", "Rejection", "Responses", "decode_entry"]
 
 DATA_FIELD = b"data"
-
-Step = RunStep | FastStep
-"""A validated run step: the hot path's msgspec struct, or the pydantic model (same fields)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +47,14 @@ class Ignored:
     """An event with no lifecycle meaning (a delta, a message event, ...): acked and counted."""
 
     event: str  # its event name, the label it is counted under
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReport:
+    """An `error` event a producer forwarded: counted and logged (its message), acked."""
+
+    message: str
+    code: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +72,41 @@ class Rejection:
         ).model_dump_json()
 
 
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A Responses output item as a step (`derive.ReportedStep`)."""
+
+    id: str
+    run_id: str
+    status: str
+    type: str
+    created_at: int | float
+    terminal_at: int | float | None
+    last_error: _Error | None
+    thread_id: str | None = None
+    assistant_id: str | None = None
+    usage: None = None  # items report no usage: their response does
+
+
+@dataclass(frozen=True, slots=True)
+class _Error:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Responses:
+    """A Responses event that moves items (steps) and maybe its response (the run)."""
+
+    items: tuple[Item, ...]
+    run: ReportedRun | None
+
+
+Decoded = FastStep | StepEntry | RunEntry | Responses | Ignored | ErrorReport | Rejection
+"""What one entry is: a step (fast path or contract), a run, Responses steps and run, an
+ignored event, a forwarded error event, or a rejection."""
+
+
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     # Keep loc/type/msg only: `input` would copy payload contents into the error.
     return [
@@ -57,11 +115,18 @@ def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def decode_entry(fields: dict[bytes, bytes], max_bytes: int) -> Step | Ignored | Rejection:
+def _invalid(exc: ValidationError) -> Rejection:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(p) for p in first["loc"]) or "<root>"
+    return Rejection(DeadLetterKind.INVALID_PAYLOAD, f"{where}: {first['msg']}", _errors(exc))
+
+
+def decode_entry(fields: dict[bytes, bytes], max_bytes: int, seen_at: float) -> Decoded:
     """Validate one source entry's `data` field into what the lifecycle acts on.
 
-    Well-formed steps take the msgspec fast path; everything else (deltas, lax or invalid
-    input) is validated by the pydantic contracts, which also word every rejection.
+    Well-formed run steps take the msgspec fast path; everything else is parsed once and
+    validated by the pydantic contracts, which also word every rejection. `seen_at` (the
+    entry id's time) stands in for the times Responses items do not carry.
     """
     data = fields.get(DATA_FIELD)
     if data is None:
@@ -69,33 +134,147 @@ def decode_entry(fields: dict[bytes, bytes], max_bytes: int) -> Step | Ignored |
         return Rejection(DeadLetterKind.MISSING_DATA, f"entry has no 'data' field (has {names})")
     if len(data) > max_bytes:
         return Rejection(
-            DeadLetterKind.OVERSIZED,
-            f"payload is {len(data)} bytes; the limit is {max_bytes}",
+            DeadLetterKind.OVERSIZED, f"payload is {len(data)} bytes; the limit is {max_bytes}"
         )
     fast = decode_fast(data)
     if fast is not None:
         return fast
-    try:
-        parsed = INBOUND.validate_json(data)
-    except ValidationError as exc:
-        kind = (
-            DeadLetterKind.INVALID_JSON
-            if any(e["type"] == "json_invalid" for e in exc.errors())
-            else DeadLetterKind.INVALID_PAYLOAD
+    try:  # strict JSON: invalid UTF-8, nesting past 1024 levels, integers past 64 bits
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return Rejection(DeadLetterKind.INVALID_JSON, f"<root>: invalid JSON: {exc}")
+    if not isinstance(value, dict):
+        return Rejection(
+            DeadLetterKind.INVALID_PAYLOAD,
+            f"<root>: expected a JSON object, got {type(value).__name__}",
         )
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<root>"
-        return Rejection(kind, f"{where}: {first['msg']}", _errors(exc))
-    if isinstance(parsed, RunStep):
-        return parsed
-    if isinstance(parsed, RunStepEvent):
-        implied = EVENT_STATUS[parsed.event]
-        if implied is not parsed.data.status:
+    event = value.get("event")
+    if event in IGNORED_EVENTS:  # most of a real Assistants stream: no model to build
+        return Ignored(event)
+    if "type" in value and "event" not in value and "object" not in value:
+        return _responses(value, seen_at)
+    try:
+        classified = classify(INBOUND.validate_python(value))
+    except ValidationError as exc:
+        return _invalid(exc)
+    if isinstance(classified, StepEntry | RunEntry):
+        if classified.status_mismatch:
+            subject = classified.step if isinstance(classified, StepEntry) else classified.run
             return Rejection(
                 DeadLetterKind.ENVELOPE_MISMATCH,
-                f"event {parsed.event} carries a step with status {parsed.data.status}",
+                f"event {classified.event} carries an object with status {subject.status}",
             )
-        return parsed.data
-    if isinstance(parsed, RunStepDeltaEvent | RunStepDelta):
-        return Ignored("thread.run.step.delta")
-    raise AssertionError(f"unexpected inbound type {type(parsed)!r}")  # pragma: no cover
+        return classified
+    if isinstance(classified, IgnoredEntry):
+        return Ignored(classified.name if classified.known else IGNORED_OTHER)
+    if isinstance(classified, ErrorEntry):
+        return ErrorReport(classified.message, classified.code)
+    raise AssertionError(f"unexpected entry {classified!r}")  # pragma: no cover
+
+
+def reported_run(run: Run) -> ReportedRun:
+    """An Assistants run as the worker reads it."""
+    return ReportedRun(
+        id=run.id,
+        thread_id=run.thread_id,
+        assistant_id=run.assistant_id,
+        status=run.status,
+        created_at=run.created_at,
+        ended_at=run.ended_at,
+        pending_tool_call_ids=list(run.pending_tool_call_ids),
+        usage=None if run.usage is None else run.usage.model_dump(mode="json"),
+        last_error=None if run.last_error is None else run.last_error.model_dump(mode="json"),
+        incomplete_details=None
+        if run.incomplete_details is None
+        else run.incomplete_details.model_dump(mode="json"),
+    )
+
+
+def _item_error(item: OutputItem) -> _Error | None:
+    error = item.error
+    if error is None:
+        return None
+    if isinstance(error, dict):
+        return _Error(str(error.get("code") or "error"), str(error.get("message") or ""))
+    return _Error("error", str(error))
+
+
+def _item(
+    item: OutputItem, response_id: str, phase: ItemPhase, created: float, ended: float
+) -> Item:
+    status = str(phase)
+    return Item(
+        id=item.id,
+        run_id=response_id,
+        status=status,
+        type=item.type,
+        created_at=created,
+        terminal_at=None if status == "in_progress" else ended,
+        last_error=_item_error(item) if status == "failed" else None,
+    )
+
+
+def _response_run(response: ResponseObject) -> ReportedRun:
+    extra = response.model_extra or {}
+    completed = extra.get("completed_at")
+    terminal = response.status not in ("queued", "in_progress")
+    usage = response.usage
+    return ReportedRun(
+        id=response.id,
+        thread_id=None if response.conversation is None else response.conversation.id,
+        assistant_id=None if response.prompt is None else response.prompt.id,
+        status=response.status,
+        created_at=response.created_at,
+        ended_at=completed if terminal and isinstance(completed, int | float) else None,
+        usage=None if usage is None else usage.model_dump(mode="json", exclude_none=True),
+        totals=None
+        if usage is None
+        else (usage.input_tokens, usage.output_tokens, usage.total_tokens),
+        last_error=None
+        if response.error is None
+        else response.error.model_dump(mode="json", exclude_none=True),
+        incomplete_details=None
+        if response.incomplete_details is None
+        else response.incomplete_details.model_dump(mode="json", exclude_none=True),
+    )
+
+
+def _responses(value: dict[str, Any], seen_at: float) -> Decoded:
+    """A Responses event: items as steps, the response as the run."""
+    try:
+        event = RESPONSES_EVENT.validate_python(value)
+    except ValidationError as exc:
+        return _invalid(exc)
+    if isinstance(event, IgnoredEvent):
+        return Ignored(event.type)
+    if isinstance(event, ResponsesErrorEvent):
+        return ErrorReport(event.message, event.code)
+    if isinstance(event, OutputItemEvent):
+        phase = item_phase(event.item, closed=event.closed) or ItemPhase.IN_PROGRESS
+        item = _item(event.item, event.response_id, phase, seen_at, seen_at)
+        return Responses((item,), None)
+    assert isinstance(event, ResponseLifecycleEvent)
+    response = event.response
+    run = _response_run(response)
+    items: tuple[Item, ...] = ()
+    if run.ended_at is not None or response.status not in ("queued", "in_progress"):
+        # A terminal response's output is the authority for every item in it: an item
+        # still in progress when its response ends is closed as incomplete.
+        ended = run.ended_at if run.ended_at is not None else seen_at
+        items = tuple(
+            _item(
+                output,
+                response.id,
+                ItemPhase.INCOMPLETE if phase is ItemPhase.IN_PROGRESS else phase,
+                response.created_at,
+                ended,
+            )
+            for output in response.output
+            if (phase := item_phase(output, closed=True) or ItemPhase.COMPLETED)
+        )
+    return Responses(items, run)
+
+
+def source_of(decoded: ReportedStep | Responses) -> Source:
+    """The dialect a decoded subject came in."""
+    return Source.RESPONSES if isinstance(decoded, Responses | Item) else Source.ASSISTANTS

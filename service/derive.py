@@ -10,7 +10,7 @@ the tests validate every event the worker writes against them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -26,7 +26,16 @@ from contracts.derived import (
 from .lifecycle import RUNS, STEPS, Action
 from .state import RUN_FIELD, STEP_FIELD, encode_run_state, encode_state
 
-__all__ = ["FROM", "Op", "ReportedRun", "ReportedStep", "published", "run_op", "step_op"]
+__all__ = [
+    "FROM",
+    "Op",
+    "ReportedRun",
+    "ReportedStep",
+    "published",
+    "run_op",
+    "stall_member",
+    "step_op",
+]
 
 FROM = "%FROM%"
 """Where the commit script writes the tracked status into a rejection."""
@@ -75,26 +84,21 @@ class ReportedStep(Protocol):
     def last_error(self) -> _Error | None: ...
 
 
-class ReportedRun(Protocol):
+@dataclass(frozen=True, slots=True)
+class ReportedRun:
     """What the worker reads of a run (an Assistants run, or a Responses response)."""
 
-    @property
-    def id(self) -> str: ...
-    @property
-    def thread_id(self) -> str | None: ...
-    @property
-    def assistant_id(self) -> str | None: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def created_at(self) -> int | float: ...
-    @property
-    def ended_at(self) -> int | float | None: ...
-    @property
-    def pending_tool_call_ids(self) -> list[str]: ...
-    def usage_json(self) -> dict[str, Any] | None: ...
-    def last_error_json(self) -> dict[str, Any] | None: ...
-    def incomplete_details_json(self) -> dict[str, Any] | None: ...
+    id: str
+    thread_id: str | None
+    assistant_id: str | None
+    status: str
+    created_at: int | float
+    ended_at: int | float | None
+    pending_tool_call_ids: list[str] = field(default_factory=list)
+    usage: dict[str, Any] | None = None  # as the API reports it
+    totals: tuple[int, int, int] | None = None  # a response's own (input, output, total)
+    last_error: dict[str, Any] | None = None
+    incomplete_details: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)  # built per entry: a frozen dataclass's __init__ costs more
@@ -115,8 +119,11 @@ class Op:
     start: bytes = b""
     end: bytes = b""  # a run's end goes without its closing brace: the script adds steps
     reject: bytes = b""
-    key: str = ""  # steps: usage 'p,c,t'; runs: the requires_action round's key
-    extra: bytes = b""  # steps: run.usage without its totals; runs: run.requires_action
+    # Steps, and runs that end with totals of their own (Responses): usage 'p,c,t' and the
+    # run.usage event without its totals. Runs that wait: the round's key and the
+    # run.requires_action event.
+    key: str = ""
+    extra: bytes = b""
     end_type: str = ""  # the end event's type, for counting what was published
 
 
@@ -252,6 +259,15 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source) -> Op:
         op.extra = _dumps(waiting)
     if not terminal:
         return op
+    if run.totals is not None:
+        op.key = "%d,%d,%d" % run.totals  # noqa: UP031  # the script parses exactly this
+        usage_event = _run_common(run, source, DerivedType.RUN_USAGE)
+        usage_event = {"type": usage_event.pop("type"), "event_id": usage_event.pop("event_id"),
+                       "source": source, "step_id": None, **usage_event}  # fmt: skip
+        usage_event["from_status"] = "in_progress"
+        usage_event["to_status"] = status
+        usage_event["occurred_at"] = run.ended_at if run.ended_at is not None else run.created_at
+        op.extra = _dumps(usage_event)[:-1]  # the script sets the totals and the brace
     ended_at = run.ended_at
     type_ = op.end_type = RUN_END_TYPES[status]
     end = _run_common(run, source, type_)
@@ -259,9 +275,9 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source) -> Op:
     end["to_status"] = status
     end["occurred_at"] = ended_at if ended_at is not None else run.created_at
     end["duration_s"] = None if ended_at is None else max(0, ended_at - run.created_at)
-    end["usage"] = run.usage_json()
-    end["last_error"] = run.last_error_json()
-    end["incomplete_details"] = run.incomplete_details_json()
+    end["usage"] = run.usage
+    end["last_error"] = run.last_error
+    end["incomplete_details"] = run.incomplete_details
     op.end = _dumps(end)[:-1]  # the script appends the run's step counts and the brace
     rejected = _run_common(run, source, DerivedType.RUN_TRANSITION_REJECTED, status)
     rejected["from_status"] = FROM
@@ -284,6 +300,7 @@ _RUN_PUBLISHES = {
     Action.BEGIN_END: (DerivedType.RUN_STARTED.value,),
     Action.REJECT: (DerivedType.RUN_TRANSITION_REJECTED.value,),
 }
+_USAGE = (DerivedType.RUN_USAGE.value,)
 
 
 def published(op: Op, action: str) -> tuple[str, ...]:
@@ -291,7 +308,8 @@ def published(op: Op, action: str) -> tuple[str, ...]:
     step = op.head[0] == "s"
     types = (_STEP_PUBLISHES if step else _RUN_PUBLISHES).get(Action(action), ())
     if action in (Action.END, Action.BEGIN_END):
-        types += (op.end_type,)
-        if step and op.key:
-            types += (DerivedType.RUN_USAGE.value,)
+        if step:
+            types += (op.end_type, *(_USAGE if op.key else ()))
+        else:
+            types += (*(_USAGE if op.key else ()), op.end_type)
     return types

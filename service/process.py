@@ -14,13 +14,23 @@ from typing import TYPE_CHECKING
 
 from contracts.derived import DeadLetterKind, Source
 from contracts.partitioning import partition_for
+from contracts.stream_events import RunEntry, StepEntry
 
-from .decode import Ignored, Rejection, decode_entry
-from .derive import Op, published, step_op
+from .decode import (
+    Decoded,
+    ErrorReport,
+    Ignored,
+    Rejection,
+    Responses,
+    decode_entry,
+    reported_run,
+)
+from .derive import Op, ReportedStep, published, run_op, step_op
 from .errors import INFRASTRUCTURE_ERRORS
+from .fastpath import FastStep
 from .lifecycle import Action, Outcome
 from .store import DeadLetter, Store
-from .telemetry import Telemetry
+from .telemetry import IGNORED_OTHER, Telemetry
 
 if TYPE_CHECKING:
     from .pending import Pending
@@ -114,38 +124,68 @@ class Processor:
         return failures
 
     def _decode(self, entries: list[Entry]) -> Batch:
-        """Decode every entry into an op of its run, an ignored event, or a dead letter."""
-        part = self.store.conn.part
+        """Decode every entry into ops of its run, an ignored event, or a dead letter."""
         telemetry = self.telemetry
         telemetry.consumed += len(entries)
-        stall_deadline = time.time() + self.settings.stall_after_s
         batch = Batch()
         for source_id, fields in entries:
-            decoded = decode_entry(fields, self.settings.max_payload_bytes)
-            if isinstance(decoded, Rejection):
-                batch.dead.append(DeadLetter(source_id, fields, decoded.to_json()))
-                telemetry.dead_letters[decoded.kind] += 1
-                continue
+            seen_at = int(source_id.partition(b"-")[0]) / 1000  # the entry id's time
+            decoded = decode_entry(fields, self.settings.max_payload_bytes, seen_at)
             if isinstance(decoded, Ignored):
-                telemetry.ignored[decoded.event] += 1
+                known = decoded.event in telemetry.ignored or len(telemetry.ignored) < 100
+                telemetry.ignored[decoded.event if known else IGNORED_OTHER] += 1  # bounded
                 batch.acks.append(source_id)
                 continue
-            if part.count > 1 and partition_for(decoded.run_id, part.count) != part.index:
-                wrong = Rejection(
-                    DeadLetterKind.WRONG_PARTITION,
-                    f"run {decoded.run_id} belongs to partition "
-                    f"{partition_for(decoded.run_id, part.count)}, not {part.index}",
-                )
-                batch.dead.append(DeadLetter(source_id, fields, wrong.to_json()))
-                telemetry.dead_letters[wrong.kind] += 1
+            if isinstance(decoded, ErrorReport):
+                telemetry.error_events += 1
+                log.warning("a producer forwarded an error event: %s", decoded.message[:200])
+                batch.acks.append(source_id)
                 continue
-            # A stall is timed from when the step was first seen, not created_at alone:
-            # replaying old events must not raise a storm of stalls for steps long done.
-            deadline = max(decoded.created_at + self.settings.stall_after_s, stall_deadline)
-            op = step_op(source_id, decoded, Source.ASSISTANTS, deadline)
-            batch.runs.setdefault(op.run_id, []).append(op)
+            ops = [] if isinstance(decoded, Rejection) else self._ops(source_id, decoded)
+            rejection = decoded if isinstance(decoded, Rejection) else self._misrouted(ops)
+            if rejection is not None:
+                batch.dead.append(DeadLetter(source_id, fields, rejection.to_json()))
+                telemetry.dead_letters[rejection.kind] += 1
+                continue
+            for op in ops:
+                batch.runs.setdefault(op.run_id, []).append(op)
             batch.acks.append(source_id)
         return batch
+
+    def _ops(self, source_id: bytes, decoded: Decoded) -> list[Op]:
+        """The ops of a decoded step, run, or Responses event (items first, then the run)."""
+        if isinstance(decoded, FastStep):
+            return [self._step_op(source_id, decoded, Source.ASSISTANTS)]
+        if isinstance(decoded, StepEntry):
+            return [self._step_op(source_id, decoded.step, Source.ASSISTANTS)]
+        if isinstance(decoded, RunEntry):
+            return [run_op(source_id, reported_run(decoded.run), Source.ASSISTANTS)]
+        assert isinstance(decoded, Responses)
+        ops = [self._step_op(source_id, item, Source.RESPONSES) for item in decoded.items]
+        if decoded.run is not None:
+            ops.append(run_op(source_id, decoded.run, Source.RESPONSES))
+        return ops
+
+    def _step_op(self, source_id: bytes, step: ReportedStep, source: Source) -> Op:
+        # A stall is timed from when the step was first seen, not created_at alone:
+        # replaying old events must not raise a storm of stalls for steps long done.
+        after = self.settings.stall_after_s
+        deadline = max(step.created_at, time.time()) + after
+        return step_op(source_id, step, source, deadline)
+
+    def _misrouted(self, ops: list[Op]) -> Rejection | None:
+        """A rejection if the ops' run belongs to another partition (a producer's bug)."""
+        part = self.store.conn.part
+        if part.count == 1 or not ops:
+            return None
+        run_id = ops[0].run_id
+        owner = partition_for(run_id, part.count)
+        if owner == part.index:
+            return None
+        return Rejection(
+            DeadLetterKind.WRONG_PARTITION,
+            f"run {run_id} belongs to partition {owner}, not {part.index}",
+        )
 
     def _count(self, batch: Batch, actions: str) -> None:
         """Count decisions and published events (once: the commit has succeeded)."""

@@ -53,8 +53,10 @@ class Store:
         args: list[Any] = [s.group, s.derived_maxlen, s.state_ttl_s, len(acks), *acks]
         for run_id, ops in runs.items():
             keys.append(run_key(run_id))
-            first = ops[0]
-            args += (len(ops), first.thread_id, first.assistant_id)
+            # Responses items name no conversation: the response's own op may come later.
+            thread = next((op.thread_id for op in ops if op.thread_id), "")
+            assistant = next((op.assistant_id for op in ops if op.assistant_id), "")
+            args += (len(ops), thread, assistant)
             for op in ops:
                 args += (op.head, op.field, op.state, op.start, op.end, op.reject, op.key, op.extra)
         pipe.evalsha(COMMIT.sha, len(keys), *keys, *args)

@@ -1,0 +1,149 @@
+"""Real recorded streams (tests/data, sources in SOURCES.md) through a real worker.
+
+Each whole stream is replayed as the SDKs deliver it: in order, then shuffled with every
+event twice. Nothing is dead-lettered, every step and run gets one start before its end,
+and the derived events of the shuffled replay are those of the ordered one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from contracts.derived import DERIVED
+from contracts.responses_producer import ResponsesForwarder
+from service.app import Worker, build_worker
+from service.settings import Settings
+from tests.helpers import read_json, settle
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+ASSISTANTS = sorted((DATA / "assistants").glob("*.jsonl"))
+RESPONSES = sorted((DATA / "responses").glob("*.jsonl"))
+
+
+def _assistants(path: Path) -> list[bytes]:
+    return [line.encode() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _responses(path: Path) -> list[bytes]:
+    forwarder = ResponsesForwarder()
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return [forwarder.entry_data(line) for line in lines]
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[Worker]:
+    """A worker on this test's streams."""
+    w = build_worker(settings)
+    await w.start()
+    yield w
+    await w.stop()
+
+
+async def _replay(redis: Redis, settings: Settings, entries: list[bytes]) -> list[dict[str, Any]]:
+    pipe = redis.pipeline(transaction=False)
+    for data in entries:
+        pipe.xadd(settings.source_stream, {"data": data})
+    await pipe.execute()
+    await settle(redis, settings)
+    assert await redis.xlen(settings.dlq_stream) == 0
+    return await read_json(redis, settings.derived_stream)
+
+
+def _check_one_start_before_end(events: list[dict[str, Any]]) -> None:
+    by_subject: dict[tuple[str, str | None], list[str]] = {}
+    for event in events:
+        DERIVED.validate_python(event)
+        if event["type"] in ("run.usage", "run.requires_action", "run_step.stalled"):
+            continue
+        by_subject.setdefault((event["run_id"], event.get("step_id")), []).append(event["type"])
+    for subject, types in by_subject.items():
+        starts = [t for t in types if t.endswith(".started")]
+        assert starts == [types[0]], (subject, types)
+        ends = [t for t in types[1:] if not t.endswith("transition_rejected")]
+        assert len(ends) <= 1, (subject, types)
+    ids = [e["event_id"] for e in events]
+    assert len(ids) == len(set(ids))
+
+
+async def _in_order_then_shuffled(
+    redis: Redis, settings: Settings, entries: list[bytes]
+) -> list[dict[str, Any]]:
+    events = await _replay(redis, settings, entries)
+    _check_one_start_before_end(events)
+    # Again on fresh streams: every event twice, shuffled. Same subjects, same ends.
+    other = settings.model_copy(
+        update={
+            "source_stream": settings.source_stream + ".2",
+            "derived_stream": settings.derived_stream + ".2",
+            "dlq_stream": settings.dlq_stream + ".2",
+            "key_prefix": settings.key_prefix + ".2",
+        }
+    )
+    shuffled = entries * 2
+    random.Random(3).shuffle(shuffled)
+    w = build_worker(other)
+    await w.start()
+    try:
+        again = await _replay(redis, other, shuffled)
+    finally:
+        await w.stop()
+    _check_one_start_before_end(again)
+
+    def ends(es: list[dict[str, Any]]) -> Counter[tuple[str, str | None, str]]:
+        return Counter(
+            (e["run_id"], e.get("step_id"), e["type"])
+            for e in es
+            if e["type"].endswith((".started", ".completed", ".failed", ".cancelled",
+                                   ".expired", ".incomplete"))
+        )  # fmt: skip
+
+    if not any(e["type"].endswith("transition_rejected") for e in events + again):
+        assert ends(again) == ends(events)
+    return events
+
+
+@pytest.mark.parametrize("path", ASSISTANTS, ids=lambda p: p.stem)
+async def test_recorded_assistants_stream(
+    path: Path, worker: Worker, redis: Redis, settings: Settings
+) -> None:
+    """A recorded Assistants stream: nothing dead-lettered, one start before each end."""
+    entries = _assistants(path)
+    events = await _in_order_then_shuffled(redis, settings, entries)
+    runs = {json.loads(e)["data"]["id"] for e in entries if b'"event":"thread.run.' in e
+            and b'"event":"thread.run.step' not in e}  # fmt: skip
+    started = {e["run_id"] for e in events if e["type"] == "run.started"}
+    assert runs <= started
+    assert sum(worker.telemetry.ignored.values()) + len(events) > 0
+
+
+@pytest.mark.parametrize("path", RESPONSES, ids=lambda p: p.stem)
+async def test_recorded_responses_stream(
+    path: Path, worker: Worker, redis: Redis, settings: Settings
+) -> None:
+    """A recorded Responses stream: one run per response, items as steps, usage as reported."""
+    entries = _responses(path)
+    events = await _in_order_then_shuffled(redis, settings, entries)
+    assert all(e["source"] == "responses" for e in events)
+    finals = [
+        json.loads(e)["response"]
+        for e in entries
+        if json.loads(e).get("type") in ("response.completed", "response.failed",
+                                         "response.incomplete", "response.cancelled")
+    ]  # fmt: skip
+    for final in finals:
+        ended = [e for e in events if e["type"] == f"run.{final['status']}"]
+        assert [e["run_id"] for e in ended] == [final["id"]]
+        items = {e["step_id"] for e in events if e["type"] == "run_step.started"}
+        assert {item["id"] for item in final["output"]} <= items
+        if final.get("usage"):
+            [usage] = [e for e in events if e["type"] == "run.usage"]
+            assert usage["total_tokens"] == final["usage"]["total_tokens"]
+            assert ended[0]["usage"]["total_tokens"] == final["usage"]["total_tokens"]
