@@ -41,6 +41,10 @@ __all__ = ["Decoded", "ErrorReport", "Ignored", "Rejection", "Responses", "decod
 
 DATA_FIELD = b"data"
 
+# The ignored events whose contract model (IgnoredEvent) accepts any `data`: no model is
+# built for them. A step delta's envelope is validated (RunStepDeltaEvent).
+_LOOSE_EVENTS = IGNORED_EVENTS - {"thread.run.step.delta"}
+
 
 @dataclass(frozen=True, slots=True)
 class Ignored:
@@ -149,8 +153,8 @@ def decode_entry(fields: dict[bytes, bytes], max_bytes: int, seen_at: float) -> 
             f"<root>: expected a JSON object, got {type(value).__name__}",
         )
     event = value.get("event")
-    if event in IGNORED_EVENTS:  # most of a real Assistants stream: no model to build
-        return Ignored(event)
+    if event in _LOOSE_EVENTS and "object" not in value:
+        return Ignored(event)  # most of a real stream; IgnoredEvent takes any `data` too
     if "type" in value and "event" not in value and "object" not in value:
         return _responses(value, seen_at)
     try:

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from bench.workload import build
 from contracts.run_step import RunStep
-from contracts.stream_events import INBOUND, RunStepEvent
-from service.decode import Rejection, Step, decode_entry
+from contracts.stream_events import INBOUND, RunStepEvent, StepEntry
+from service.decode import Rejection, decode_entry
 from service.fastpath import FastStep, decode_fast
 from service.sample import sample_entries
 
@@ -50,7 +50,7 @@ VALID = [
 ]
 
 
-def _facts(s: Step) -> dict[str, Any]:
+def _facts(s: RunStep | FastStep) -> dict[str, Any]:
     usage = s.usage
     error = s.last_error
     return {
@@ -72,9 +72,9 @@ def _facts(s: Step) -> dict[str, Any]:
 
 def _pydantic_step(data: bytes) -> RunStep | None:
     """What pydantic reads from `data` as a step to act on, or None if it rejects it."""
-    decoded = decode_entry({b"data": data}, 1 << 20)
+    decoded = decode_entry({b"data": data}, 1 << 20, 0.0)
     if not isinstance(decoded, FastStep):
-        return decoded if isinstance(decoded, RunStep) else None
+        return decoded.step if isinstance(decoded, StepEntry) else None
     parsed = INBOUND.validate_json(data)  # decode_entry's own fast path: go around it
     parsed = parsed.data if isinstance(parsed, RunStepEvent) else parsed
     return parsed if isinstance(parsed, RunStep) else None
@@ -119,7 +119,7 @@ def test_the_benchmark_and_demo_payloads_agree() -> None:
 def test_invalid_payloads_are_declined_and_keep_their_reason(case: tuple[Any, ...]) -> None:
     data = json.dumps(case[1]).encode()
     assert decode_fast(data) is None
-    assert isinstance(decode_entry({b"data": data}, 1 << 20), Rejection)
+    assert isinstance(decode_entry({b"data": data}, 1 << 20, 0.0), Rejection)
 
 
 ODD = [

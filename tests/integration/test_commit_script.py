@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from contracts.derived import Source
 from service.connection import Connection
-from service.derive import run_op, step_op
+from service.derive import ReportedRun, run_op, step_op
 from service.lifecycle import RUNS, STEPS, Action, decide
 from service.sample import T0
 from service.store import Store
@@ -43,31 +43,6 @@ class _Step:
         return None if self.status == "in_progress" else T0 + 5
 
 
-@dataclass
-class _Run:
-    """A reported run with just the fields the worker reads."""
-
-    id: str
-    status: str
-    thread_id: str | None = "thread_1"
-    assistant_id: str | None = "asst_1"
-    created_at: int = T0
-    pending_tool_call_ids: list[str] = field(default_factory=list)
-
-    @property
-    def ended_at(self) -> int | None:
-        return T0 + 9 if RUNS.is_terminal(self.status) else None
-
-    def usage_json(self) -> dict[str, Any] | None:
-        return None
-
-    def last_error_json(self) -> dict[str, Any] | None:
-        return None
-
-    def incomplete_details_json(self) -> dict[str, Any] | None:
-        return None
-
-
 def _pairs(codes: dict[str, str]) -> list[tuple[str | None, str]]:
     return [(cur, inc) for cur in [None, *codes] for inc in codes]
 
@@ -95,8 +70,9 @@ async def test_script_decides_steps_as_decide(
 
 async def _commit_run(store: Store, n: int, run_id: str, status: str) -> str:
     calls = ["call_1"] if status == "requires_action" else []
-    op = run_op(f"1-{n}".encode(), _Run(run_id, status, pending_tool_call_ids=calls),
-                Source.ASSISTANTS)  # fmt: skip
+    ended = T0 + 9 if RUNS.is_terminal(status) else None
+    run = ReportedRun(run_id, "thread_1", "asst_1", status, T0, ended, calls)
+    op = run_op(f"1-{n}".encode(), run, Source.ASSISTANTS)
     return await store.commit({run_id: [op]}, [], [])
 
 
