@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from .derived import DERIVED, DeadLetterError
+from .queries import RunState, StepState
+from .responses_events import RESPONSES_EVENT
 from .run import Run
 from .run_step import RunStep
 from .stream_events import INBOUND, RunEvent, RunStepDelta, RunStepDeltaEvent, RunStepEvent
@@ -26,6 +28,9 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "inbound": INBOUND.json_schema(),
         "derived_event": DERIVED.json_schema(),
         "dead_letter_error": DeadLetterError.model_json_schema(),
+        "responses_event": RESPONSES_EVENT.json_schema(),
+        "run_state": RunState.model_json_schema(),
+        "step_state": StepState.model_json_schema(),
     }
 
 

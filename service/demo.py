@@ -15,15 +15,15 @@ from .app import build_worker
 from .errors import RedisServerNotFoundError
 from .queries import read_streams
 from .redis_server import LocalRedis
-from .sample import SAMPLE_EXPECTED, sample_entries
+from .sample import RESPONSES_EXPECTED, SAMPLE_EXPECTED, responses_entries, sample_entries
 from .settings import Settings
 
 __all__ = ["run_demo"]
 
 
 def _describe(event: dict[str, Any]) -> str:
-    subject = f"step={event['step_id']}" if "step_id" in event else f"run={event['run_id']}"
-    parts = [f"{event['type']:<29}", f"{subject:<16}"]
+    subject = f"step={event['step_id']}" if event.get("step_id") else f"run={event['run_id']}"
+    parts = [f"{event['type']:<29}", f"{event['source']:<10}", f"{subject:<16}"]
     parts.append(f"{event.get('from_status') or '-'} -> {event['to_status']}")
     if event.get("duration_s") is not None:
         parts.append(f"duration={event['duration_s']}s")
@@ -43,14 +43,17 @@ async def _demo(settings: Settings, timeout_s: float) -> bool:
     await worker.start()
     redis = Redis.from_url(settings.redis_url)
     try:
-        for label, data in sample_entries():
-            await redis.xadd(settings.source_stream, {"data": data})
-            print(f"produced  {label}")
+        for dialect, produced in (("assistants", sample_entries()),
+                                  ("responses", responses_entries())):  # fmt: skip
+            for label, data in produced:
+                await redis.xadd(settings.source_stream, {"data": data})
+                print(f"produced  {dialect:<10}  {label}")
         print()
+        expected = Counter(SAMPLE_EXPECTED) + Counter(RESPONSES_EXPECTED)
         seen: Counter[str] = Counter()
         cursors = {settings.derived_stream: "0", settings.dlq_stream: "0"}
         deadline = time.monotonic() + timeout_s
-        while seen != Counter(SAMPLE_EXPECTED) and time.monotonic() < deadline:
+        while seen != expected and time.monotonic() < deadline:
             for name, entries in await read_streams(redis, cursors, 500):
                 for entry_id, fields in entries:
                     cursors[name] = entry_id.decode()
@@ -65,9 +68,9 @@ async def _demo(settings: Settings, timeout_s: float) -> bool:
         run = await worker.run("run_demo")
         print()
         print(f"run run_demo usage totals: {run.usage.model_dump() if run else None}")
-        ok = seen == Counter(SAMPLE_EXPECTED)
+        ok = seen == expected
         print("demo OK: every expected derived event and DLQ entry arrived exactly once"
-              if ok else f"demo FAILED: expected {SAMPLE_EXPECTED}, saw {dict(seen)}")  # fmt: skip
+              if ok else f"demo FAILED: expected {dict(expected)}, saw {dict(seen)}")  # fmt: skip
         return ok
     finally:
         await redis.aclose()

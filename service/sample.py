@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["SAMPLE_EXPECTED", "sample_entries", "step"]
+__all__ = [
+    "RESPONSES_EXPECTED",
+    "SAMPLE_EXPECTED",
+    "responses_entries",
+    "run",
+    "sample_entries",
+    "step",
+]
 
 T0 = 1_764_000_000
 
@@ -83,15 +90,52 @@ def _env(event: str, data: dict[str, Any]) -> dict[str, Any]:
     return {"event": f"thread.run.step.{event}", "data": data}
 
 
+def run(run_id: str, status: str, *, calls: tuple[str, ...] = (), ended_at: int | None = None,
+        usage: tuple[int, int] | None = None) -> dict[str, Any]:  # fmt: skip
+    """A `thread.run.<status>` event with the run object as the API streams it."""
+    body: dict[str, Any] = {
+        "id": run_id, "object": "thread.run", "created_at": T0 - 1, "thread_id": "thread_demo",
+        "assistant_id": "asst_demo", "status": status, "model": "gpt-4o", "tools": [],
+        "required_action": None, "last_error": None, "incomplete_details": None,
+        "completed_at": ended_at, "usage": None if usage is None else {
+            "prompt_tokens": usage[0], "completion_tokens": usage[1],
+            "total_tokens": sum(usage)},
+    }  # fmt: skip
+    if calls:
+        body["required_action"] = {
+            "type": "submit_tool_outputs",
+            "submit_tool_outputs": {"tool_calls": [
+                {"id": c, "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{}"}} for c in calls]},
+        }  # fmt: skip
+    return {"event": f"thread.run.{status}", "data": body}
+
+
+def _message_delta(text: str) -> dict[str, Any]:
+    return {"event": "thread.message.delta", "data": {
+        "id": "msg_step_msg1", "object": "thread.message.delta",
+        "delta": {"content": [{"index": 0, "type": "text", "text": {"value": text}}]}}}  # fmt: skip
+
+
 def sample_entries(run_id: str = "run_demo") -> list[tuple[str, bytes]]:
     """(label, `data` field bytes) in producer order: the demo's realistic run."""
     msg1_done = step("step_msg1", "completed", ended_at=T0 + 3, usage=(120, 40), run_id=run_id)
     out: list[tuple[str, Any]] = [
+        (
+            "thread created",
+            {"event": "thread.created", "data": {"id": "thread_demo", "object": "thread"}},
+        ),
+        ("run queued", run(run_id, "queued")),
+        ("run in progress", run(run_id, "in_progress")),
         ("created", _env("created", step("step_msg1", "in_progress", run_id=run_id))),
+        ("message delta", _message_delta("The weather")),
+        ("message delta", _message_delta(" in Lisbon")),
         (
             "tool call",
             step("step_fn", "in_progress", kind="function", created_at=T0 + 4, run_id=run_id),
         ),
+        ("run waits for the tool", run(run_id, "requires_action", calls=("call_step_fn",))),
+        ("tool outputs submitted", run(run_id, "in_progress")),
         (
             "delta",
             _env(
@@ -176,11 +220,16 @@ def sample_entries(run_id: str = "run_demo") -> list[tuple[str, bytes]]:
                 run_id=run_id,
             ),
         ),
+        ("run completed", run(run_id, "completed", ended_at=T0 + 16, usage=(1100, 215))),
+        ("done", {"event": "done", "data": "[DONE]"}),
     ]
     return [(label, v if isinstance(v, bytes) else json.dumps(v).encode()) for label, v in out]
 
 
 SAMPLE_EXPECTED = {
+    "run.started": 1,
+    "run.requires_action": 1,
+    "run.completed": 1,
     "run_step.started": 5,
     "run_step.completed": 4,
     "run_step.failed": 1,
@@ -189,3 +238,52 @@ SAMPLE_EXPECTED = {
     "dlq": 2,
 }
 """Derived events (by type) and DLQ entries the sample yields, exactly."""
+
+
+def responses_entries(response_id: str = "resp_demo") -> list[tuple[str, bytes]]:
+    """A Responses API stream as the SDK emits it (a reasoning item without status, a
+    function call, a message), forwarded with the response id added where it is missing."""
+    from contracts.responses_producer import ResponsesForwarder
+
+    response = {"id": response_id, "object": "response", "created_at": T0 + 20,
+                "status": "in_progress", "output": [], "usage": None}  # fmt: skip
+    reasoning = {"id": "rs_demo", "type": "reasoning", "summary": []}
+    call = {"id": "fc_demo", "type": "function_call", "status": "in_progress",
+            "call_id": "call_demo", "name": "get_weather", "arguments": ""}  # fmt: skip
+    call_done = {**call, "status": "completed", "arguments": '{"city":"Lisbon"}'}
+    message = {"id": "msg_demo", "type": "message", "status": "in_progress", "role":
+               "assistant", "content": []}  # fmt: skip
+    message_done = {**message, "status": "completed"}
+    final = {**response, "status": "completed", "completed_at": T0 + 24,
+             "output": [reasoning, call_done, message_done],
+             "usage": {"input_tokens": 320, "output_tokens": 75, "total_tokens": 395}}  # fmt: skip
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("response created", {"type": "response.created", "response": response}),
+        ("reasoning item", {"type": "response.output_item.added", "output_index": 0,
+                            "item": reasoning}),
+        ("reasoning done", {"type": "response.output_item.done", "output_index": 0,
+                            "item": reasoning}),
+        ("function call", {"type": "response.output_item.added", "output_index": 1,
+                           "item": call}),
+        ("arguments delta", {"type": "response.function_call_arguments.delta",
+                             "item_id": "fc_demo", "output_index": 1, "delta": "{}"}),
+        ("function call done", {"type": "response.output_item.done", "output_index": 1,
+                                "item": call_done}),
+        ("message item", {"type": "response.output_item.added", "output_index": 2,
+                          "item": message}),
+        ("text delta", {"type": "response.output_text.delta", "item_id": "msg_demo",
+                        "output_index": 2, "content_index": 0, "delta": "Sunny"}),
+        ("response completed", {"type": "response.completed", "response": final}),
+    ]  # fmt: skip
+    forwarder = ResponsesForwarder()
+    return [(label, forwarder.entry_data(event)) for label, event in events]
+
+
+RESPONSES_EXPECTED = {
+    "run.started": 1,
+    "run_step.started": 3,
+    "run_step.completed": 3,
+    "run.usage": 1,
+    "run.completed": 1,
+}
+"""Derived events (by type) the Responses sample yields, exactly."""

@@ -44,6 +44,9 @@ NAMES = {
     "inbound",
     "derived_event",
     "dead_letter_error",
+    "responses_event",
+    "run_state",
+    "step_state",
 }
 
 
