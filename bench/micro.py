@@ -1,7 +1,9 @@
-"""The pure hot path without Redis: decode -> decide -> derive (-> encode), per event.
+"""The worker's own hot path without Redis: decode -> op, per event.
 
-`encode` (orjson.dumps of each derived event, as Processor._commit does) is what happens
-next to derive's output; it is timed as a fourth stage because it is CPU on the same path.
+Deciding and deriving happen in the commit script now (service/commit.lua): what the worker
+does per entry is decode it (`decode_entry`) and build its `Op` (`step_op`: the state string
+and every event its decision may publish, serialised with orjson). Those two stages are
+timed here, as `Processor._decode` runs them.
 
 Each stage runs over the entries in batches of 500, as the worker gets them, and drops each
 batch's results, so the garbage collector sees what it sees in the worker; the inputs are
@@ -13,29 +15,26 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import orjson
 from pydantic import ValidationError
 
-from contracts.run_step import StepStatus
+from contracts.derived import Source
 from contracts.stream_events import INBOUND
-from service.decode import Delta, Rejection, Step, decode_entry
-from service.derive import Derived, derive
-from service.lifecycle import Decision, decide
+from service.decode import Ignored, Rejection, Step, decode_entry
+from service.derive import step_op
 
 from .workload import Workload
 
 __all__ = ["STAGES", "Micro", "run"]
 
-STAGES = ("decode", "decide", "derive", "encode")
+STAGES = ("decode", "op")
 MAX_BYTES = 1_048_576
 BATCH = 500
+STALL_AFTER_S = 600  # the worker's default
 T = TypeVar("T")
-
-State = dict[str, tuple[StepStatus | None, frozenset[StepStatus]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +42,7 @@ class Micro:
     """Seconds per pass of each stage over `events` entries."""
 
     events: int
+    steps: int  # entries that decode to a step (the rest are deltas or poison)
     seconds: dict[str, float]
     pydantic_decode_s: float  # the decode stage with the pydantic contracts alone
 
@@ -61,34 +61,21 @@ class Micro:
         """How many times faster the decode stage is than pydantic alone on the same input."""
         return self.pydantic_decode_s / self.seconds["decode"]
 
+    def us(self, stage: str) -> float:
+        """Microseconds of `stage` per source entry."""
+        return self.seconds[stage] / self.events * 1e6
+
     def share(self, stage: str) -> float:
         """Fraction of the path's time spent in `stage`."""
         return self.seconds[stage] / sum(self.seconds.values())
 
 
-def _decide_all(steps: list[Step]) -> list[tuple[StepStatus | None, frozenset[StepStatus]]]:
-    """The tracked (status, rejected) each step meets, as the store would hold them."""
-    state: State = {}
-    out = []
-    for step in steps:
-        current, rejected = state.get(step.id, (None, frozenset()))
-        out.append((current, rejected))
-        decision = decide(current, step.status, rejected)
-        if decision.changes_state:
-            if decision.new_status is None:
-                rejected = rejected | {decision.to_status}
-            state[step.id] = (decision.new_status or current, rejected)
-    return out
-
-
-def _encode(derived: Sequence[Derived]) -> int:
-    size = 0
-    for d in derived:
-        for event in d.events:
-            size += len(orjson.dumps(event))
-        if d.run_usage is not None:
-            size += len(orjson.dumps(d.run_usage))
-    return size
+def _ops(steps: list[tuple[bytes, Step]]) -> None:
+    """`step_op` for each step, with the stall deadline `Processor._decode` gives it."""
+    floor = time.time() + STALL_AFTER_S
+    for source_id, step in steps:
+        deadline = max(step.created_at + STALL_AFTER_S, floor)
+        step_op(source_id, step, Source.ASSISTANTS, deadline)
 
 
 def _batches(items: list[T], stage: Callable[[list[T]], object]) -> Callable[[], None]:
@@ -111,27 +98,23 @@ def _best(fn: Callable[[], object], repeats: int) -> float:
 def run(workload: Workload, repeats: int = 5) -> Micro:
     """Time each stage over every entry of `workload`."""
     entries = [{b"data": p} for p in workload.payloads]
-    decoded = [decode_entry(f, MAX_BYTES) for f in entries]
-    steps = [d for d in decoded if not isinstance(d, Delta | Rejection)]
-    tracked = _decide_all(steps)
-    asks = [(cur, step.status, rej) for step, (cur, rej) in zip(steps, tracked, strict=True)]
-    decisions: list[Decision] = [decide(*ask) for ask in asks]
-    changes = [(s, d) for s, d in zip(steps, decisions, strict=True) if d.changes_state]
-    derived = [derive(s, d) for s, d in changes]
+    steps: list[tuple[bytes, Step]] = []
+    for n, fields in enumerate(entries):
+        decoded = decode_entry(fields, MAX_BYTES)
+        if not isinstance(decoded, Ignored | Rejection):
+            steps.append((f"1-{n}".encode(), decoded))
     gc.collect()
     gc.freeze()
     try:
         stages = {
             "decode": _batches(entries, lambda b: [decode_entry(f, MAX_BYTES) for f in b]),
-            "decide": _batches(asks, lambda b: [decide(*ask) for ask in b]),
-            "derive": _batches(changes, lambda b: [derive(s, d) for s, d in b]),
-            "encode": _batches(derived, _encode),
+            "op": _batches(steps, _ops),
         }
         seconds = {name: _best(stage, repeats) for name, stage in stages.items()}
         pydantic = _best(_batches(workload.payloads, _validate_all), repeats)
     finally:
         gc.unfreeze()
-    return Micro(events=len(entries), seconds=seconds, pydantic_decode_s=pydantic)
+    return Micro(events=len(entries), steps=len(steps), seconds=seconds, pydantic_decode_s=pydantic)
 
 
 def _validate_all(payloads: list[bytes]) -> None:

@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
+from service.connection import Connection
+from service.pending import Pending
 from service.process import Processor
 from service.recovery import Recovery
 from service.store import Store
+from service.telemetry import Telemetry
 
 from .consumers import faststream_processor, faststream_validator
 from .infra import BenchTimeoutError, fresh_redis, pending, wait_until
@@ -61,10 +64,10 @@ async def _abandon(redis: Redis, s: Settings, payloads: list[bytes]) -> None:
 async def _runtime(url: str, s: Settings) -> tuple[Redis, Processor, Recovery]:
     """Store, Processor and Recovery wired as Worker.on_startup wires them."""
     client = Redis.from_url(url, socket_connect_timeout=5)
-    store = Store(client, s)
-    await store.load_scripts()
-    processor = Processor(store, s)
-    return client, processor, Recovery(store, processor, s)
+    conn = Connection(client, s)
+    await conn.load_scripts()
+    processor = Processor(Store(conn), Pending(conn), s, Telemetry())
+    return client, processor, Recovery(processor)
 
 
 async def _claim_loop(payloads: list[bytes]) -> float:

@@ -60,8 +60,20 @@ def _throughput(t: Throughput) -> list[Row]:
         ),
         (
             "CPU µs/event A / B / C / D",
-            " / ".join(f"{x.cpu_us('consumer'):.0f}+{x.cpu_us('redis'):.0f}" for x in (a, b, c, d)),
+            " / ".join(f"{x.cpu_us('consumer'):.1f}+{x.cpu_us('redis'):.1f}" for x in (a, b, c, d)),
             "consumer process(es) + redis-server, over the timed span",
+        ),
+        (
+            "worker CPU per event, A/B",
+            f"{a.cpu_us('consumer') / b.cpu_us('consumer'):.2f}",
+            f"{a.cpu_us('consumer'):.1f} / {b.cpu_us('consumer'):.1f} µs: the worker process "
+            "against the bare loop's, same run",
+        ),
+        (
+            "redis-server CPU per event, A/B",
+            f"{a.cpu_us('redis') / b.cpu_us('redis'):.2f}",
+            f"{a.cpu_us('redis'):.1f} / {b.cpu_us('redis'):.1f} µs: the commit script's "
+            "writes against B's XREADGROUP + XACK, same run",
         ),
         ("A/B", f"{a.rate / b.rate:.2f}", "share of the bare-consume ceiling"),
         ("A/C", f"{a.rate / c.rate:.2f}", "against what most users write first"),
@@ -75,8 +87,8 @@ def _throughput(t: Throughput) -> list[Row]:
         (
             "steps with a run_step.started (A / D)",
             f"{t.a.started:.1%} / {t.d.started:.1%}",
-            "every step's in_progress event precedes its end in the stream; a start that "
-            "arrives after another worker ended the step is stale",
+            "share of the workload's steps with a run_step.started on the derived stream; the "
+            "capped scenarios' are below",
         ),
         *_capped(t.capped, pinned=False),
         *_capped(t.pinned, pinned=True),
@@ -149,9 +161,9 @@ def _capped(c: Capped | str, pinned: bool) -> list[Row]:
             f"{per}; one per round",
         ),
         (
-            f"{d_} steps with a run_step.started",
-            " / ".join(f"{pair[1].started:.1%}" for pair in c.rounds),
-            "one per round",
+            f"steps with a run_step.started ({a_} / {d_})",
+            "; ".join(f"{pair[0].started:.1%} / {pair[1].started:.1%}" for pair in c.rounds),
+            "one pair per round",
         ),
         (
             f"{d_}/{a_} per round",
@@ -186,17 +198,17 @@ def _latency(runs: list[Latency]) -> list[Row]:
 
 
 def _micro(m: Micro) -> list[Row]:
-    shares = " / ".join(f"{m.share(s):.0%}" for s in STAGES)
     return [
         (
             "hot path, no Redis",
             f"{m.us_per_event:.1f} µs/event",
-            f"{_n(m.per_core)} ev/s per core over {_n(m.events)} entries",
+            f"{_n(m.per_core)} ev/s per core over {_n(m.events)} entries ({_n(m.steps)} steps)",
         ),
         (
-            "hot path shares",
-            shares,
-            " / ".join(STAGES) + " (encode = orjson of the derived events)",
+            "per stage: " + " / ".join(STAGES),
+            " / ".join(f"{m.us(s):.1f}" for s in STAGES) + " µs/event",
+            " / ".join(f"{m.share(s):.0%}" for s in STAGES)
+            + "; op = step_op: state string and every event the script may publish (orjson)",
         ),
         (
             "decode: msgspec fast path vs pydantic alone",
@@ -276,7 +288,7 @@ class Results:
         if self.latency:
             out.append(("Latency at fixed offered rates, one worker", _latency(self.latency)))
         if self.micro is not None:
-            out.append(("Hot path: decode -> decide -> derive -> encode", _micro(self.micro)))
+            out.append(("Worker hot path: decode -> op", _micro(self.micro)))
         if self.recovery is not None:
             title = f"Recovery of a {_n(self.recovery.backlog)}-entry dead-consumer backlog"
             out.append((title, _recovery(self.recovery)))

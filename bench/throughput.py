@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from service.keys import partitions
-from service.store import STEP_FIELD, StreamEntries
+from service.state import STEP_FIELD
 
 from .consumers import consume_baseline, faststream_validator
 from .cpucap import CpuCap, unavailable
@@ -131,6 +131,7 @@ class Throughput:
 
 
 _STARTED = b'{"type":"run_step.started"'
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 async def _started(redis: Redis, stream: str) -> int:
