@@ -22,9 +22,11 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from contracts.derived import Source
-from contracts.stream_events import INBOUND
-from service.decode import Ignored, Rejection, Step, decode_entry
-from service.derive import step_op
+from contracts.run_step import RunStep
+from contracts.stream_events import INBOUND, StepEntry
+from service.decode import decode_entry
+from service.derive import ReportedStep, step_op
+from service.fastpath import FastStep
 
 from .workload import Workload
 
@@ -70,7 +72,7 @@ class Micro:
         return self.seconds[stage] / sum(self.seconds.values())
 
 
-def _ops(steps: list[tuple[bytes, Step]]) -> None:
+def _ops(steps: list[tuple[bytes, ReportedStep]]) -> None:
     """`step_op` for each step, with the stall deadline `Processor._decode` gives it."""
     floor = time.time() + STALL_AFTER_S
     for source_id, step in steps:
@@ -98,16 +100,17 @@ def _best(fn: Callable[[], object], repeats: int) -> float:
 def run(workload: Workload, repeats: int = 5) -> Micro:
     """Time each stage over every entry of `workload`."""
     entries = [{b"data": p} for p in workload.payloads]
-    steps: list[tuple[bytes, Step]] = []
+    steps: list[tuple[bytes, ReportedStep]] = []
     for n, fields in enumerate(entries):
-        decoded = decode_entry(fields, MAX_BYTES)
-        if not isinstance(decoded, Ignored | Rejection):
-            steps.append((f"1-{n}".encode(), decoded))
+        decoded = decode_entry(fields, MAX_BYTES, 0.0)
+        step = decoded.step if isinstance(decoded, StepEntry) else decoded
+        if isinstance(step, FastStep | RunStep):
+            steps.append((f"1-{n}".encode(), step))
     gc.collect()
     gc.freeze()
     try:
         stages = {
-            "decode": _batches(entries, lambda b: [decode_entry(f, MAX_BYTES) for f in b]),
+            "decode": _batches(entries, lambda b: [decode_entry(f, MAX_BYTES, 0.0) for f in b]),
             "op": _batches(steps, _ops),
         }
         seconds = {name: _best(stage, repeats) for name, stage in stages.items()}
