@@ -77,6 +77,17 @@ class Engine:
             raise AssertionError(f"{self.name} {' '.join(args)}: {done.stderr.strip()}")
         return done
 
+    def run_tool(
+        self, command: list[str], env: dict[str, str], check: bool = True, timeout_s: float = 180
+    ) -> subprocess.CompletedProcess[str]:
+        """Another program (a compose tool) with its own environment, output captured."""
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=timeout_s, check=False
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(command)}: {done.stdout}\n{done.stderr}")
+        return done
+
     def inspect(self, *args: str) -> dict[str, Any]:
         """`<engine> [image|container] inspect` of one object, parsed."""
         reply: list[dict[str, Any]] = json.loads(self.run(*args).stdout)
