@@ -1,27 +1,39 @@
 # syntax=docker/dockerfile:1
-# runsteps worker image: `docker build -t runsteps:0.1.0 .` from the repository root.
+# runsteps worker image: `make image` (docker or podman), or `docker build -t runsteps:0.1.0 .`
+# from the repository root.
 #
 # Two stages: `build` turns the project and every runtime dependency into wheels; `runtime`
 # installs only those wheels (no compiler, no build backend, no source tree, no pip cache).
 # The runtime image runs as uid/gid 10001 and writes nothing outside /tmp, so it runs with a
 # read-only root filesystem (Kubernetes: readOnlyRootFilesystem, an emptyDir at /tmp).
 #
-# The base is pinned to an exact tag. Pin it by digest as well when publishing
-# (`docker buildx imagetools inspect python:3.11.14-slim-bookworm`), and bump both together.
+# Every runtime dependency comes from requirements.lock (`make lock`), checked against its
+# hashes both when downloaded and when installed.
+#
+# BASE: the official image, pinned by tag and by the digest of its multi-architecture index;
+# bump both together. Any image with Python 3.11+, pip and the passwd tools will do, e.g. a
+# mirror's copy or the Debian-made base of .ci/base-images (`make image BASE=...`): both
+# stages use it and nothing else in the build changes with it.
+ARG BASE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
-FROM python:3.11.14-slim-bookworm AS build
+FROM ${BASE} AS build
 
+# pip checks TLS against the system bundle, so a build behind a TLS-inspecting proxy works by
+# mounting the host's bundle there (`make image` does, with podman); a build arg, so it stays
+# out of the runtime image.
+ARG PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-# .dockerignore lets in only pyproject.toml, README.md, service/ and contracts/.
+# .dockerignore lets in only pyproject.toml, requirements.lock, README.md, service/, contracts/.
 COPY . .
-RUN pip wheel --wheel-dir /wheels .
+RUN python -m pip wheel --require-hashes --wheel-dir /wheels -r requirements.lock \
+ && python -m pip wheel --no-deps --wheel-dir /wheels .
 
 
-FROM python:3.11.14-slim-bookworm AS runtime
+FROM ${BASE} AS runtime
 
 LABEL org.opencontainers.image.title="runsteps" \
       org.opencontainers.image.description="Tracks OpenAI-style run-step lifecycles from a Redis stream" \
@@ -37,10 +49,14 @@ RUN groupadd --system --gid 10001 runsteps \
  && useradd --system --uid 10001 --gid runsteps --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin runsteps
 
-# Only the wheels from the build stage, bind-mounted so they never land in a layer. pip
-# compiles the .pyc files now, as root, since the running container cannot write them.
+# Only the wheels from the build stage, bind-mounted so they never land in a layer: the
+# locked dependencies (hashes checked again), then the project itself. pip compiles the .pyc
+# files now, as root, since the running container cannot write them.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --root-user-action=ignore /wheels/*.whl
+    --mount=type=bind,source=requirements.lock,target=/requirements.lock \
+    python -m pip install --no-index --find-links /wheels --root-user-action=ignore \
+        --require-hashes -r /requirements.lock \
+ && python -m pip install --no-index --no-deps --root-user-action=ignore /wheels/runsteps-*.whl
 
 # Numeric, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
 USER 10001:10001

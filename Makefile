@@ -1,18 +1,34 @@
 # One set of gates for people and CI. `make demo` then `make test` work on a fresh machine:
 # both create the venv and make sure a redis-server binary exists first.
+# The container and Prometheus checks need more than a fresh machine has (a container engine,
+# Debian's prometheus): they have their own targets, which CI runs (.ci/run).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# The image's tag (compose and Kubernetes use this one) and, if set, the base of both stages.
+IMAGE ?= runsteps:0.1.0
+BASE ?=
+export IMAGE BASE
 
-.PHONY: install redis chromium demo test check lint types bench
+.PHONY: install lock redis chromium demo test check lint types bench \
+	image image-test ops-test testcontainers-test
 
-$(VENV)/.installed: pyproject.toml
+# Every dependency from the hash-checked lock, then the project itself (editable, no deps).
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 install: $(VENV)/.installed
+
+# Re-resolve both locks from pyproject.toml (UPGRADE=1: newest allowed releases too).
+lock: install
+	$(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 \
+		--generate-hashes --quiet $(if $(UPGRADE),--upgrade) -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+		--generate-hashes --quiet $(if $(UPGRADE),--upgrade) -o requirements-dev.lock
 
 redis:
 	@bash .ci/ensure-redis
@@ -27,8 +43,8 @@ test: install redis chromium
 	$(PY) -m pytest
 
 lint: install
-	$(VENV)/bin/ruff check service contracts tests bench
-	$(VENV)/bin/ruff format --check service contracts tests bench
+	$(VENV)/bin/ruff check service contracts tests bench deploy
+	$(VENV)/bin/ruff format --check service contracts tests bench deploy
 
 types: install
 	$(VENV)/bin/mypy
@@ -37,3 +53,19 @@ check: lint types test
 
 bench: install redis
 	$(PY) -m bench
+
+# The worker image (docker or podman, whichever answers) and its SBOM, build/sbom.cdx.json.
+image: install
+	@bash .ci/image
+
+# Build, then run the image for real: smoke test, compose stack, Kubernetes manifests.
+image-test: image redis
+	$(PY) -m pytest -m container tests/container
+
+# Alert rules under promtool, and a real Prometheus scraping a worker (Debian's prometheus).
+ops-test: install redis
+	$(PY) -m pytest -m prometheus tests/ops
+
+# The integration suite against a testcontainers Redis served by a podman socket.
+testcontainers-test: install
+	@bash .ci/testcontainers-test

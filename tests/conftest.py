@@ -17,6 +17,12 @@ from service.settings import Settings
 from service.store import Store
 from service.telemetry import Telemetry
 
+# The image a testcontainers Redis runs; a mirror's copy or a locally built one where the
+# official image cannot be pulled (CI: Debian's redis-server, .ci/base-images).
+REDIS_IMAGE = os.environ.get("RUNSTEPS_TEST_REDIS_IMAGE", "redis:7-alpine")
+# RUNSTEPS_TEST_REDIS=container: a testcontainers Redis or an error, never the fallback
+# (.ci/testcontainers-test proves that path that way).
+
 
 def _docker_answers() -> bool:
     if not os.environ.get("DOCKER_HOST") and not os.path.exists("/var/run/docker.sock"):
@@ -39,10 +45,18 @@ def redis_url() -> Iterator[str]:
     """REDIS_URL if set, else a testcontainers Redis if Docker answers, else a private server."""
     if url := os.environ.get("REDIS_URL"):
         yield url
-    elif _docker_answers():
-        from testcontainers.redis import RedisContainer
+    elif _docker_answers() or os.environ.get("RUNSTEPS_TEST_REDIS") == "container":
+        # The generic container: testcontainers.redis is deprecated (4.15), its replacement
+        # lives in the community namespace; Redis needs nothing more than a port and a wait.
+        from testcontainers.core.container import DockerContainer
+        from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-        with RedisContainer("redis:7-alpine") as container:
+        container = (
+            DockerContainer(REDIS_IMAGE)
+            .with_exposed_ports(6379)
+            .waiting_for(LogMessageWaitStrategy("Ready to accept connections"))
+        )
+        with container:
             host = container.get_container_host_ip()
             port = container.get_exposed_port(6379)
             yield f"redis://{host}:{port}/0"

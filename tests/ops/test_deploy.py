@@ -16,7 +16,7 @@ import sys
 import tomllib
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import jsonschema
@@ -141,17 +141,20 @@ def test_dockerfile_passes_hadolint() -> None:
 
 
 def test_dockerfile_builds_wheels_then_runs_them_as_non_root() -> None:
-    """Two stages on one pinned base; the runtime runs `runsteps worker` as uid 10001."""
+    """Two stages on one base (a build arg, pinned by digest); `runsteps worker` as uid 10001."""
     instructions = _dockerfile()
     bases = [args.split()[0] for ins, args in instructions if ins == "FROM"]
-    assert len(bases) == 2
-    assert len(set(bases)) == 1, "build and runtime stages use the same base"
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", bases[0])
-    assert any(ins == "RUN" and "pip wheel" in args for ins, args in instructions)
+    assert bases == ["${BASE}", "${BASE}"], "build and runtime stages use the same base"
+    default = dict(a.split("=", 1) for ins, a in instructions if ins == "ARG" and "=" in a)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", default["BASE"])
+    wheels = [args for ins, args in instructions if ins == "RUN" and "pip wheel" in args]
+    assert len(wheels) == 1
+    assert "--require-hashes" in wheels[0], "dependencies come from the lock, hashes checked"
 
     runtime = _runtime_stage()
     runs = [args for ins, args in runtime if ins == "RUN"]
     assert any("--no-index" in r and "/wheels" in r for r in runs), "runtime installs wheels only"
+    assert any("--require-hashes -r /requirements.lock" in r for r in runs)
     assert not any(ins == "COPY" and "--from" not in args for ins, args in runtime)
     env = " ".join(args for ins, args in runtime if ins == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env
@@ -180,7 +183,7 @@ def test_docker_context_lets_in_every_package_and_nothing_else() -> None:
     packages = set(
         tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     )
-    assert {"pyproject.toml", *packages} <= allowed
+    assert {"pyproject.toml", "requirements.lock", *packages} <= allowed
     assert not allowed & {".venv", ".git", "tests", "deploy", "bench"}
 
 
@@ -401,9 +404,15 @@ def test_repository_holds_only_placeholder_credentials() -> None:
 # -- compose ------------------------------------------------------------------------------------
 
 
+def _compose_at_defaults() -> dict[str, Any]:
+    """compose.yaml with each `${VAR:-default}` at its default, as compose reads it."""
+    text = (DEPLOY / "compose.yaml").read_text()
+    return cast("dict[str, Any]", yaml.safe_load(re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", text)))
+
+
 def test_compose_runs_the_same_image_and_settings() -> None:
     """compose.yaml parses, builds the Dockerfile and names the Deployment's image and env."""
-    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    compose = _compose_at_defaults()
     worker = compose["services"]["worker"]
     redis = compose["services"]["redis"]
     assert worker["image"] == _container()["image"]
