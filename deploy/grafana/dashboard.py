@@ -123,9 +123,9 @@ def build() -> Dashboard:
                 unit="s",
             ),
             series(
-                "Commit conflicts and processing failures /s",
+                "Error events and processing failures /s",
                 {
-                    "conflicts": f"sum(rate(runsteps_commit_conflicts_total{RATE}))",
+                    "errors": f"sum(rate(runsteps_error_events_total{RATE}))",
                     "failures": f"sum(rate(runsteps_processing_failures_total{RATE}))",
                 },
                 (12, 20, 12, 8),
