@@ -129,6 +129,46 @@ def _throughput(t: Throughput) -> list[Row]:
     return rows
 
 
+def _verdict(value: float, limit: float, most: bool) -> str:
+    """'met', or 'missed by N%' (how far `value` is past `limit`)."""
+    if (value <= limit) if most else (value >= limit):
+        return "met"
+    return f"**missed** by {abs(value / limit - 1):.0%}"
+
+
+def _targets(t: Throughput) -> list[Row]:
+    """The issue's targets, judged on this run's measurements."""
+    a, b, c = t.a.drain, t.b, t.c
+    worker = a.cpu_us("consumer") / b.cpu_us("consumer")
+    redis = a.cpu_us("redis") / b.cpu_us("redis")
+    runs = [t.a, t.d]
+    if not isinstance(t.capped, str):
+        runs += [run for pair in t.capped.rounds for run in pair]
+    if not isinstance(t.pinned, str):
+        runs += [run for pair in t.pinned.rounds for run in pair]
+    fewest = min(run.started for run in runs)
+    rows: list[Row] = [
+        ("worker CPU per event, A/B", f"{worker:.2f}", f"<= 1.35: {_verdict(worker, 1.35, True)}"),
+        (
+            "redis-server CPU per event, A/B",
+            f"{redis:.2f}",
+            f"<= 4.7: {_verdict(redis, 4.7, True)}",
+        ),
+    ]
+    if not isinstance(t.capped, str):
+        median = t.capped.median
+        rows.append(("D'/A' (median)", f"{median:.2f}", f">= 1.8: {_verdict(median, 1.8, False)}"))
+    rows += [
+        (
+            "steps with a run_step.started, fewest",
+            f"{fewest:.1%}",
+            f"100% in each of {len(runs)} runsteps drains: {_verdict(fewest, 1.0, False)}",
+        ),
+        ("A/C", f"{a.rate / c.rate:.1f}", f">= 10: {_verdict(a.rate / c.rate, 10, False)}"),
+    ]
+    return rows
+
+
 def _capped(c: Capped | str, pinned: bool) -> list[Row]:
     a_, d_ = ("A''", "D''") if pinned else ("A'", "D'")
     if isinstance(c, str):
@@ -283,6 +323,7 @@ class Results:
         """(title, rows) of every section that ran."""
         out: list[tuple[str, list[Row]]] = []
         if self.throughput is not None:
+            out.append(("Targets, judged on this run", _targets(self.throughput)))
             n = _n(self.throughput.a.drain.events)
             out.append((f"Throughput: drain {n} pre-filled entries", _throughput(self.throughput)))
         if self.latency:
