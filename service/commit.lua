@@ -74,6 +74,11 @@ while a <= nargs do
     cur[f] = v
   end
   local totals, counts  -- read lazily from `got`, kept as numbers
+  local function load_counts()
+    local loaded = {}
+    for c = 1, 5 do loaded[c] = tonumber(got[8 + c]) or 0 end
+    return loaded
+  end
   for _ = 1, nops do
     local head, f, state, start, finish, reject, key, extra = unpack(ARGV, a, a + 7)
     a = a + 8
@@ -118,10 +123,7 @@ while a <= nargs do
       end
       if step then
         publish(finish)
-        if not counts then
-          counts = {}
-          for c = 1, 5 do counts[c] = tonumber(got[8 + c]) or 0 end
-        end
+        counts = counts or load_counts()
         counts[COUNT_AT[code]] = counts[COUNT_AT[code]] + 1
         if key ~= '' then
           if not totals then
@@ -136,10 +138,7 @@ while a <= nargs do
             extra, totals[1], totals[2], totals[3], totals[4]))
         end
       else
-        if not counts then
-          counts = {}
-          for c = 1, 5 do counts[c] = tonumber(got[8 + c]) or 0 end
-        end
+        counts = counts or load_counts()
         if key ~= '' then  -- a response's own totals (Responses): they replace the sums
           local p, c, t = string.match(key, '^(%d+),(%d+),(%d+)$')
           local ended_steps = counts[1] + counts[2] + counts[3] + counts[4] + counts[5]

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from contracts.derived import DeadLetterError, DeadLetterKind, Source
+from contracts.derived import DeadLetterError, DeadLetterKind
 from contracts.responses import ItemPhase, OutputItem, ResponseObject, item_phase
 from contracts.responses_events import (
     RESPONSES_EVENT,
@@ -33,7 +33,7 @@ from contracts.stream_events import (
     classify,
 )
 
-from .derive import ReportedRun, ReportedStep
+from .derive import ReportedRun
 from .fastpath import FastStep, decode_fast
 from .telemetry import IGNORED_OTHER
 
@@ -277,8 +277,3 @@ def _responses(value: dict[str, Any], seen_at: float) -> Decoded:
             if (phase := item_phase(output, closed=True) or ItemPhase.COMPLETED)
         )
     return Responses(items, run)
-
-
-def source_of(decoded: ReportedStep | Responses) -> Source:
-    """The dialect a decoded subject came in."""
-    return Source.RESPONSES if isinstance(decoded, Responses | Item) else Source.ASSISTANTS

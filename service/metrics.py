@@ -10,7 +10,7 @@ group reports the same figures (aggregate them with max by stream, not sum).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from contracts.derived import DeadLetterKind, DerivedType
 
 from .lifecycle import Outcome
+from .telemetry import Telemetry
 
 if TYPE_CHECKING:
     from .app import Worker
@@ -30,13 +31,18 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _POLL_TIMEOUT_S = 2.0
 
-# (metric name without _total, Telemetry attribute, help)
-_PLAIN_COUNTERS = (
-    ("runsteps_events_consumed", "consumed", "Source entries handled (redeliveries count again)"),
-    ("runsteps_processing_failures", "failed", "Entries whose processing raised; left pending"),
-    ("runsteps_reclaimed_entries", "reclaimed", "Pending entries taken over from other consumers"),
-    ("runsteps_error_events", "error_events", "`error` events forwarded by producers"),
-)
+# (metric name without _total, help, the Telemetry count): typed getters, so a misspelt
+# count is a type error rather than a metric that silently stays at zero.
+_PLAIN_COUNTERS: tuple[tuple[str, str, Callable[[Telemetry], int]], ...] = (
+    ("runsteps_events_consumed", "Source entries handled (redeliveries count again)",
+     lambda t: t.consumed),
+    ("runsteps_processing_failures", "Entries whose processing raised; left pending",
+     lambda t: t.failed),
+    ("runsteps_reclaimed_entries", "Pending entries taken over from other consumers",
+     lambda t: t.reclaimed),
+    ("runsteps_error_events", "`error` events forwarded by producers",
+     lambda t: t.error_events),
+)  # fmt: skip
 
 
 class _Snapshot:
@@ -60,8 +66,8 @@ class _StatsCollector:
 
     def collect(self) -> Iterator[Metric]:
         telemetry = self.worker.telemetry
-        for name, attribute, doc in _PLAIN_COUNTERS:
-            yield CounterMetricFamily(name, doc, value=getattr(telemetry, attribute))
+        for name, doc, count in _PLAIN_COUNTERS:
+            yield CounterMetricFamily(name, doc, value=count(telemetry))
         yield CounterMetricFamily(
             "runsteps_transitions_rejected",
             "Terminal steps or runs reported with a different terminal status",

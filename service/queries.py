@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 from contracts.partitioning import partition_for
 from contracts.queries import RunState, StepState, TokenTotals, TokenUsage
 
-from .state import RUN_FIELD, STEP_FIELD, decode_run_state, decode_state
+from .state import RUN_FIELD, STEP_FIELD, decode_run_state, decode_state, parse_number
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -33,9 +33,7 @@ MAX_PAGE = 1000
 
 
 def _num(value: str | None) -> int | float | None:
-    if not value:
-        return None
-    return float(value) if "." in value or "e" in value else int(value)
+    return parse_number(value) if value else None
 
 
 def _duration(start: int | float | None, end: int | float | None) -> int | float | None:

@@ -23,6 +23,7 @@ __all__ = [
     "decode_state",
     "encode_run_state",
     "encode_state",
+    "parse_number",
 ]
 
 STEP_FIELD = "@"
@@ -73,7 +74,8 @@ def _number(value: int | float | None) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def _parse(value: str) -> int | float:
+def parse_number(value: str) -> int | float:
+    """A number as `_number` wrote it."""
     return float(value) if "." in value or "e" in value else int(value)
 
 
@@ -116,7 +118,7 @@ def decode_state(raw: str) -> dict[str, str]:
         else:
             record[name] = value
     if "c" in record and "d" in record:
-        record["d"] = _number(_parse(record["c"]) + _parse(record["d"]))
+        record["d"] = _number(parse_number(record["c"]) + parse_number(record["d"]))
     if "up" in record and "uc" in record and "ut" not in record:
         record["ut"] = str(int(record["up"]) + int(record["uc"]))
     return record
@@ -142,5 +144,5 @@ def decode_run_state(raw: str) -> dict[str, str]:
     if "x" in record:
         record["x"] = ",".join(names[v] for v in record["x"])
     if "c" in record and "d" in record:
-        record["d"] = _number(_parse(record["c"]) + _parse(record["d"]))
+        record["d"] = _number(parse_number(record["c"]) + parse_number(record["d"]))
     return record
