@@ -261,9 +261,15 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source) -> Op:
         return op
     if run.totals is not None:
         op.key = "%d,%d,%d" % run.totals  # noqa: UP031  # the script parses exactly this
-        usage_event = _run_common(run, source, DerivedType.RUN_USAGE)
-        usage_event = {"type": usage_event.pop("type"), "event_id": usage_event.pop("event_id"),
-                       "source": source, "step_id": None, **usage_event}  # fmt: skip
+        usage_event: Event = {
+            "type": DerivedType.RUN_USAGE,
+            "event_id": event_id_for(run.id, "", DerivedType.RUN_USAGE),
+            "source": source,
+            "step_id": None,  # RunUsage's field order: a response's own totals name no step
+            "run_id": run.id,
+            "thread_id": run.thread_id,
+            "assistant_id": run.assistant_id,
+        }
         usage_event["from_status"] = "in_progress"
         usage_event["to_status"] = status
         usage_event["occurred_at"] = run.ended_at if run.ended_at is not None else run.created_at
