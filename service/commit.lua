@@ -14,10 +14,12 @@
 --
 -- KEYS: 1 derived stream, 2 source stream, 3 stall zset, then one run hash per run group
 -- ARGV: 1 group, 2 derived maxlen, 3 state TTL, 4 number of ids to ack, then those ids,
---       then per run group: its number of entries, thread, assistant, and per entry 8
---       arguments (service/derive.py Op): head, field, state, start, end, reject, key, extra
+--       then per run group: its number of entries, run id, thread, assistant, and per entry
+--       7 arguments (service/derive.py Op): head, field, state, start, end, key, extra
 --       (key and extra: a step's usage and run.usage; a waiting run's round and
---       run.requires_action; an ending run's own totals and run.usage).
+--       run.requires_action; an ending run's own totals and run.usage). An entry that ends
+--       its subject carries its end only, and as `start` the start's last fields: the
+--       start and the rejection it rarely needs are built here, from the end's ids.
 -- Returns one action letter per entry, in order: what was done (lifecycle.Action).
 local derived, source, stalls = KEYS[1], KEYS[2], KEYS[3]
 local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
@@ -40,17 +42,51 @@ local function spliced(template, name)
   return (string.gsub(string.gsub(template, '"%%FROM%%"', value), '%%FROM%%', name or 'none'))
 end
 
+-- contracts.derived.event_id_for: the UUIDv5 of 'run|step|type|qualifier' in NAMESPACE.
+local function event_id(run_id, subject, type_, qualifier)
+  local h = redis.sha1hex(NAMESPACE .. run_id .. '|' .. subject .. '|' .. type_ .. '|' .. qualifier)
+  local variant = tonumber(string.sub(h, 17, 17), 16) % 4 + 1
+  return string.sub(h, 1, 8) .. '-' .. string.sub(h, 9, 12) .. '-5' .. string.sub(h, 14, 16)
+    .. '-' .. string.sub('89ab', variant, variant) .. string.sub(h, 18, 20) .. '-'
+    .. string.sub(h, 21, 32)
+end
+
+-- An event of an ending entry that the worker did not build: its type and id, the ids
+-- its end carries (`"source":…,"assistant_id":…`: quotes inside values are escaped, so the
+-- first ',"from_status":' ends them), then `rest`.
+local function built(type_, run_id, subject, qualifier, finish, rest)
+  return '{"type":"' .. type_ .. '","event_id":"' .. event_id(run_id, subject, type_, qualifier)
+    .. '",' .. string.match(finish, '^{"type":"[^"]*","event_id":"[^"]*",(.-),"from_status":')
+    .. ',' .. rest
+end
+
+-- The start of a subject first seen ended; `tail` ends it (occurred_at, step_type).
+local function built_start(step, run_id, subject, finish, tail)
+  return built(step and 'run_step.started' or 'run.started', run_id, subject, '', finish,
+    '"from_status":null,"to_status":"in_progress",' .. tail)
+end
+
+-- The rejection of a second terminal status `to` for a subject already `from`.
+local function built_rejection(step, run_id, subject, finish, from, to)
+  local kind = step and 'step' or 'run'
+  local occurred = string.match(finish, ',"occurred_at":([^,]*),')
+  return built((step and 'run_step' or 'run') .. '.transition_rejected', run_id, subject, to,
+    finish, '"from_status":"' .. from .. '","to_status":"' .. to .. '","occurred_at":'
+    .. occurred .. ',"reason":"' .. kind .. ' is already ' .. from
+    .. '; terminal statuses are final"}')
+end
+
 local a = 5 + nacks
 local k = 3
 local nargs = #ARGV
 while a <= nargs do
   k = k + 1
   local run = KEYS[k]
-  local nops, thread, assistant = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2]
-  a = a + 3
+  local nops, run_id, thread, assistant = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  a = a + 4
   -- One HMGET for the run: its fixed fields, then each subject the group names.
   local want, at = {unpack(FIXED)}, {}
-  for j = a + 1, a + 8 * (nops - 1) + 1, 8 do
+  for j = a + 1, a + 7 * (nops - 1) + 1, 7 do
     local f = ARGV[j]
     if not at[f] then
       want[#want + 1] = f
@@ -80,8 +116,8 @@ while a <= nargs do
     return loaded
   end
   for _ = 1, nops do
-    local head, f, state, start, finish, reject, key, extra = unpack(ARGV, a, a + 7)
-    a = a + 8
+    local head, f, state, start, finish, key, extra = unpack(ARGV, a, a + 6)
+    a = a + 7
     local step = string.byte(head, 1) == 115  -- 's'
     local code = string.sub(head, 2, 2)
     local now = cur[f]
@@ -93,7 +129,9 @@ while a <= nargs do
         act = 'D'
       else
         set(f, string.sub(now, 1, 2) .. refused .. code .. string.sub(now, 3 + #refused))
-        publish(spliced(reject, (step and STEP_NAMES or RUN_NAMES)[have]))
+        local names = step and STEP_NAMES or RUN_NAMES
+        publish(built_rejection(step, run_id, step and string.sub(f, 2) or '', finish,
+          names[have], names[code]))
         ended = true
       end
     elseif act == 'S' or act == 'W' then
@@ -112,7 +150,7 @@ while a <= nargs do
       ended = true
       local from = 'in_progress'
       if act == 'B' then
-        publish(start)
+        publish(built_start(step, run_id, step and string.sub(f, 2) or '', finish, start))
       else
         live = live - 1
         if step then

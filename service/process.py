@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -43,7 +44,7 @@ log = logging.getLogger("runsteps.process")
 Entry = tuple[bytes, dict[bytes, bytes]]
 """One stream entry as redis-py returns it: (entry id, fields)."""
 
-_OUTCOMES = {
+_OUTCOMES: dict[str, Outcome] = {  # by the script's action letters
     Action.START: Outcome.STARTED,
     Action.START_WAIT: Outcome.STARTED,
     Action.MOVE: Outcome.MOVED,
@@ -54,6 +55,9 @@ _OUTCOMES = {
     Action.NOTHING: Outcome.DUPLICATE,
     Action.STALE: Outcome.STALE,
 }
+
+
+_SILENT = frozenset((Action.MOVE, Action.NOTHING, Action.STALE))  # publish nothing
 
 
 def _describe(exc: BaseException) -> str:
@@ -190,11 +194,14 @@ class Processor:
     def _count(self, batch: Batch, actions: str) -> None:
         """Count decisions and published events (once: the commit has succeeded)."""
         telemetry = self.telemetry
+        for action, n in Counter(actions).items():
+            telemetry.decisions[_OUTCOMES[action]] += n
         ops = (op for run_ops in batch.runs.values() for op in run_ops)
+        derived = telemetry.derived
         for op, action in zip(ops, actions, strict=True):
-            telemetry.decisions[_OUTCOMES[Action(action)]] += 1
-            for type_ in published(op, action):
-                telemetry.derived[type_] += 1
+            if action not in _SILENT:
+                for type_ in published(op, action):
+                    derived[type_] += 1
 
     async def dead_letter_exhausted(
         self, entries: list[Entry], attempts: dict[bytes, int], last_errors: dict[bytes, str]

@@ -56,9 +56,9 @@ class Store:
             # Responses items name no conversation: the response's own op may come later.
             thread = next((op.thread_id for op in ops if op.thread_id), "")
             assistant = next((op.assistant_id for op in ops if op.assistant_id), "")
-            args += (len(ops), thread, assistant)
+            args += (len(ops), run_id, thread, assistant)
             for op in ops:
-                args += (op.head, op.field, op.state, op.start, op.end, op.reject, op.key, op.extra)
+                args += (op.head, op.field, op.state, op.start, op.end, op.key, op.extra)
         pipe.evalsha(COMMIT.sha, len(keys), *keys, *args)
 
     def _dead_letter_call(self, pipe: Any, dead: DeadLetter) -> None:
