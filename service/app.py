@@ -345,7 +345,7 @@ def build_app(worker: Worker) -> AsgiFastStream:
     from .http import App, prefix_routes, routes
     from .metrics import Metrics
 
-    metrics = Metrics(worker)
+    metrics = Metrics(worker.telemetry, lambda: worker.redis, worker.parts, worker.settings.group)
     spec = AsyncAPI(
         title="runsteps",
         version=version("runsteps"),

@@ -179,7 +179,7 @@ async def test_metrics_count_what_was_processed(
 async def test_group_gauges_show_lag_then_pending(redis: Redis, settings: Settings) -> None:
     """Lag counts entries not yet delivered to the group; pending those delivered, not acked."""
     worker = build_worker(settings)
-    metrics = Metrics(worker)
+    metrics = Metrics(worker.telemetry, lambda: worker.redis, worker.parts, settings.group)
     await worker.on_startup()  # connected, group created; the subscriber does not consume
     try:
         await produce(redis, settings, step("g1", "in_progress"), step("g2", "in_progress"))
