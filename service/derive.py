@@ -181,6 +181,7 @@ def step_op(
             status,
             step.created_at,
             step.type,
+            source,
             ended_at=ended_at,
             usage=triple,
             error_code=None if error is None else str(error.code),

@@ -59,6 +59,7 @@ def _step(
         assistant_id=assistant,
         status=record["s"],
         step_type=record.get("y"),
+        source=record.get("src"),
         created_at=created,
         ended_at=ended,
         duration_s=_duration(created, ended),

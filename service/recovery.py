@@ -28,9 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Recovery"]
 
-# The Assistants API's step types; any other type is a Responses output item's.
-_RUN_STEP_TYPES = frozenset({"message_creation", "tool_calls"})
-
 log = logging.getLogger("runsteps.recovery")
 
 
@@ -103,9 +100,7 @@ class Recovery:
             event = StepStalled(
                 type=DerivedType.STALLED,
                 event_id=event_id_for(run_id, step_id, DerivedType.STALLED),
-                source=Source.ASSISTANTS
-                if state.step_type in _RUN_STEP_TYPES
-                else Source.RESPONSES,
+                source=state.source or Source.ASSISTANTS,
                 step_id=step_id,
                 run_id=run_id,
                 thread_id=state.thread_id,
