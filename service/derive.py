@@ -107,8 +107,9 @@ class ReportedRun:
 class Op:
     """One source entry's possible effects, as the commit script takes them (see commit.lua).
 
-    `head` is the kind ('s' step, 'r' run) and the incoming status's code, then, for steps,
-    '|<stall deadline or empty>|<stall index member>'.
+    `head` is the kind ('s' step, 'r' run), the incoming status's code, '+' if the entry
+    names a thread or assistant (else '-'), then, for steps, '|<stall deadline or
+    empty>|<stall index member>'.
     """
 
     source_id: bytes
@@ -126,6 +127,10 @@ class Op:
     key: str = ""
     extra: bytes = b""
     end_type: str = ""  # the end event's type, for counting what was published
+
+
+def _named(op: Op) -> str:
+    return "+" if op.thread_id or op.assistant_id else "-"
 
 
 def stall_member(run_id: str, step_id: str) -> str:
@@ -188,10 +193,10 @@ def step_op(
         ),
     )
     if status == "in_progress":
-        op.head = f"si|{int(stall_deadline)}|{member}"
+        op.head = f"si{_named(op)}|{int(stall_deadline)}|{member}"
         op.start = _step_start(step, source)
         return op
-    op.head = f"s{STEPS.codes[status]}||{member}"
+    op.head = f"s{STEPS.codes[status]}{_named(op)}||{member}"
     # The start's last fields: the script builds the rest from the end, if it needs it.
     op.start = _dumps({"occurred_at": step.created_at, "step_type": step.type})[1:]
     type_ = op.end_type = STEP_END_TYPES[status]
@@ -237,10 +242,11 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source) -> Op:
         run_id=run.id,
         thread_id=run.thread_id or "",
         assistant_id=run.assistant_id or "",
-        head=f"r{RUNS.codes[status]}",
+        head="",
         field=RUN_FIELD,
         state=encode_run_state(status, run.created_at, run.ended_at if terminal else None),
     )
+    op.head = f"r{RUNS.codes[status]}{_named(op)}"
     if terminal:  # the start's last field: the script builds the rest from the end
         op.start = _dumps({"occurred_at": run.created_at})[1:]
     else:

@@ -40,6 +40,27 @@ def _stall_ref(member: str) -> StepRef | None:
     return rest[: int(size)], rest[int(size) :]
 
 
+def _agreeing(ops: list[Op]) -> list[tuple[str, str, list[Op]]]:
+    """A run's ops in arrival order, cut where one names another thread or assistant than
+    those before it: (thread, assistant, ops) groups, each checked against the run's once.
+    Ops naming neither (Responses items) join any group."""
+    groups: list[tuple[str, str, list[Op]]] = []
+    thread = assistant = ""
+    group: list[Op] = []
+    for op in ops:
+        if (op.thread_id and thread and op.thread_id != thread) or (
+            op.assistant_id and assistant and op.assistant_id != assistant
+        ):
+            groups.append((thread, assistant, group))
+            thread = assistant = ""
+            group = []
+        group.append(op)
+        thread = thread or op.thread_id
+        assistant = assistant or op.assistant_id
+    groups.append((thread, assistant, group))
+    return groups
+
+
 class Store:
     """One partition's tracked state, written by scripts."""
 
@@ -52,13 +73,12 @@ class Store:
         keys = [p.derived_stream, p.source_stream, conn.keys.stalls]
         args: list[Any] = [s.group, s.derived_maxlen, s.state_ttl_s, len(acks), *acks]
         for run_id, ops in runs.items():
-            keys.append(run_key(run_id))
-            # Responses items name no conversation: the response's own op may come later.
-            thread = next((op.thread_id for op in ops if op.thread_id), "")
-            assistant = next((op.assistant_id for op in ops if op.assistant_id), "")
-            args += (len(ops), run_id, thread, assistant)
-            for op in ops:
-                args += (op.head, op.field, op.state, op.start, op.end, op.key, op.extra)
+            for thread, assistant, group in _agreeing(ops):
+                keys.append(run_key(run_id))
+                args += (len(group), run_id, thread, assistant)
+                for op in group:
+                    args += (op.source_id, op.head, op.field, op.state, op.start, op.end)
+                    args += (op.key, op.extra)
         pipe.evalsha(COMMIT.sha, len(keys), *keys, *args)
 
     def _dead_letter_call(self, pipe: Any, dead: DeadLetter) -> None:
@@ -81,9 +101,10 @@ class Store:
     ) -> str:
         """Apply a batch in one round trip: the commit script, then one script per dead letter.
 
-        `runs` holds each run's ops in arrival order; `acks` every entry id of the batch
-        that is not dead-lettered (acked atomically with the effects). Returns the action
-        letter of every op, runs in `runs` order. Re-running after NOSCRIPT is safe: both
+        `runs` holds each run's ops in arrival order, acked atomically with their effects
+        (unless their identity mismatched: action 'I'); `acks` the ids of the batch's other
+        entries with no effects (ignored events). Returns the action letter of every op,
+        runs in `runs` order. Re-running after NOSCRIPT is safe: both
         scripts are idempotent per source entry.
         """
 
