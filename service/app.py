@@ -291,8 +291,8 @@ def _subscribe(worker: Worker, index: int, part: Partition) -> None:
         entries = batch.entries
         await worker.processors[index].process(entries)  # built at start-up
         if len(entries) < settings.batch_size and linger_s:
-            # Let entries gather: every fetch, read and commit has a fixed cost that a
-            # batch of one pays alone (~1 ms of CPU here).
+            # Let entries gather: every fetch and commit has a fixed cost that a batch of
+            # one pays alone (bench/README.md measures what linger buys).
             await asyncio.sleep(linger_s)
 
 
