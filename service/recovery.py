@@ -95,7 +95,9 @@ class Recovery:
         s = self.settings
         now = int(time.time()) if now is None else now
         published = 0
-        for run_id, step_id in await self.store.due_stalls(now, limit=500):
+        due, pruned = await self.store.due_stalls(now, limit=500)
+        self.processor.telemetry.stall_index_pruned += pruned
+        for run_id, step_id in due:
             state = await step_state(self.store.conn, run_id, step_id)
             if state is None or state.status != "in_progress":
                 continue
