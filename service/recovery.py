@@ -19,6 +19,7 @@ from contracts.derived import DerivedType, Source, StepStalled, event_id_for
 from .derive import stall_member
 from .errors import INFRASTRUCTURE_ERRORS
 from .queries import step_state
+from .trim import trim_source
 
 if TYPE_CHECKING:
     from .pending import Pending
@@ -135,6 +136,7 @@ class Recovery:
                 claimed = await self.claim_once()
                 if time.monotonic() >= next_stall_scan:
                     await self.scan_stalls()
+                    self.processor.telemetry.source_trimmed += await trim_source(self.store.conn)
                     next_stall_scan = time.monotonic() + s.stall_scan_s
                 self.last_pass = time.monotonic()
                 backoff = 0.1

@@ -12,7 +12,16 @@ from importlib.resources import files
 
 from .lifecycle import RUNS, STEPS, Machine, transition_table
 
-__all__ = ["COMMIT", "DEADLETTER", "SCRIPTS", "STALL", "STALL_PRUNE", "Script", "commit_source"]
+__all__ = [
+    "COMMIT",
+    "DEADLETTER",
+    "SCRIPTS",
+    "STALL",
+    "STALL_PRUNE",
+    "TRIM",
+    "Script",
+    "commit_source",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,4 +67,5 @@ COMMIT = Script.of(commit_source())
 DEADLETTER = Script.of(_read("deadletter.lua"))
 STALL = Script.of(_read("stall.lua"))
 STALL_PRUNE = Script.of(_read("stall_prune.lua"))
-SCRIPTS = (COMMIT, DEADLETTER, STALL, STALL_PRUNE)
+TRIM = Script.of(_read("trim.lua"))
+SCRIPTS = (COMMIT, DEADLETTER, STALL, STALL_PRUNE, TRIM)
