@@ -46,6 +46,10 @@ _PLAIN_COUNTERS: tuple[tuple[str, str, Callable[[Telemetry], int]], ...] = (
      lambda t: t.reclaimed),
     ("runsteps_error_events", "`error` events forwarded by producers",
      lambda t: t.error_events),
+    ("runsteps_source_trimmed", "Source entries trimmed: acked by every group, past retention",
+     lambda t: t.source_trimmed),
+    ("runsteps_stall_index_pruned", "Stall index members removed: step state gone or ended",
+     lambda t: t.stall_index_pruned),
 )  # fmt: skip
 
 

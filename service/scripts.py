@@ -14,7 +14,16 @@ from contracts.derived import NAMESPACE
 
 from .lifecycle import RUNS, STEPS, Machine, transition_table
 
-__all__ = ["COMMIT", "DEADLETTER", "SCRIPTS", "STALL", "Script", "commit_source"]
+__all__ = [
+    "COMMIT",
+    "DEADLETTER",
+    "SCRIPTS",
+    "STALL",
+    "STALL_PRUNE",
+    "TRIM",
+    "Script",
+    "commit_source",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,4 +74,6 @@ def commit_source() -> str:
 COMMIT = Script.of(commit_source())
 DEADLETTER = Script.of(_read("deadletter.lua"))
 STALL = Script.of(_read("stall.lua"))
-SCRIPTS = (COMMIT, DEADLETTER, STALL)
+STALL_PRUNE = Script.of(_read("stall_prune.lua"))
+TRIM = Script.of(_read("trim.lua"))
+SCRIPTS = (COMMIT, DEADLETTER, STALL, STALL_PRUNE, TRIM)

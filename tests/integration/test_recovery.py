@@ -184,6 +184,24 @@ async def test_unreadable_stall_member_is_dropped_not_fatal(
     assert await redis.zcard(conn.keys.stalls) == 0
 
 
+async def test_stale_stall_members_are_pruned_and_never_hide_a_stall(
+    conn: Connection, redis: Redis, settings: Settings
+) -> None:
+    """600 index members whose step state is gone or ended, all due before a real stalled
+    step, are removed by the scan, and the real stall is still published in that scan."""
+    s = settings.model_copy(update={"stall_after_s": 1})
+    await produce(redis, s, step("slow", "in_progress"), step("ended", "completed", ended_at=T0))
+    processor = make_processor(conn, s)
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
+    orphans = {stall_member(f"run_gone{i}", f"step{i}"): 1 for i in range(599)}
+    orphans[stall_member("run_demo", "ended")] = 1  # ended, yet left in the index
+    await redis.zadd(conn.keys.stalls, orphans)
+    assert await Recovery(processor).scan_stalls(now=int(time.time()) + 5) == 1
+    stalled = [e["step_id"] for e in await read_json(redis, s.derived_stream)]
+    assert stalled[-1] == "slow"
+    assert await redis.zcard(conn.keys.stalls) == 0
+
+
 async def test_terminal_state_expires_and_live_state_does_not(
     conn: Connection, redis: Redis, settings: Settings
 ) -> None:
