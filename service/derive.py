@@ -6,7 +6,8 @@ decision will most likely publish, ready to append: a starting entry its start, 
 one its end and run.usage; run.requires_action (with `%FROM%` where the tracked status
 goes). The rare ones, the start of a subject first seen ended and a rejected second end, the
 script builds from the end's ids (commit.lua), so no entry ships events it seldom needs.
-Events are built as plain dicts in the exact shape (and field order) of the
+An event is its type and id, its subject's ids (serialised once per entry, shared by
+its events), then its own fields, in the exact shape and field order of the
 `contracts.derived` models; the tests validate every event the worker writes against them.
 """
 
@@ -142,25 +143,24 @@ def _dumps(event: Event) -> bytes:
     return orjson.dumps(event)
 
 
-def _step_common(step: ReportedStep, source: Source, type_: str, qualifier: str = "") -> Event:
-    return {
-        "type": type_,
-        "event_id": event_id_for(step.run_id, step.id, type_, qualifier),
+_OPENINGS = {t.value: f'{{"type":"{t.value}","event_id":"'.encode() for t in DerivedType}
+
+
+def _event(type_: str, event_id: str, ids: bytes, rest: Event) -> bytes:
+    """One event: its type and id, its subject's ids (`_step_ids`), then `rest`'s fields.
+    The ids are serialised once per entry and shared by every event it carries."""
+    return b"".join((_OPENINGS[type_], event_id.encode(), b'",', ids, b",", _dumps(rest)[1:]))
+
+
+def _step_ids(step: ReportedStep, source: Source) -> bytes:
+    ids = {
         "source": source,
         "step_id": step.id,
         "run_id": step.run_id,
         "thread_id": step.thread_id,
         "assistant_id": step.assistant_id,
     }
-
-
-def _step_start(step: ReportedStep, source: Source) -> bytes:
-    event = _step_common(step, source, DerivedType.STARTED)
-    event["from_status"] = None
-    event["to_status"] = "in_progress"
-    event["occurred_at"] = step.created_at
-    event["step_type"] = step.type
-    return _dumps(event)
+    return _dumps(ids)[1:-1]
 
 
 def step_op(
@@ -192,45 +192,46 @@ def step_op(
             error_code=None if error is None else str(error.code),
         ),
     )
+    ids = _step_ids(step, source)
     if status == "in_progress":
         op.head = f"si{_named(op)}|{int(stall_deadline)}|{member}"
-        op.start = _step_start(step, source)
+        start: Event = {"from_status": None, "to_status": status, "occurred_at": step.created_at}
+        start["step_type"] = step.type
+        type_ = DerivedType.STARTED
+        op.start = _event(type_, event_id_for(step.run_id, step.id, type_), ids, start)
         return op
     op.head = f"s{STEPS.codes[status]}{_named(op)}||{member}"
     # The start's last fields: the script builds the rest from the end, if it needs it.
     op.start = _dumps({"occurred_at": step.created_at, "step_type": step.type})[1:]
     type_ = op.end_type = STEP_END_TYPES[status]
     occurred_at = ended_at if ended_at is not None else step.created_at
-    end = _step_common(step, source, type_)
-    end["from_status"] = "in_progress"
-    end["to_status"] = status
-    end["occurred_at"] = occurred_at
+    end: Event = {"from_status": "in_progress", "to_status": status, "occurred_at": occurred_at}
     end["step_type"] = step.type
     end["duration_s"] = None if ended_at is None else max(0, ended_at - step.created_at)
     end["usage"] = None if triple is None else {
         "prompt_tokens": triple[0], "completion_tokens": triple[1], "total_tokens": triple[2],
     }  # fmt: skip
     end["last_error"] = None if error is None else {"code": error.code, "message": error.message}
-    op.end = _dumps(end)
+    op.end = _event(type_, event_id_for(step.run_id, step.id, type_), ids, end)
     if triple is not None:
         op.key = "%d,%d,%d" % triple  # noqa: UP031  # the script parses exactly this
-        usage_event = _step_common(step, source, DerivedType.RUN_USAGE)
-        usage_event["from_status"] = "in_progress"
-        usage_event["to_status"] = status
+        usage_event: Event = {"from_status": "in_progress", "to_status": status}
         usage_event["occurred_at"] = occurred_at
-        op.extra = _dumps(usage_event)[:-1]  # the script appends the totals and the brace
+        type_ = DerivedType.RUN_USAGE
+        usage_id = event_id_for(step.run_id, step.id, type_)
+        # The script appends the totals and the brace.
+        op.extra = _event(type_, usage_id, ids, usage_event)[:-1]
     return op
 
 
-def _run_common(run: ReportedRun, source: Source, type_: str, qualifier: str = "") -> Event:
-    return {
-        "type": type_,
-        "event_id": event_id_for(run.id, "", type_, qualifier),
+def _run_ids(run: ReportedRun, source: Source) -> bytes:
+    ids = {
         "source": source,
         "run_id": run.id,
         "thread_id": run.thread_id,
         "assistant_id": run.assistant_id,
     }
+    return _dumps(ids)[1:-1]
 
 
 def run_op(source_id: bytes, run: ReportedRun, source: Source) -> Op:
@@ -247,51 +248,43 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source) -> Op:
         state=encode_run_state(status, run.created_at, run.ended_at if terminal else None),
     )
     op.head = f"r{RUNS.codes[status]}{_named(op)}"
+    ids = _run_ids(run, source)
     if terminal:  # the start's last field: the script builds the rest from the end
         op.start = _dumps({"occurred_at": run.created_at})[1:]
     else:
-        start = _run_common(run, source, DerivedType.RUN_STARTED)
-        start["from_status"] = None
-        start["to_status"] = status
-        start["occurred_at"] = run.created_at
-        op.start = _dumps(start)
+        type_ = DerivedType.RUN_STARTED
+        start: Event = {"from_status": None, "to_status": status, "occurred_at": run.created_at}
+        op.start = _event(type_, event_id_for(run.id, "", type_), ids, start)
     if status == RUNS.waiting:
         calls = run.pending_tool_call_ids
         op.key = calls[0] if calls else ""
-        waiting = _run_common(run, source, DerivedType.RUN_REQUIRES_ACTION, op.key)
-        waiting["from_status"] = FROM
-        waiting["to_status"] = status
+        type_ = DerivedType.RUN_REQUIRES_ACTION
+        waiting: Event = {"from_status": FROM, "to_status": status}
         waiting["occurred_at"] = run.created_at
         waiting["tool_call_ids"] = calls
-        op.extra = _dumps(waiting)
+        op.extra = _event(type_, event_id_for(run.id, "", type_, op.key), ids, waiting)
     if not terminal:
         return op
+    ended_at = run.ended_at
+    occurred_at = ended_at if ended_at is not None else run.created_at
     if run.totals is not None:
         op.key = "%d,%d,%d" % run.totals  # noqa: UP031  # the script parses exactly this
-        usage_event: Event = {
-            "type": DerivedType.RUN_USAGE,
-            "event_id": event_id_for(run.id, "", DerivedType.RUN_USAGE),
-            "source": source,
-            "step_id": None,  # RunUsage's field order: a response's own totals name no step
-            "run_id": run.id,
-            "thread_id": run.thread_id,
-            "assistant_id": run.assistant_id,
-        }
-        usage_event["from_status"] = "in_progress"
-        usage_event["to_status"] = status
-        usage_event["occurred_at"] = run.ended_at if run.ended_at is not None else run.created_at
-        op.extra = _dumps(usage_event)[:-1]  # the script sets the totals and the brace
-    ended_at = run.ended_at
+        type_ = DerivedType.RUN_USAGE
+        usage_ids = _dumps({"source": source, "step_id": None} | orjson.loads(b"{%b}" % ids))
+        usage_ids = usage_ids[1:-1]  # RunUsage's field order: its totals name no step
+        usage_event: Event = {"from_status": "in_progress", "to_status": status}
+        usage_event["occurred_at"] = occurred_at
+        usage_id = event_id_for(run.id, "", type_)
+        # The script appends the totals and the brace.
+        op.extra = _event(type_, usage_id, usage_ids, usage_event)[:-1]
     type_ = op.end_type = RUN_END_TYPES[status]
-    end = _run_common(run, source, type_)
-    end["from_status"] = FROM
-    end["to_status"] = status
-    end["occurred_at"] = ended_at if ended_at is not None else run.created_at
+    end: Event = {"from_status": FROM, "to_status": status, "occurred_at": occurred_at}
     end["duration_s"] = None if ended_at is None else max(0, ended_at - run.created_at)
     end["usage"] = run.usage
     end["last_error"] = run.last_error
     end["incomplete_details"] = run.incomplete_details
-    op.end = _dumps(end)[:-1]  # the script appends the run's step counts and the brace
+    # The script appends the run's step counts and the brace.
+    op.end = _event(type_, event_id_for(run.id, "", type_), ids, end)[:-1]
     return op
 
 

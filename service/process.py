@@ -134,6 +134,7 @@ class Processor:
         telemetry = self.telemetry
         telemetry.consumed += len(entries)
         batch = Batch()
+        now = time.time()
         for source_id, fields in entries:
             seen_at = int(source_id.partition(b"-")[0]) / 1000  # the entry id's time
             decoded = decode_entry(fields, self.settings.max_payload_bytes, seen_at)
@@ -147,7 +148,7 @@ class Processor:
                 log.warning("a producer forwarded an error event: %s", decoded.message[:200])
                 batch.acks.append(source_id)
                 continue
-            ops = [] if isinstance(decoded, Rejection) else self._ops(source_id, decoded)
+            ops = [] if isinstance(decoded, Rejection) else self._ops(source_id, decoded, now)
             rejection = decoded if isinstance(decoded, Rejection) else self._misrouted(ops)
             if rejection is not None:
                 batch.dead.append(DeadLetter(source_id, fields, rejection.to_json()))
@@ -159,25 +160,24 @@ class Processor:
                 batch.acks.append(source_id)
         return batch
 
-    def _ops(self, source_id: bytes, decoded: Decoded) -> list[Op]:
+    def _ops(self, source_id: bytes, decoded: Decoded, now: float) -> list[Op]:
         """The ops of a decoded step, run, or Responses event (items first, then the run)."""
         if isinstance(decoded, FastStep):
-            return [self._step_op(source_id, decoded, Source.ASSISTANTS)]
+            return [self._step_op(source_id, decoded, Source.ASSISTANTS, now)]
         if isinstance(decoded, StepEntry):
-            return [self._step_op(source_id, decoded.step, Source.ASSISTANTS)]
+            return [self._step_op(source_id, decoded.step, Source.ASSISTANTS, now)]
         if isinstance(decoded, RunEntry):
             return [run_op(source_id, reported_run(decoded.run), Source.ASSISTANTS)]
         assert isinstance(decoded, Responses)
-        ops = [self._step_op(source_id, item, Source.RESPONSES) for item in decoded.items]
+        ops = [self._step_op(source_id, item, Source.RESPONSES, now) for item in decoded.items]
         if decoded.run is not None:
             ops.append(run_op(source_id, decoded.run, Source.RESPONSES))
         return ops
 
-    def _step_op(self, source_id: bytes, step: ReportedStep, source: Source) -> Op:
+    def _step_op(self, source_id: bytes, step: ReportedStep, source: Source, now: float) -> Op:
         # A stall is timed from when the step was first seen, not created_at alone:
         # replaying old events must not raise a storm of stalls for steps long done.
-        after = self.settings.stall_after_s
-        deadline = max(step.created_at, time.time()) + after
+        deadline = max(step.created_at, now) + self.settings.stall_after_s
         return step_op(source_id, step, source, deadline)
 
     def _misrouted(self, ops: list[Op]) -> Rejection | None:
