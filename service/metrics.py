@@ -42,6 +42,8 @@ _PLAIN_COUNTERS: tuple[tuple[str, str, Callable[[Telemetry], int]], ...] = (
      lambda t: t.reclaimed),
     ("runsteps_error_events", "`error` events forwarded by producers",
      lambda t: t.error_events),
+    ("runsteps_groups_recreated", "Consumer groups found gone (NOGROUP) and created again",
+     lambda t: t.groups_recreated),
 )  # fmt: skip
 
 

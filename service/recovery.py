@@ -18,6 +18,7 @@ from contracts.derived import DerivedType, Source, StepStalled, event_id_for
 
 from .derive import stall_member
 from .errors import INFRASTRUCTURE_ERRORS
+from .heal import group_lost
 from .queries import step_state
 
 if TYPE_CHECKING:
@@ -142,8 +143,11 @@ class Recovery:
                 log.warning("redis unavailable in recovery loop (%s); retrying", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-            except Exception:  # the loop must outlive any bug; readiness shows it is stuck
-                log.exception("recovery loop pass failed; retrying")
+            except Exception as exc:  # the loop must outlive any bug; readiness shows it
+                if group_lost(exc):  # the healer creates it again (heal.py)
+                    log.info("consumer group gone in recovery loop; retrying")
+                else:
+                    log.exception("recovery loop pass failed; retrying")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 

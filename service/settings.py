@@ -33,7 +33,7 @@ def _default_consumer() -> str:
 def _redis_url(url: str) -> str:
     # redis-py's own parser, so a URL it would refuse at the first connection (bad port,
     # unknown scheme) is refused now; its messages never repeat the password.
-    parse_url(url)
+    parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
     return url
 
 
@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     )
     cluster: bool = Field(False, description="RUNSTEPS_REDIS_URL points at a Redis Cluster")
     stall_scan_s: float = Field(5.0, gt=0, description="how often stalled steps are looked for")
+    unhealthy_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="not consuming this long (Redis unanswered, a subscriber that cannot be "
+        "restarted): /healthz fails, so the pod is restarted",
+    )
     shutdown_grace_s: float = Field(20.0, gt=0, description="SIGTERM: time to finish a batch")
     http_host: str = Field("0.0.0.0", description="bind address of the HTTP port")
     http_port: int = Field(8080, ge=0, le=65535, description="health, metrics and query API")

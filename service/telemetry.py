@@ -24,6 +24,7 @@ class Telemetry:
     failed: int = 0  # entries whose processing raised; left pending
     reclaimed: int = 0  # pending entries taken over from other consumers
     error_events: int = 0  # `error` events the producers forwarded
+    groups_recreated: int = 0  # consumer groups found gone and created again
     derived: Counter[str] = field(default_factory=Counter)  # published, by derived type
     decisions: Counter[str] = field(default_factory=Counter)  # by lifecycle.Outcome
     dead_letters: Counter[str] = field(default_factory=Counter)  # by DeadLetterKind
