@@ -44,6 +44,8 @@ _PLAIN_COUNTERS: tuple[tuple[str, str, Callable[[Telemetry], int]], ...] = (
      lambda t: t.error_events),
     ("runsteps_groups_recreated", "Consumer groups found gone (NOGROUP) and created again",
      lambda t: t.groups_recreated),
+    ("runsteps_consumers_removed", "Dead consumers (idle, nothing pending) removed from the group",
+     lambda t: t.consumers_removed),
 )  # fmt: skip
 
 

@@ -4,7 +4,9 @@ FastStream's batch subscriber reads only new entries (`>`). Entries fetched by a
 that died, hung or restarted stay pending; these loops bring them back:
 - at start-up a worker first finishes its own pending entries (XREADGROUP from id 0);
 - every worker XAUTOCLAIMs entries idle longer than RUNSTEPS_CLAIM_IDLE_MS, in batches,
-  and dead-letters those delivered RUNSTEPS_MAX_DELIVERIES times without success.
+  and dead-letters those delivered RUNSTEPS_MAX_DELIVERIES times without success;
+- and removes consumers dead for 10 claim times with nothing pending (a worker that is gone
+  leaves its name in the group: XINFO CONSUMERS would list every dead one forever).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ __all__ = ["Recovery"]
 
 # The Assistants API's step types; any other type is a Responses output item's.
 _RUN_STEP_TYPES = frozenset({"message_creation", "tool_calls"})
+# A consumer idle this many claim times with nothing pending is dead: a live one polls every
+# RUNSTEPS_BLOCK_MS, and whatever a dead one held was claimed after one claim time.
+DEAD_AFTER_CLAIMS = 10
 
 log = logging.getLogger("runsteps.recovery")
 
@@ -75,6 +80,17 @@ class Recovery:
                 )
             if cursor == b"0-0":
                 return claimed
+
+    async def remove_dead_consumers(self) -> list[str]:
+        """Delete the group's dead consumers (long idle, nothing pending), never this one."""
+        s = self.settings
+        removed = await self.pending.remove_dead_consumers(
+            s.consumer, s.claim_idle_ms * DEAD_AFTER_CLAIMS
+        )
+        if removed:
+            self.processor.telemetry.consumers_removed += len(removed)
+            log.info("removed dead consumers (idle, nothing pending): %s", ", ".join(removed))
+        return removed
 
     async def _handle(self, entries: list[Entry], deliveries: dict[bytes, int]) -> None:
         cap = self.settings.max_deliveries
@@ -127,7 +143,7 @@ class Recovery:
         """Claim and scan forever; survive Redis outages with capped exponential backoff."""
         s = self.settings
         claim_every = min(max(s.claim_idle_ms / 4000, 0.05), 5.0)
-        next_stall_scan = 0.0
+        next_stall_scan = next_reap = 0.0
         backoff = 0.1
         while True:
             try:
@@ -135,6 +151,9 @@ class Recovery:
                 if time.monotonic() >= next_stall_scan:
                     await self.scan_stalls()
                     next_stall_scan = time.monotonic() + s.stall_scan_s
+                if time.monotonic() >= next_reap:
+                    await self.remove_dead_consumers()
+                    next_reap = time.monotonic() + s.claim_idle_ms / 1000
                 self.last_pass = time.monotonic()
                 backoff = 0.1
                 if not claimed:

@@ -12,7 +12,7 @@ from importlib.resources import files
 
 from .lifecycle import RUNS, STEPS, Machine, transition_table
 
-__all__ = ["COMMIT", "DEADLETTER", "SCRIPTS", "STALL", "Script", "commit_source"]
+__all__ = ["COMMIT", "DEADLETTER", "REAP", "SCRIPTS", "STALL", "Script", "commit_source"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,4 +57,5 @@ def commit_source() -> str:
 COMMIT = Script.of(commit_source())
 DEADLETTER = Script.of(_read("deadletter.lua"))
 STALL = Script.of(_read("stall.lua"))
-SCRIPTS = (COMMIT, DEADLETTER, STALL)
+REAP = Script.of(_read("reap.lua"))
+SCRIPTS = (COMMIT, DEADLETTER, STALL, REAP)

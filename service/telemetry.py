@@ -25,6 +25,7 @@ class Telemetry:
     reclaimed: int = 0  # pending entries taken over from other consumers
     error_events: int = 0  # `error` events the producers forwarded
     groups_recreated: int = 0  # consumer groups found gone and created again
+    consumers_removed: int = 0  # dead consumers (long idle, nothing pending) deleted
     derived: Counter[str] = field(default_factory=Counter)  # published, by derived type
     decisions: Counter[str] = field(default_factory=Counter)  # by lifecycle.Outcome
     dead_letters: Counter[str] = field(default_factory=Counter)  # by DeadLetterKind

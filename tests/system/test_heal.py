@@ -1,5 +1,5 @@
-"""Self-healing: a lost group or stream, an emptied Redis, start-up at maxmemory, and
-liveness when the worker cannot get back to consuming.
+"""Self-healing: a lost group or stream, an emptied Redis, start-up at maxmemory, dead
+consumers, and liveness when the worker cannot get back to consuming.
 
 Real worker processes against real redis-servers; nobody restarts a worker by hand. Each
 backlog is accounted for: every derived event once, none lost, none doubled.
@@ -15,12 +15,19 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from service.redis_server import LocalRedis, free_port
 from service.settings import Settings
 from tests.helpers import answers, request, wait_until
 from tests.system.load import Load, produce, tally
-from tests.system.test_faults import assert_exact, produce_paced, wait_drained
+from tests.system.test_faults import (
+    _holds_batch,
+    assert_exact,
+    produce_paced,
+    wait_drained,
+)
 from tests.system.workers import start_worker, stop_worker
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
@@ -142,6 +149,30 @@ async def test_start_up_at_maxmemory_waits_then_drains(server: LocalRedis, priva
     assert w1.returncode == 0, err
 
 
+async def test_killed_worker_is_removed_from_the_group(redis: Redis, settings: Settings) -> None:
+    """kill -9 of a worker holding a batch: the other takes its entries over, then removes
+    it from the group (idle, nothing pending); every event once."""
+    s = settings.model_copy(update={"claim_idle_ms": 300, "batch_size": 100})
+    load = Load.build(steps=1500, copies=2, seed=26)
+    data = load.shuffled()
+    w1, w2 = start_worker(s, "w1"), start_worker(s, "w2")
+    producer = asyncio.create_task(produce_paced(redis, s.source_stream, data, per_tick=50))
+    try:
+        await wait_until(lambda: _holds_batch(redis, s, "w1"), 60, "w1 to hold a batch")
+        w1.send_signal(signal.SIGKILL)
+        w1.wait()
+        await producer
+        await wait_drained(redis, s)
+        await wait_until(lambda: _consumers_are(redis, s, {"w2"}), 60, "w1 removed")
+        result = await tally(redis, s.derived_stream, load, len(data))
+        assert_exact("kill -9 worker, then removed from the group", result)
+    finally:
+        producer.cancel()
+        stop_worker(w1)
+        err = stop_worker(w2)
+    assert w2.returncode == 0, err
+
+
 async def test_liveness_fails_while_redis_does_not_answer(server: LocalRedis) -> None:
     """Redis unresponsive (SIGSTOP: a hung server or a partition) past
     RUNSTEPS_UNHEALTHY_AFTER_S: /healthz 503, so the pod is restarted; answering again: 200."""
@@ -184,3 +215,11 @@ async def _derived_at_least(redis: Redis, s: Settings, n: int) -> bool:
 
 async def _refused_for_memory(redis: Redis) -> bool:
     return "errorstat_OOM" in await redis.info("errorstats")
+
+
+async def _consumers_are(redis: Redis, s: Settings, names: set[str]) -> bool:
+    try:
+        rows = await redis.xinfo_consumers(s.source_stream, s.group)
+    except (ResponseError, RedisConnectionError):
+        return False
+    return {r["name"].decode() for r in rows} == names
