@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream
 from faststream.redis import RedisBroker, RedisClusterBroker, StreamSub
+from faststream.redis.exceptions import StreamGroupNotFoundError
 from faststream.redis.message import FAKE_CONSUMER, BatchStreamMessage, RedisBatchStreamMessage
 from pydantic import PlainValidator
 from redis.asyncio import Redis
@@ -29,6 +30,7 @@ from contracts.stream_events import Inbound
 
 from .connection import Connection, connect
 from .errors import INFRASTRUCTURE_ERRORS, ConfigError, StartupAbortedError
+from .heal import Healer, Subscriber
 from .keys import Partition, partitions
 from .pending import Pending
 from .process import Entry, Processor
@@ -44,6 +46,15 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "build_worker"]
 
 log = logging.getLogger("runsteps.app")
+
+
+def _not_group_lost(record: logging.LogRecord) -> bool:
+    # FastStream logs a lost group as CRITICAL, "restart the application": the healer
+    # restarts the subscriber instead and logs that itself (heal.py).
+    return not (record.exc_info and isinstance(record.exc_info[1], StreamGroupNotFoundError))
+
+
+log.addFilter(_not_group_lost)
 
 
 async def _parse_batch(message: BatchStreamMessage) -> RedisBatchStreamMessage:
@@ -91,6 +102,8 @@ class Worker:
         self.conns: list[Connection] = []
         self.processors: list[Processor] = []
         self.recoveries: list[Recovery] = []
+        self.subscribers: dict[int, Subscriber] = {}  # by index into parts: those read
+        self.healer: Healer | None = None
         self._loop_tasks: list[asyncio.Task[None]] = []
         self.started_at = time.monotonic()
         self.config_error: ConfigError | None = None
@@ -211,11 +224,19 @@ class Worker:
                 return
 
     async def after_startup(self) -> None:
-        """Start the recovery loops (claims, delivery cap, stalls), one per partition read."""
+        """Start the recovery loops (claims, delivery cap, stalls), one per partition read,
+        and the healer that keeps the subscribers consuming."""
         self._loop_tasks = [
             asyncio.create_task(r.run(), name=f"runsteps-recovery-{r.store.conn.part.index}")
             for r in self.recoveries
         ]
+        readers = [(self.conns[i], sub) for i, sub in self.subscribers.items()]
+        self.healer = Healer(readers, self.settings, self.telemetry)
+        self._loop_tasks.append(asyncio.create_task(self.healer.run(), name="runsteps-healer"))
+
+    def alive(self) -> bool:
+        """What /healthz reports: false once not consuming for RUNSTEPS_UNHEALTHY_AFTER_S."""
+        return self.healer is None or self.healer.alive()
 
     async def on_shutdown(self) -> None:
         """Stop the recovery loops before the broker stops the subscribers."""
@@ -272,7 +293,7 @@ def _subscribe(worker: Worker, index: int, part: Partition) -> None:
     settings = worker.settings
     linger_s = settings.linger_ms / 1000
 
-    @worker.broker.subscriber(
+    subscriber = worker.broker.subscriber(
         stream=StreamSub(
             part.source_stream,
             group=settings.group,
@@ -287,6 +308,9 @@ def _subscribe(worker: Worker, index: int, part: Partition) -> None:
         title=f"source{'' if part.count == 1 else f' {part.index}'}",
         description="Run-step events: each entry's field `data` holds one JSON object.",
     )
+    worker.subscribers[index] = subscriber
+
+    @subscriber
     async def handle(batch: _DocumentedBatch) -> None:
         entries = batch.entries
         await worker.processors[index].process(entries)  # built at start-up

@@ -39,12 +39,30 @@ def _runner(choice: str) -> Callable[[Coroutine[Any, Any, None]], None]:
     return uvloop.run
 
 
+def _settings() -> Settings:
+    """Settings from the RUNSTEPS_* variables; an invalid one is a ConfigError naming it."""
+    from pydantic import ValidationError
+
+    from .errors import ConfigError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        # One line per command, without the values: RUNSTEPS_REDIS_URL may hold a password.
+        problems = [
+            (f"RUNSTEPS_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        ]
+        raise ConfigError("; ".join(problems)) from None
+
+
 def _worker(_: argparse.Namespace) -> int:
     from .app import build_app, build_worker
     from .errors import ConfigError
     from .logs import configure_logging
 
-    settings = Settings()
+    settings = _settings()
     configure_logging(settings)
     # Each batch allocates thousands of short-lived objects with no reference cycles; the
     # default gen-0 threshold (700) makes the collector rescan them constantly. Measured in
@@ -100,7 +118,7 @@ async def _inspect(args: argparse.Namespace) -> int:
 
     from .queries import find_run, find_step
 
-    redis, conns = _connections(Settings())
+    redis, conns = _connections(_settings())
     found: BaseModel | None
     try:
         if args.step_id:
@@ -122,7 +140,7 @@ async def _inspect(args: argparse.Namespace) -> int:
 async def _replay_dlq(args: argparse.Namespace) -> int:
     from .queries import replay_dlq
 
-    redis, conns = _connections(Settings())
+    redis, conns = _connections(_settings())
     count = skipped = 0
     try:
         for conn in conns:
@@ -167,6 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     schema = sub.add_parser("schema", help="write JSON Schema of inputs and derived events")
     schema.add_argument("--out", default="schema", help="directory to write into")
     args = parser.parse_args(argv)
+    from .errors import ConfigError
+
+    try:
+        return _dispatch(parser, args)
+    except ConfigError as exc:
+        print(f"runsteps {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "worker":
         return _worker(args)
     if args.command == "demo":

@@ -133,8 +133,14 @@ class Connection:
         for script in SCRIPTS:
             await self.redis.script_load(script.source)
 
-    async def ensure_group(self) -> None:
-        """Create the consumer group (and the stream) if missing; from the beginning."""
+    async def ensure_group(self) -> bool:
+        """Create the consumer group (and the stream) if missing, from the beginning; True
+        if this call created it.
+
+        At maxmemory with `noeviction` Redis refuses XGROUP CREATE even for a group that
+        exists (OutOfMemoryError, an infrastructure error): callers retry until memory is
+        freed, as FastStream's subscriber issues the same command when it starts.
+        """
         try:
             await self.redis.xgroup_create(
                 self.part.source_stream, self.settings.group, id="0", mkstream=True
@@ -142,6 +148,8 @@ class Connection:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+            return False
+        return True
 
     async def check_access(self) -> None:
         """One round trip that fails fast on a wrong password or missing permission."""

@@ -8,6 +8,7 @@ from redis.exceptions import (
     ClusterDownError,
     ClusterError,
     MasterDownError,
+    OutOfMemoryError,
     ReadOnlyError,
     SlotNotCoveredError,
     TryAgainError,
@@ -47,6 +48,7 @@ INFRASTRUCTURE_ERRORS = (
     ClusterDownError,
     ClusterError,
     MasterDownError,
+    OutOfMemoryError,  # maxmemory reached (noeviction): no write succeeds until memory is freed
     ReadOnlyError,
     SlotNotCoveredError,
     TryAgainError,

@@ -52,7 +52,12 @@ def routes(
 
     @get(include_in_schema=False)
     async def healthz(_: Request) -> AsgiResponse:
-        return _json({"status": "alive"})
+        if worker.alive():
+            return _json({"status": "alive"})
+        # Not consuming for too long and could not recover: let the orchestrator restart it.
+        return _json(
+            {"status": "stuck", "unhealthy_after_s": worker.settings.unhealthy_after_s}, 503
+        )
 
     @get(include_in_schema=False)
     async def readyz(_: Request) -> AsgiResponse:

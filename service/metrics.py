@@ -50,6 +50,10 @@ _PLAIN_COUNTERS: tuple[tuple[str, str, Callable[[Telemetry], int]], ...] = (
      lambda t: t.source_trimmed),
     ("runsteps_stall_index_pruned", "Stall index members removed: step state gone or ended",
      lambda t: t.stall_index_pruned),
+    ("runsteps_groups_recreated", "Consumer groups found gone (NOGROUP) and created again",
+     lambda t: t.groups_recreated),
+    ("runsteps_consumers_removed", "Dead consumers (idle, nothing pending) removed from the group",
+     lambda t: t.consumers_removed),
 )  # fmt: skip
 
 

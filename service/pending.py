@@ -1,4 +1,5 @@
-"""Pending entries: a consumer's own, claims of idle ones, delivery counts, failure records.
+"""Pending entries: a consumer's own, claims of idle ones, delivery counts, failure records,
+and the removal of consumers that died with nothing pending.
 
 FastStream's batch subscriber reads only new entries; the recovery loop uses these to bring
 back what a dead, hung or restarted consumer left pending (recovery.py).
@@ -7,6 +8,8 @@ back what a dead, hung or restarted consumer left pending (recovery.py).
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
+
+from .scripts import REAP
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -128,3 +131,13 @@ class Pending:
                 justid=True,
             )
         return len(ids)
+
+    async def remove_dead_consumers(self, consumer: str, idle_ms: int) -> list[str]:
+        """Delete the group's consumers idle longer than `idle_ms` with nothing pending
+        (never `consumer`, the caller); returns their names."""
+        conn = self.conn
+        args = (conn.settings.group, consumer, idle_ms)
+        [removed] = await conn.execute(
+            lambda pipe: pipe.evalsha(REAP.sha, 1, conn.part.source_stream, *args)
+        )
+        return [name.decode() for name in cast("list[bytes]", removed)]

@@ -4,7 +4,9 @@ FastStream's batch subscriber reads only new entries (`>`). Entries fetched by a
 that died, hung or restarted stay pending; these loops bring them back:
 - at start-up a worker first finishes its own pending entries (XREADGROUP from id 0);
 - every worker XAUTOCLAIMs entries idle longer than RUNSTEPS_CLAIM_IDLE_MS, in batches,
-  and dead-letters those delivered RUNSTEPS_MAX_DELIVERIES times without success.
+  and dead-letters those delivered RUNSTEPS_MAX_DELIVERIES times without success;
+- and removes consumers dead for 10 claim times with nothing pending (a worker that is gone
+  leaves its name in the group: XINFO CONSUMERS would list every dead one forever).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from contracts.derived import DerivedType, Source, StepStalled, event_id_for
 
 from .derive import stall_member
 from .errors import INFRASTRUCTURE_ERRORS
+from .heal import group_lost
 from .queries import step_state
 from .trim import trim_source
 
@@ -28,6 +31,10 @@ if TYPE_CHECKING:
     from .store import Store
 
 __all__ = ["Recovery"]
+
+# A consumer idle this many claim times with nothing pending is dead: a live one polls every
+# RUNSTEPS_BLOCK_MS, and whatever a dead one held was claimed after one claim time.
+DEAD_AFTER_CLAIMS = 10
 
 log = logging.getLogger("runsteps.recovery")
 
@@ -72,6 +79,17 @@ class Recovery:
                 )
             if cursor == b"0-0":
                 return claimed
+
+    async def remove_dead_consumers(self) -> list[str]:
+        """Delete the group's dead consumers (long idle, nothing pending), never this one."""
+        s = self.settings
+        removed = await self.pending.remove_dead_consumers(
+            s.consumer, s.claim_idle_ms * DEAD_AFTER_CLAIMS
+        )
+        if removed:
+            self.processor.telemetry.consumers_removed += len(removed)
+            log.info("removed dead consumers (idle, nothing pending): %s", ", ".join(removed))
+        return removed
 
     async def _handle(self, entries: list[Entry], deliveries: dict[bytes, int]) -> None:
         cap = self.settings.max_deliveries
@@ -124,7 +142,7 @@ class Recovery:
         """Claim and scan forever; survive Redis outages with capped exponential backoff."""
         s = self.settings
         claim_every = min(max(s.claim_idle_ms / 4000, 0.05), 5.0)
-        next_stall_scan = 0.0
+        next_stall_scan = next_reap = 0.0
         backoff = 0.1
         while True:
             try:
@@ -133,6 +151,9 @@ class Recovery:
                     await self.scan_stalls()
                     self.processor.telemetry.source_trimmed += await trim_source(self.store.conn)
                     next_stall_scan = time.monotonic() + s.stall_scan_s
+                if time.monotonic() >= next_reap:
+                    await self.remove_dead_consumers()
+                    next_reap = time.monotonic() + s.claim_idle_ms / 1000
                 self.last_pass = time.monotonic()
                 backoff = 0.1
                 if not claimed:
@@ -141,8 +162,11 @@ class Recovery:
                 log.warning("redis unavailable in recovery loop (%s); retrying", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-            except Exception:  # the loop must outlive any bug; readiness shows it is stuck
-                log.exception("recovery loop pass failed; retrying")
+            except Exception as exc:  # the loop must outlive any bug; readiness shows it
+                if group_lost(exc):  # the healer creates it again (heal.py)
+                    log.info("consumer group gone in recovery loop; retrying")
+                else:
+                    log.exception("recovery loop pass failed; retrying")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 

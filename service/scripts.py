@@ -17,6 +17,7 @@ from .lifecycle import RUNS, STEPS, Machine, transition_table
 __all__ = [
     "COMMIT",
     "DEADLETTER",
+    "REAP",
     "SCRIPTS",
     "STALL",
     "STALL_PRUNE",
@@ -74,6 +75,7 @@ def commit_source() -> str:
 COMMIT = Script.of(commit_source())
 DEADLETTER = Script.of(_read("deadletter.lua"))
 STALL = Script.of(_read("stall.lua"))
+REAP = Script.of(_read("reap.lua"))
 STALL_PRUNE = Script.of(_read("stall_prune.lua"))
 TRIM = Script.of(_read("trim.lua"))
-SCRIPTS = (COMMIT, DEADLETTER, STALL, STALL_PRUNE, TRIM)
+SCRIPTS = (COMMIT, DEADLETTER, STALL, STALL_PRUNE, TRIM, REAP)

@@ -4,17 +4,37 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BeforeValidator, Field, PositiveInt, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, PositiveInt, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.connection import parse_url
 
 __all__ = ["Settings"]
 
+# Files container engines create (Docker, Podman); Kubernetes sets this variable in every pod.
+_CONTAINER_MARKERS = (Path("/.dockerenv"), Path("/run/.containerenv"))
+
+
+def in_container() -> bool:
+    """Whether this process runs in a container (a Kubernetes pod, Docker, Podman)."""
+    return "KUBERNETES_SERVICE_HOST" in os.environ or any(p.exists() for p in _CONTAINER_MARKERS)
+
 
 def _default_consumer() -> str:
-    # hostname-pid is unique per process on a node and readable in XINFO CONSUMERS.
-    return f"{socket.gethostname()}-{os.getpid()}"
+    # In a container the hostname is the pod's (or container's) name: one worker per
+    # hostname, the same name after a restart in place, so its pending entries are its own
+    # again. Elsewhere (tests, development) several workers share a host: hostname-pid.
+    host = socket.gethostname()
+    return host if in_container() else f"{host}-{os.getpid()}"
+
+
+def _redis_url(url: str) -> str:
+    # redis-py's own parser, so a URL it would refuse at the first connection (bad port,
+    # unknown scheme) is refused now; its messages never repeat the password.
+    parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+    return url
 
 
 class Settings(BaseSettings):
@@ -22,7 +42,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RUNSTEPS_", extra="ignore", frozen=True)
 
-    redis_url: str = Field("redis://localhost:6379/0", description="Redis connection URL")
+    redis_url: Annotated[str, AfterValidator(_redis_url)] = Field(
+        "redis://localhost:6379/0", description="Redis connection URL"
+    )
     source_stream: str = Field("runsteps.events", description="stream of run-step events")
     group: str = Field("runsteps", description="consumer group on the source stream")
     consumer: str = Field(default_factory=_default_consumer, description="consumer name")
@@ -63,6 +85,12 @@ class Settings(BaseSettings):
     )
     cluster: bool = Field(False, description="RUNSTEPS_REDIS_URL points at a Redis Cluster")
     stall_scan_s: float = Field(5.0, gt=0, description="how often stalled steps are looked for")
+    unhealthy_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="not consuming this long (Redis unanswered, a subscriber that cannot be "
+        "restarted): /healthz fails, so the pod is restarted",
+    )
     shutdown_grace_s: float = Field(20.0, gt=0, description="SIGTERM: time to finish a batch")
     http_host: str = Field("0.0.0.0", description="bind address of the HTTP port")
     http_port: int = Field(8080, ge=0, le=65535, description="health, metrics and query API")

@@ -26,6 +26,8 @@ class Telemetry:
     error_events: int = 0  # `error` events the producers forwarded
     source_trimmed: int = 0  # source entries trimmed: acked by every group, past retention
     stall_index_pruned: int = 0  # stall index members of steps gone or no longer in progress
+    groups_recreated: int = 0  # consumer groups found gone and created again
+    consumers_removed: int = 0  # dead consumers (long idle, nothing pending) deleted
     derived: Counter[str] = field(default_factory=Counter)  # published, by derived type
     decisions: Counter[str] = field(default_factory=Counter)  # by lifecycle.Outcome
     dead_letters: Counter[str] = field(default_factory=Counter)  # by DeadLetterKind

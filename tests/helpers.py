@@ -97,3 +97,35 @@ async def seed_big_run(redis: Redis, run_key: str, steps: int) -> None:
         pipe.hset(run_key, mapping=cast("Any", fields))
     pipe.hset(run_key, mapping={"r": encode_run_state("completed", 1_700_000_000), "n": 0})
     await pipe.execute()
+
+
+Response = tuple[int, dict[str, str], bytes]
+"""An HTTP answer: (status, headers, body)."""
+
+
+async def request(base: str, path: str, method: str = "GET") -> Response:
+    """One HTTP/1.1 request on a fresh connection: (status, headers, body)."""
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def answers(base: str, path: str, status: int) -> Callable[[], Awaitable[bool]]:
+    """A check for wait_until: `path` answers with `status`."""
+
+    async def check() -> bool:
+        return (await request(base, path))[0] == status
+
+    return check

@@ -287,3 +287,37 @@ async def _ready(worker: Any) -> bool:
 
 async def _has_derived(redis: Redis, s: Settings) -> bool:
     return int(await redis.xlen(s.derived_stream)) > 0
+
+
+async def _consumers(redis: Redis, s: Settings) -> dict[str, int]:
+    """The group's consumers and what each holds pending."""
+    rows = await redis.xinfo_consumers(s.source_stream, s.group)
+    return {r["name"].decode(): int(r["pending"]) for r in rows}
+
+
+async def test_dead_consumers_are_removed_only_with_nothing_pending(
+    conn: Connection, redis: Redis, settings: Settings
+) -> None:
+    """Idle consumers with nothing pending leave the group; one holding entries and the
+    caller itself stay."""
+    s = settings.model_copy(update={"claim_idle_ms": 1})  # dead after 10 ms idle
+    await produce(redis, s, step("s1", "in_progress"))
+    assert await fetch(redis, s.source_stream, s.group, "holder")  # fetched, never acked
+    for name in ("empty", s.consumer):  # joined, nothing pending
+        await redis.xgroup_createconsumer(s.source_stream, s.group, name)
+    recovery = Recovery(make_processor(conn, s))
+
+    async def removed() -> bool:
+        await recovery.remove_dead_consumers()
+        return "empty" not in await _consumers(redis, s)
+
+    await wait_until(removed, what="the empty idle consumer removed")
+    assert await _consumers(redis, s) == {"holder": 1, s.consumer: 0}
+    assert await recovery.claim_once() == 1  # the holder's entry taken over: it goes too
+
+    async def holder_removed() -> bool:
+        await recovery.remove_dead_consumers()
+        return "holder" not in await _consumers(redis, s)
+
+    await wait_until(holder_removed, what="the emptied holder removed")
+    assert await _consumers(redis, s) == {s.consumer: 0}

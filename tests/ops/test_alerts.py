@@ -28,8 +28,8 @@ from service.app import build_worker
 from service.redis_server import free_port
 from service.sample import step
 from service.settings import Settings
-from tests.helpers import produce, settle, wait_until
-from tests.ops.test_http import request, serving
+from tests.helpers import produce, request, settle, wait_until
+from tests.ops.test_http import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"

@@ -7,7 +7,7 @@ import contextlib
 import functools
 import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,42 +23,22 @@ from service.queries import MAX_PAGE
 from service.redis_server import LocalRedis
 from service.sample import T0, step
 from service.settings import Settings
-from tests.helpers import PAGE_SLACK, drained, fetch, produce, seed_big_run, settle, wait_until
-
-Response = tuple[int, dict[str, str], bytes]
+from tests.helpers import (
+    PAGE_SLACK,
+    answers,
+    drained,
+    fetch,
+    produce,
+    request,
+    seed_big_run,
+    settle,
+    wait_until,
+)
 
 DELTA = {
     "event": "thread.run.step.delta",
     "data": {"id": "s1", "object": "thread.run.step.delta", "delta": {"step_details": None}},
 }
-
-
-async def request(base: str, path: str, method: str = "GET") -> Response:
-    """One HTTP/1.1 request on a fresh connection: (status, headers, body)."""
-    host, port = base.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(
-            f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
-        )
-        await writer.drain()
-        raw = await asyncio.wait_for(reader.read(), timeout=10)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
-    return int(status_line.split()[1]), headers, body
-
-
-def answers(base: str, path: str, status: int) -> Callable[[], Awaitable[bool]]:
-    """A check for wait_until: `path` answers with `status`."""
-
-    async def check() -> bool:
-        return (await request(base, path))[0] == status
-
-    return check
 
 
 async def get_json(base: str, path: str) -> tuple[int, Any]:

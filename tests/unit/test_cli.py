@@ -1,4 +1,4 @@
-"""The worker command's choice of event loop (RUNSTEPS_EVENT_LOOP)."""
+"""The `runsteps` command in-process: the event loop choice, refused settings."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from service.cli import _runner
+from service.cli import _runner, main
 from service.errors import ConfigError
 
 
@@ -36,3 +36,35 @@ def test_without_uvloop_auto_falls_back_and_uvloop_is_a_config_error(
     assert _runner("auto") is asyncio.run
     with pytest.raises(ConfigError, match="not installed"):
         _runner("uvloop")
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("redis://localhost:99999/0", "Port out of range"),
+        ("redis://user:s3cret@localhost:port/0", "Port could not be cast to integer"),
+        ("http://localhost:6379/0", "must specify one of the following schemes"),
+    ],
+)
+def test_a_bad_redis_url_exits_2_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str, reason: str
+) -> None:
+    """A Redis URL redis-py would refuse: exit 2, one line naming the variable, no secret."""
+    monkeypatch.setenv("RUNSTEPS_REDIS_URL", url)
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("runsteps worker: configuration error: RUNSTEPS_REDIS_URL: ")
+    assert reason in err
+    assert "s3cret" not in err
+
+
+def test_every_command_refuses_bad_settings_the_same_way(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Any invalid setting, any command that reads settings: exit 2 and one line."""
+    monkeypatch.setenv("RUNSTEPS_BATCH_SIZE", "many")
+    assert main(["inspect", "--run", "run_1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "RUNSTEPS_BATCH_SIZE: Input should be a valid integer" in err

@@ -1,0 +1,225 @@
+"""Self-healing: a lost group or stream, an emptied Redis, start-up at maxmemory, dead
+consumers, and liveness when the worker cannot get back to consuming.
+
+Real worker processes against real redis-servers; nobody restarts a worker by hand. Each
+backlog is accounted for: every derived event once, none lost, none doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from service.redis_server import LocalRedis, free_port
+from service.settings import Settings
+from tests.helpers import answers, request, wait_until
+from tests.system.load import Load, produce, tally
+from tests.system.test_faults import (
+    _holds_batch,
+    assert_exact,
+    produce_paced,
+    wait_drained,
+)
+from tests.system.workers import start_worker, stop_worker
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+def server() -> Iterator[LocalRedis]:
+    """A private redis-server without persistence: these tests empty or fill it."""
+    with LocalRedis() as local:
+        yield local
+
+
+@pytest.fixture
+async def private(server: LocalRedis) -> AsyncIterator[Redis]:
+    """A client of the private server."""
+    client = Redis.from_url(server.url)
+    yield client
+    await client.aclose()
+
+
+def private_settings(server: LocalRedis, **update: Any) -> Settings:
+    """Worker settings for the private server (the consumer is set per worker)."""
+    options: dict[str, Any] = {"consumer": "unused", "http_port": 0, "block_ms": 50}
+    return Settings(redis_url=server.url, **(options | update))
+
+
+async def test_group_destroyed_under_load_is_recreated(redis: Redis, settings: Settings) -> None:
+    """XGROUP DESTROY mid-load: the group comes back from 0, every event once."""
+    load = Load.build(steps=3000, copies=2, seed=21)
+    data = load.shuffled()
+    w1 = start_worker(settings, "w1")
+    producer = asyncio.create_task(produce_paced(redis, settings.source_stream, data, 100))
+    try:
+        await wait_until(lambda: _derived_at_least(redis, settings, 500), 60, "load under way")
+        assert await redis.xgroup_destroy(settings.source_stream, settings.group)
+        await producer
+        await wait_drained(redis, settings)
+        result = await tally(redis, settings.derived_stream, load, len(data))
+        assert_exact("consumer group destroyed under load", result)
+        assert w1.poll() is None, "the worker exited"
+    finally:
+        producer.cancel()
+        err = stop_worker(w1)
+    assert w1.returncode == 0, err
+
+
+async def test_source_stream_deleted_is_recreated(redis: Redis, settings: Settings) -> None:
+    """DEL of the source stream (its group with it): what is produced afterwards is
+    processed, and nothing processed before is published again."""
+    load = Load.build(steps=2000, copies=2, seed=22)
+    data = load.shuffled()
+    half = len(data) // 2
+    w1 = start_worker(settings, "w1")
+    try:
+        await produce(redis, settings.source_stream, data[:half])
+        await wait_drained(redis, settings)
+        assert await redis.delete(settings.source_stream) == 1
+        await produce(redis, settings.source_stream, data[half:])
+        await wait_drained(redis, settings)
+        result = await tally(redis, settings.derived_stream, load, len(data))
+        assert_exact("source stream deleted", result)
+        assert w1.poll() is None, "the worker exited"
+    finally:
+        err = stop_worker(w1)
+    assert w1.returncode == 0, err
+
+
+@pytest.mark.parametrize("how", ["flushall", "restart without persistence"])
+async def test_redis_emptied_worker_goes_on(server: LocalRedis, how: str) -> None:
+    """Redis loses everything (FLUSHALL, or a restart with no persistence): the backlog
+    produced afterwards is processed exactly once, by the same worker process."""
+    s = private_settings(server)
+    before, after = Load.build(800, seed=23, prefix="a"), Load.build(800, seed=24, prefix="b")
+    redis = Redis.from_url(server.url)
+    w1 = start_worker(s, "w1")
+    try:
+        await produce(redis, s.source_stream, before.shuffled())
+        await wait_drained(redis, s)
+        if how == "flushall":
+            await redis.flushall()
+        else:
+            server.kill()
+            server.start()
+            await redis.connection_pool.disconnect()  # this client's connections died with it
+        await produce(redis, s.source_stream, after.shuffled())
+        await wait_drained(redis, s)
+        result = await tally(redis, s.derived_stream, after, len(after.entries))
+        assert_exact(f"redis emptied ({how})", result)
+        assert w1.poll() is None, "the worker exited"
+    finally:
+        err = stop_worker(w1)
+        await redis.aclose()
+    assert w1.returncode == 0, err
+
+
+async def test_start_up_at_maxmemory_waits_then_drains(server: LocalRedis, private: Redis) -> None:
+    """Started while Redis is full (noeviction): XGROUP CREATE is refused even though the
+    group exists; once memory is freed the worker starts and drains the backlog once."""
+    s = private_settings(server)
+    load = Load.build(steps=1000, copies=2, seed=25)
+    data = load.shuffled()
+    await private.xgroup_create(s.source_stream, s.group, id="0", mkstream=True)
+    await produce(private, s.source_stream, data)  # the backlog a previous worker left
+    used = int((await private.info("memory"))["used_memory"])
+    await private.config_set("maxmemory-policy", "noeviction")
+    await private.config_set("maxmemory", str(used + 8_000_000))  # room for the effects
+    await private.setrange("filler", 16_000_000, "x")  # past maxmemory: no write succeeds
+    w1 = start_worker(s, "w1")
+    try:
+        await wait_until(lambda: _refused_for_memory(private), 30, "a write refused (OOM)")
+        assert await private.xlen(s.derived_stream) == 0
+        assert w1.poll() is None, "the worker gave up"
+        await private.delete("filler")
+        await wait_drained(private, s)
+        result = await tally(private, s.derived_stream, load, len(data))
+        assert_exact("start-up at maxmemory, then memory freed", result)
+    finally:
+        err = stop_worker(w1)
+    assert w1.returncode == 0, err
+
+
+async def test_killed_worker_is_removed_from_the_group(redis: Redis, settings: Settings) -> None:
+    """kill -9 of a worker holding a batch: the other takes its entries over, then removes
+    it from the group (idle, nothing pending); every event once."""
+    s = settings.model_copy(update={"claim_idle_ms": 300, "batch_size": 100})
+    load = Load.build(steps=1500, copies=2, seed=26)
+    data = load.shuffled()
+    w1, w2 = start_worker(s, "w1"), start_worker(s, "w2")
+    producer = asyncio.create_task(produce_paced(redis, s.source_stream, data, per_tick=50))
+    try:
+        await wait_until(lambda: _holds_batch(redis, s, "w1"), 60, "w1 to hold a batch")
+        w1.send_signal(signal.SIGKILL)
+        w1.wait()
+        await producer
+        await wait_drained(redis, s)
+        await wait_until(lambda: _consumers_are(redis, s, {"w2"}), 60, "w1 removed")
+        result = await tally(redis, s.derived_stream, load, len(data))
+        assert_exact("kill -9 worker, then removed from the group", result)
+    finally:
+        producer.cancel()
+        stop_worker(w1)
+        err = stop_worker(w2)
+    assert w2.returncode == 0, err
+
+
+async def test_liveness_fails_while_redis_does_not_answer(server: LocalRedis) -> None:
+    """Redis unresponsive (SIGSTOP: a hung server or a partition) past
+    RUNSTEPS_UNHEALTHY_AFTER_S: /healthz 503, so the pod is restarted; answering again: 200."""
+    assert server.proc is not None
+    port = free_port()
+    s = private_settings(server, http_port=port, unhealthy_after_s=2.0)
+    base = f"http://127.0.0.1:{port}"
+    w1 = start_worker(s, "w1")
+    try:
+        await wait_until(_answering(base, "/healthz", 200), 30, "/healthz 200")
+        server.proc.send_signal(signal.SIGSTOP)
+        await wait_until(_answering(base, "/healthz", 503), 30, "/healthz 503")
+        _, _, body = await request(base, "/healthz")
+        assert json.loads(body) == {"status": "stuck", "unhealthy_after_s": 2.0}
+        server.proc.send_signal(signal.SIGCONT)
+        await wait_until(_answering(base, "/healthz", 200), 30, "/healthz 200 again")
+        await wait_until(_answering(base, "/readyz", 200), 30, "/readyz 200 again")
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+        err = stop_worker(w1)
+    assert w1.returncode == 0, err
+
+
+def _answering(base: str, path: str, status: int) -> Any:
+    """`answers`, where a refused connection (not listening yet) means not yet."""
+    check = answers(base, path, status)
+
+    async def answered() -> bool:
+        try:
+            return await check()
+        except OSError:
+            return False
+
+    return answered
+
+
+async def _derived_at_least(redis: Redis, s: Settings, n: int) -> bool:
+    return int(await redis.xlen(s.derived_stream)) >= n
+
+
+async def _refused_for_memory(redis: Redis) -> bool:
+    return "errorstat_OOM" in await redis.info("errorstats")
+
+
+async def _consumers_are(redis: Redis, s: Settings, names: set[str]) -> bool:
+    try:
+        rows = await redis.xinfo_consumers(s.source_stream, s.group)
+    except (ResponseError, RedisConnectionError):
+        return False
+    return {r["name"].decode() for r in rows} == names
