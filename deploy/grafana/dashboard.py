@@ -27,6 +27,7 @@ from grafanalib.core import (
 OUT = Path(__file__).with_name("runsteps.json")
 DS = "${DS_PROMETHEUS}"
 RATE = "[$__rate_interval]"
+HOUR = "[1h]"
 
 
 def series(
@@ -129,6 +130,22 @@ def build() -> Dashboard:
                     "failures": f"sum(rate(runsteps_processing_failures_total{RATE}))",
                 },
                 (12, 20, 12, 8),
+                unit="ops",
+            ),
+            series(
+                "Housekeeping (per hour)",
+                {
+                    "groups recreated": f"sum(increase(runsteps_groups_recreated_total{HOUR}))",
+                    "dead consumers removed": "sum(increase("
+                    f"runsteps_consumers_removed_total{HOUR}))",
+                    "stall index pruned": f"sum(increase(runsteps_stall_index_pruned_total{HOUR}))",
+                },
+                (0, 28, 12, 8),
+            ),
+            series(
+                "Source entries trimmed /s",
+                {"trimmed": f"sum(rate(runsteps_source_trimmed_total{RATE}))"},
+                (12, 28, 12, 8),
                 unit="ops",
             ),
         ],
