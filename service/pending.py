@@ -78,6 +78,21 @@ class Pending:
             r["message_id"]: int(r["times_delivered"]) for r in rows if r["message_id"] in wanted
         }
 
+    async def uncount(self, consumer: str, deliveries: dict[bytes, int]) -> None:
+        """Take back the last delivery of `consumer`'s pending entries (id -> its count): it
+        failed because Redis refused writes, not because of them, and must not bring them
+        closer to the delivery cap. XCLAIM RETRYCOUNT sets the count (and restarts the idle
+        time, so a claim retries them after the claim time, not at once)."""
+        s = self.conn.settings
+        by_count: dict[int, list[Any]] = {}  # redis-py types ids loosely
+        for entry_id, n in deliveries.items():
+            by_count.setdefault(max(n - 1, 0), []).append(entry_id)
+        for count, ids in by_count.items():
+            await self.conn.redis.xclaim(
+                self.conn.part.source_stream, s.group, consumer, 0, ids,
+                retrycount=count, justid=True,
+            )  # fmt: skip
+
     async def ack_deleted(self, ids: list[bytes]) -> None:
         """Ack pending ids whose entries were trimmed away (nothing left to process)."""
         if ids:

@@ -12,6 +12,7 @@ that died, hung or restarted stay pending; these loops bring them back:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -103,7 +104,14 @@ class Recovery:
             await self.processor.dead_letter_exhausted(exhausted, attempts, errors)
         if retry:
             self.processor.telemetry.reclaimed += len(retry)
-            failures = await self.processor.process(retry)
+            try:
+                failures = await self.processor.process(retry)
+            except INFRASTRUCTURE_ERRORS:  # e.g. maxmemory: Redis refuses the commit's writes
+                with contextlib.suppress(*INFRASTRUCTURE_ERRORS):
+                    await self.pending.uncount(
+                        self.settings.consumer, {i: deliveries.get(i, 1) for i in _ids(retry)}
+                    )
+                raise
             await self.pending.forget_failures([i for i in _ids(retry) if i not in failures])
 
     async def scan_stalls(self, now: int | None = None) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import OutOfMemoryError
 
 from contracts.derived import Source
 from service.app import build_worker
@@ -321,3 +322,49 @@ async def test_dead_consumers_are_removed_only_with_nothing_pending(
 
     await wait_until(holder_removed, what="the emptied holder removed")
     assert await _consumers(redis, s) == {s.consumer: 0}
+
+
+async def test_deliveries_refused_by_a_full_redis_do_not_count(settings: Settings) -> None:
+    """At maxmemory (noeviction) Redis refuses the commit; claims that fail so do not bring
+    entries to the delivery cap: once memory is freed they are processed, not dead-lettered."""
+    server = LocalRedis().start()
+    redis = Redis.from_url(server.url)
+    s = settings.model_copy(
+        update={"redis_url": server.url, "claim_idle_ms": 1, "max_deliveries": 2}
+    )
+    try:
+        conn = Connection(redis, s)
+        await conn.ensure_group()
+        await conn.load_scripts()
+        await produce(redis, s, step("m1", "in_progress"), step("m1", "completed", ended_at=T0 + 1))
+        await fetch(redis, s.source_stream, s.group, "gone")  # delivered to a consumer that died
+        used = int((await redis.info("memory"))["used_memory"])
+        await redis.config_set("maxmemory-policy", "noeviction")
+        await redis.config_set("maxmemory", str(used // 2))
+        recovery = Recovery(make_processor(conn, s))
+        refused = 0
+
+        async def refused_again() -> bool:
+            nonlocal refused
+            try:
+                await recovery.claim_once()
+            except OutOfMemoryError:
+                refused += 1
+            return refused >= 2 * s.max_deliveries
+
+        await wait_until(refused_again, 20, "claims refused by a full Redis")
+        rows = await redis.xpending_range(s.source_stream, s.group, "-", "+", 10)
+        assert [r["times_delivered"] for r in rows] == [1, 1]
+        await redis.config_set("maxmemory", "0")
+
+        async def claimed_and_done() -> bool:
+            await recovery.claim_once()
+            return await drained(redis, s.source_stream, s.group)
+
+        await wait_until(claimed_and_done, 20, "the entries claimed and processed")
+        types = [e["type"] for e in await read_json(redis, s.derived_stream)]
+        assert types == ["run_step.started", "run_step.completed"]
+        assert await redis.xlen(s.dlq_stream) == 0
+    finally:
+        await redis.aclose()
+        server.stop()
