@@ -219,8 +219,7 @@ def _item(
 
 
 def _response_run(response: ResponseObject) -> ReportedRun:
-    extra = response.model_extra or {}
-    completed = extra.get("completed_at")
+    completed = response.completed_at
     terminal = response.status not in ("queued", "in_progress")
     usage = response.usage
     return ReportedRun(
@@ -229,7 +228,7 @@ def _response_run(response: ResponseObject) -> ReportedRun:
         assistant_id=None if response.prompt is None else response.prompt.id,
         status=response.status,
         created_at=response.created_at,
-        ended_at=completed if terminal and isinstance(completed, int | float) else None,
+        ended_at=completed if terminal else None,
         usage=None if usage is None else usage.model_dump(mode="json", exclude_none=True),
         totals=None
         if usage is None

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from contracts.limits import MAX_EXACT, MAX_ID_CHARS, MAX_TOKENS, id_fault
 from contracts.run_step import (
     METADATA_MAX_KEY_CHARS,
     METADATA_MAX_KEYS,
@@ -29,13 +30,16 @@ from contracts.stream_events import EVENT_STATUS, StepEventLiteral
 
 __all__ = ["FastStep", "decode_fast"]
 
-NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+# contracts.limits, as msgspec constraints; an id's characters are checked after decoding.
+_Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
+_Time = Annotated[int, msgspec.Meta(ge=0, le=MAX_EXACT)]
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
 
 
 class _Usage(msgspec.Struct, frozen=True):
-    prompt_tokens: NonNegative
-    completion_tokens: NonNegative
-    total_tokens: NonNegative
+    prompt_tokens: _Tokens
+    completion_tokens: _Tokens
+    total_tokens: _Tokens
 
 
 class _LastError(msgspec.Struct, frozen=True):
@@ -127,21 +131,21 @@ class FastStep(msgspec.Struct, frozen=True, kw_only=True):
     """A run step, field for field as `contracts.RunStep` (inside an envelope `object` may
     be left out, as there); unknown fields are ignored, where RunStep keeps them."""
 
-    id: str
-    created_at: int
+    id: _Id
+    created_at: _Time
     assistant_id: str
     thread_id: str
-    run_id: str
+    run_id: _Id
     type: StepType
     status: StepStatus
     step_details: _MessageCreationDetails | _ToolCallsDetails
     object: Literal["thread.run.step"] = "thread.run.step"
     last_error: _LastError | None = None
-    expired_at: int | None = None
-    cancelled_at: int | None = None
-    failed_at: int | None = None
-    completed_at: int | None = None
-    expires_at: int | None = None
+    expired_at: _Time | None = None
+    cancelled_at: _Time | None = None
+    failed_at: _Time | None = None
+    completed_at: _Time | None = None
+    expires_at: _Time | None = None
     metadata: _Metadata | None = None
     usage: _Usage | None = None
 
@@ -192,5 +196,7 @@ def decode_fast(data: bytes) -> FastStep | None:
     except msgspec.DecodeError:  # ValidationError included
         return None
     if _DETAILS_TAG[type(step.step_details)] is not step.type:
+        return None
+    if id_fault(step.id) or id_fault(step.run_id):
         return None
     return step
