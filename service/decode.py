@@ -35,11 +35,13 @@ from contracts.stream_events import (
 
 from .derive import ReportedRun
 from .fastpath import FastStep, decode_fast
+from .replies import DUPLICATE_PREFIX
 from .telemetry import IGNORED_OTHER
 
 __all__ = ["Decoded", "ErrorReport", "Ignored", "Rejection", "Responses", "decode_entry"]
 
 DATA_FIELD = b"data"
+_DATA_COPY = b":" + DATA_FIELD  # how a renamed copy of it ends (service/replies.py)
 
 # The ignored events whose contract model (IgnoredEvent) accepts any `data`: no model is
 # built for them. A step delta's envelope is validated (RunStepDeltaEvent).
@@ -125,6 +127,26 @@ def _invalid(exc: ValidationError) -> Rejection:
     return Rejection(DeadLetterKind.INVALID_PAYLOAD, f"{where}: {first['msg']}", _errors(exc))
 
 
+def _data(fields: dict[bytes, bytes], max_bytes: int) -> bytes | Rejection:
+    """The entry's one `data` field, or why there is none to decode."""
+    data = fields.get(DATA_FIELD)
+    if data is None:
+        names = sorted(k.decode("utf-8", "replace") for k in fields)
+        return Rejection(DeadLetterKind.MISSING_DATA, f"entry has no 'data' field (has {names})")
+    if len(fields) > 1:
+        copies = sum(k.startswith(DUPLICATE_PREFIX) and k.endswith(_DATA_COPY) for k in fields)
+        if copies:
+            return Rejection(
+                DeadLetterKind.INVALID_PAYLOAD,
+                f"duplicate field data: the entry has {copies + 1} 'data' fields",
+            )
+    if len(data) > max_bytes:
+        return Rejection(
+            DeadLetterKind.OVERSIZED, f"payload is {len(data)} bytes; the limit is {max_bytes}"
+        )
+    return data
+
+
 def decode_entry(fields: dict[bytes, bytes], max_bytes: int, seen_at: float) -> Decoded:
     """Validate one source entry's `data` field into what the lifecycle acts on.
 
@@ -132,14 +154,9 @@ def decode_entry(fields: dict[bytes, bytes], max_bytes: int, seen_at: float) -> 
     validated by the pydantic contracts, which also word every rejection. `seen_at` (the
     entry id's time) stands in for the times Responses items do not carry.
     """
-    data = fields.get(DATA_FIELD)
-    if data is None:
-        names = sorted(k.decode("utf-8", "replace") for k in fields)
-        return Rejection(DeadLetterKind.MISSING_DATA, f"entry has no 'data' field (has {names})")
-    if len(data) > max_bytes:
-        return Rejection(
-            DeadLetterKind.OVERSIZED, f"payload is {len(data)} bytes; the limit is {max_bytes}"
-        )
+    data = _data(fields, max_bytes)
+    if isinstance(data, Rejection):
+        return data
     fast = decode_fast(data)
     if fast is not None:
         return fast

@@ -77,3 +77,11 @@ async def settle(redis: Redis, settings: Settings) -> None:
     await wait_until(
         lambda: drained(redis, settings.source_stream, settings.group), what="stream drained"
     )
+
+
+async def xadd_raw(redis: Redis, stream: str, *fields: bytes | str) -> bytes:
+    """XADD an entry with `fields` (name, value, ...) as given: repeated names included,
+    which redis-py's xadd, taking a dict, cannot send."""
+    # redis-py leaves execute_command untyped.
+    reply = await redis.execute_command("XADD", stream, "*", *fields)  # type: ignore[no-untyped-call]
+    return bytes(reply)
