@@ -113,6 +113,9 @@ Decoded = FastStep | StepEntry | RunEntry | Responses | Ignored | ErrorReport | 
 ignored event, a forwarded error event, or a rejection."""
 
 
+_INT_PAST_64_BITS = "an integer past 64 bits"
+
+
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     # Keep loc/type/msg only: `input` would copy payload contents into the error.
     return [
@@ -124,7 +127,9 @@ def _errors(exc: ValidationError) -> list[dict[str, Any]]:
 def _invalid(exc: ValidationError) -> Rejection:
     first = exc.errors(include_url=False, include_input=False)[0]
     where = ".".join(str(p) for p in first["loc"]) or "<root>"
-    return Rejection(DeadLetterKind.INVALID_PAYLOAD, f"{where}: {first['msg']}", _errors(exc))
+    # orjson reads an integer past 64 bits as a float, which pydantic then calls a string.
+    message = _INT_PAST_64_BITS if first["type"] == "int_parsing_size" else first["msg"]
+    return Rejection(DeadLetterKind.INVALID_PAYLOAD, f"{where}: {message}", _errors(exc))
 
 
 def _data(fields: dict[bytes, bytes], max_bytes: int) -> bytes | Rejection:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
-__all__ = ["DUPLICATE_PREFIX", "keep_duplicate_fields"]
+__all__ = ["DUPLICATE_PREFIX", "keep_duplicate_fields", "renamed_repeats"]
 
 DUPLICATE_PREFIX = b"\x00dup"
 """The start of a renamed copy of a repeated field name."""
@@ -28,7 +28,8 @@ DUPLICATE_PREFIX = b"\x00dup"
 _FIELDS = itemgetter(1)  # an entry's [name, value, ...] list
 
 
-def _renamed(fields: list[Any]) -> list[Any]:
+def renamed_repeats(fields: list[Any]) -> list[Any]:
+    """An entry's [name, value, ...] list with every later copy of a name renamed."""
     names = fields[::2]
     if len(set(names)) == len(names):
         return fields
@@ -55,7 +56,7 @@ def _mark(entries: list[Any] | None) -> None:
         pass
     for entry in entries:
         if entry is not None and entry[1] is not None and len(entry[1]) > 2:
-            entry[1] = _renamed(entry[1])
+            entry[1] = renamed_repeats(entry[1])
 
 
 def _mark_read(reply: Any) -> None:
