@@ -7,12 +7,10 @@ worker's clients keep the repeats (service/replies.py) so decode can refuse the 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
-import pytest
 from redis.asyncio import Redis
 
-from service.app import Worker, build_worker
+from service.app import Worker
 from service.connection import Connection, connect
 from service.decode import Rejection, decode_entry
 from service.pending import Pending
@@ -28,15 +26,6 @@ SECOND = json.dumps(step("s_second", "in_progress", run_id="run_dup")).encode()
 async def _add_twice(redis: Redis, stream: str) -> bytes:
     """One entry with `data` twice (and another field between), as raw Redis allows."""
     return await xadd_raw(redis, stream, "data", FIRST, "x", "1", "data", SECOND)
-
-
-@pytest.fixture
-async def worker(settings: Settings) -> AsyncIterator[Worker]:
-    """A worker consuming this test's streams, in this process."""
-    w = build_worker(settings.model_copy(update={"linger_ms": 0.0}))
-    await w.start()
-    yield w
-    await w.stop()
 
 
 async def test_the_subscriber_dead_letters_an_entry_with_two_data_fields(
