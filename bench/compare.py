@@ -48,15 +48,21 @@ def _worktree(rev: str) -> Iterator[Path]:
 async def compare(rev: str, rounds: int, events: int, processes: int, cap: float | None) -> None:
     """Print each round's two drain rates and ratio, then the median ratio."""
     workload = build(events)
-    ratios = []
+    ratios: list[float] = []
+    cpu: dict[str, list[float]] = {"consumer": [], "redis": []}  # this tree's / REV's, per event
     with _worktree(rev) as base:
         for n in range(1, rounds + 1):
             old = await run_workers(workload, processes, "old", cap=cap, root=base)
             new = await run_workers(workload, processes, "new", cap=cap)
             ratios.append(new.drain.rate / old.drain.rate)
+            for role, ratio in cpu.items():
+                ratio.append(new.drain.cpu_us(role) / old.drain.cpu_us(role))
             print(
                 f"round {n}: {rev} {old.drain.rate:,.0f} ev/s, this tree "
-                f"{new.drain.rate:,.0f} ev/s, ratio {ratios[-1]:.2f}",
+                f"{new.drain.rate:,.0f} ev/s, ratio {ratios[-1]:.2f}; CPU per event, worker "
+                f"{old.drain.cpu_us('consumer'):.1f} -> {new.drain.cpu_us('consumer'):.1f} us, "
+                f"redis-server {old.drain.cpu_us('redis'):.1f} -> "
+                f"{new.drain.cpu_us('redis'):.1f} us",
                 flush=True,
             )
     print(
@@ -64,6 +70,11 @@ async def compare(rev: str, rounds: int, events: int, processes: int, cap: float
         f"(range {min(ratios):.2f}-{max(ratios):.2f}, {rounds} rounds, {events:,} entries, "
         f"{processes} worker process{'es' if processes > 1 else ''}"
         f"{'' if cap is None else f', each capped at {cap:g} CPU'})"
+    )
+    print(
+        f"CPU per event, this tree / {rev} (median): worker "
+        f"{statistics.median(cpu['consumer']):.2f}, redis-server "
+        f"{statistics.median(cpu['redis']):.2f}"
     )
 
 

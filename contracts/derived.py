@@ -271,6 +271,7 @@ class DeadLetterKind(StrEnum):
     ENVELOPE_MISMATCH = "envelope_mismatch"  # the event name contradicts the step's status
     PROCESSING_FAILED = "processing_failed"  # valid, but handling it kept failing
     WRONG_PARTITION = "wrong_partition"  # its run belongs to another partition's stream
+    IDENTITY_MISMATCH = "identity_mismatch"  # its thread/assistant contradict its run's
 
 
 class DeadLetterError(BaseModel):

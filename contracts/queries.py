@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
+from .derived import Source
+
 __all__ = ["RunState", "StepState", "TokenTotals", "TokenUsage"]
 
 
@@ -34,6 +36,9 @@ class StepState(_Answer):
     assistant_id: str | None
     status: str = Field(description="in_progress or a terminal status")
     step_type: str | None
+    source: Source | None = Field(
+        description="the step's dialect: an Assistants run step or a Responses output item"
+    )
     created_at: int | float | None
     ended_at: int | float | None = Field(description="null while in progress or unknown")
     duration_s: int | float | None

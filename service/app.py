@@ -294,8 +294,8 @@ def _subscribe(worker: Worker, index: int, part: Partition) -> None:
         entries = batch.entries
         await worker.processors[index].process(entries)  # built at start-up
         if len(entries) < settings.batch_size and linger_s:
-            # Let entries gather: every fetch, read and commit has a fixed cost that a
-            # batch of one pays alone (~1 ms of CPU here).
+            # Let entries gather: every fetch and commit has a fixed cost that a batch of
+            # one pays alone (bench/README.md measures what linger buys).
             await asyncio.sleep(linger_s)
 
 
@@ -348,7 +348,7 @@ def build_app(worker: Worker) -> AsgiFastStream:
     from .http import App, prefix_routes, routes
     from .metrics import Metrics
 
-    metrics = Metrics(worker)
+    metrics = Metrics(worker.telemetry, lambda: worker.redis, worker.parts, worker.settings.group)
     spec = AsyncAPI(
         title="runsteps",
         version=version("runsteps"),

@@ -25,7 +25,7 @@ __all__ = ["main"]
 
 def _runner(choice: str) -> Callable[[Coroutine[Any, Any, None]], None]:
     """What runs the worker's main coroutine: uvloop's loop (less CPU per entry on the hot
-    path's socket I/O: ~5% more entries/s in interleaved bench drains) or asyncio's own."""
+    path's socket I/O; bench/README.md has the measurement) or asyncio's own."""
     from .errors import ConfigError
 
     if choice == "asyncio":

@@ -3,7 +3,9 @@
 -- generates from the pure service/lifecycle.py and puts above this text. The worker never
 -- reads state first, so replicas never conflict; two replicas running the same entry, or
 -- one entry delivered twice, meet the state it left: a duplicate or a stale status, which
--- publish nothing. That is why one XACK for the whole batch is enough.
+-- publish nothing. That is why one XACK for the whole batch is enough. An entry naming
+-- another thread or assistant than its run's ('t', 'a': set by the first entry naming
+-- them) is neither applied nor acked: the worker dead-letters it (identity_mismatch).
 --
 -- A run's hash holds each step's state as field '@<step id>', the run's own state as 'r'
 -- (state strings start with the status code; the refused statuses follow: service/state.py),
@@ -13,11 +15,15 @@
 -- any is in progress it does not expire.
 --
 -- KEYS: 1 derived stream, 2 source stream, 3 stall zset, then one run hash per run group
--- ARGV: 1 group, 2 derived maxlen, 3 state TTL, 4 number of ids to ack, then those ids,
---       then per run group: its number of entries, thread, assistant, and per entry 8
---       arguments (service/derive.py Op): head, field, state, start, end, reject, key, extra
+-- ARGV: 1 group, 2 derived maxlen, 3 state TTL, 4 number of ids to ack (entries with no
+--       effects), then those ids, then per run group (a run's entries that agree on its
+--       thread and assistant): its number of entries, run id, thread, assistant, and per
+--       entry 8 arguments (service/derive.py Op): source entry id (acked here unless it
+--       mismatched), head, field, state, start, end, key, extra
 --       (key and extra: a step's usage and run.usage; a waiting run's round and
---       run.requires_action; an ending run's own totals and run.usage).
+--       run.requires_action; an ending run's own totals and run.usage). An entry that ends
+--       its subject carries its end only, and as `start` the start's last fields: the
+--       start and the rejection it rarely needs are built here, from the end's ids.
 -- Returns one action letter per entry, in order: what was done (lifecycle.Action).
 local derived, source, stalls = KEYS[1], KEYS[2], KEYS[3]
 local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
@@ -29,6 +35,8 @@ local COUNTED = {'kc', 'kf', 'kx', 'ke', 'kn'}  -- steps ended, by terminal stat
 local COUNT_AT = {c = 1, f = 2, x = 3, e = 4, n = 5}
 local results = {}
 local adds, rems = {}, {}  -- stall index changes: one ZADD and one ZREM for the batch
+local acks, held = {}, {}  -- entries to ack; entries not to (their identity mismatched)
+for i = 5, 4 + nacks do acks[#acks + 1] = ARGV[i] end
 
 local function publish(data)
   redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', data)
@@ -40,17 +48,51 @@ local function spliced(template, name)
   return (string.gsub(string.gsub(template, '"%%FROM%%"', value), '%%FROM%%', name or 'none'))
 end
 
+-- contracts.derived.event_id_for: the UUIDv5 of 'run|step|type|qualifier' in NAMESPACE.
+local function event_id(run_id, subject, type_, qualifier)
+  local h = redis.sha1hex(NAMESPACE .. run_id .. '|' .. subject .. '|' .. type_ .. '|' .. qualifier)
+  local variant = tonumber(string.sub(h, 17, 17), 16) % 4 + 1
+  return string.sub(h, 1, 8) .. '-' .. string.sub(h, 9, 12) .. '-5' .. string.sub(h, 14, 16)
+    .. '-' .. string.sub('89ab', variant, variant) .. string.sub(h, 18, 20) .. '-'
+    .. string.sub(h, 21, 32)
+end
+
+-- An event of an ending entry that the worker did not build: its type and id, the ids
+-- its end carries (`"source":…,"assistant_id":…`: quotes inside values are escaped, so the
+-- first ',"from_status":' ends them), then `rest`.
+local function built(type_, run_id, subject, qualifier, finish, rest)
+  return '{"type":"' .. type_ .. '","event_id":"' .. event_id(run_id, subject, type_, qualifier)
+    .. '",' .. string.match(finish, '^{"type":"[^"]*","event_id":"[^"]*",(.-),"from_status":')
+    .. ',' .. rest
+end
+
+-- The start of a subject first seen ended; `tail` ends it (occurred_at, step_type).
+local function built_start(step, run_id, subject, finish, tail)
+  return built(step and 'run_step.started' or 'run.started', run_id, subject, '', finish,
+    '"from_status":null,"to_status":"in_progress",' .. tail)
+end
+
+-- The rejection of a second terminal status `to` for a subject already `from`.
+local function built_rejection(step, run_id, subject, finish, from, to)
+  local kind = step and 'step' or 'run'
+  local occurred = string.match(finish, ',"occurred_at":([^,]*),')
+  return built((step and 'run_step' or 'run') .. '.transition_rejected', run_id, subject, to,
+    finish, '"from_status":"' .. from .. '","to_status":"' .. to .. '","occurred_at":'
+    .. occurred .. ',"reason":"' .. kind .. ' is already ' .. from
+    .. '; terminal statuses are final"}')
+end
+
 local a = 5 + nacks
 local k = 3
 local nargs = #ARGV
 while a <= nargs do
   k = k + 1
   local run = KEYS[k]
-  local nops, thread, assistant = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2]
-  a = a + 3
+  local nops, run_id, thread, assistant = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  a = a + 4
   -- One HMGET for the run: its fixed fields, then each subject the group names.
   local want, at = {unpack(FIXED)}, {}
-  for j = a + 1, a + 8 * (nops - 1) + 1, 8 do
+  for j = a + 2, a + 8 * (nops - 1) + 2, 8 do
     local f = ARGV[j]
     if not at[f] then
       want[#want + 1] = f
@@ -62,6 +104,9 @@ while a <= nargs do
   for f, pos in pairs(at) do
     cur[f] = got[pos]
   end
+  -- The group names another thread or assistant than the run's: its naming entries clash.
+  local clash = (thread ~= '' and got[2] and got[2] ~= thread)
+    or (assistant ~= '' and got[3] and got[3] ~= assistant)
   local live = tonumber(got[1]) or 0
   local live_before, ended = live, false
   local ra = got[4] or ''
@@ -80,20 +125,28 @@ while a <= nargs do
     return loaded
   end
   for _ = 1, nops do
-    local head, f, state, start, finish, reject, key, extra = unpack(ARGV, a, a + 7)
+    local sid, head, f, state, start, finish, key, extra = unpack(ARGV, a, a + 7)
     a = a + 8
     local step = string.byte(head, 1) == 115  -- 's'
     local code = string.sub(head, 2, 2)
     local now = cur[f]
     local have = now and string.sub(now, 1, 1) or ''
     local act = (step and STEP or RUN)[have .. code]
+    if clash and string.byte(head, 3) == 43 then  -- '+': this entry names them
+      act = 'I'
+      held[sid] = true
+    else
+      acks[#acks + 1] = sid
+    end
     if act == 'R' then
       local refused = string.match(now, '^.|([^|]*)')
       if string.find(refused, code, 1, true) then
         act = 'D'
       else
         set(f, string.sub(now, 1, 2) .. refused .. code .. string.sub(now, 3 + #refused))
-        publish(spliced(reject, (step and STEP_NAMES or RUN_NAMES)[have]))
+        local names = step and STEP_NAMES or RUN_NAMES
+        publish(built_rejection(step, run_id, step and string.sub(f, 2) or '', finish,
+          names[have], names[code]))
         ended = true
       end
     elseif act == 'S' or act == 'W' then
@@ -101,7 +154,7 @@ while a <= nargs do
       publish(start)
       live = live + 1
       if step then
-        local deadline, member = string.match(head, '^..|(%d+)|(.*)$')
+        local deadline, member = string.match(head, '^...|(%d+)|(.*)$')
         adds[#adds + 1] = deadline
         adds[#adds + 1] = member
       end
@@ -112,11 +165,11 @@ while a <= nargs do
       ended = true
       local from = 'in_progress'
       if act == 'B' then
-        publish(start)
+        publish(built_start(step, run_id, step and string.sub(f, 2) or '', finish, start))
       else
         live = live - 1
         if step then
-          rems[#rems + 1] = string.match(head, '^..|%d*|(.*)$')
+          rems[#rems + 1] = string.match(head, '^...|%d*|(.*)$')
         else
           from = RUN_NAMES[have]
         end
@@ -170,8 +223,10 @@ while a <= nargs do
       fields[#fields + 1] = f
       fields[#fields + 1] = cur[f]
     end
-    if not got[2] and not got[3] and (thread ~= '' or assistant ~= '') then
+    if not clash and not got[2] and thread ~= '' then
       fields[#fields + 1], fields[#fields + 2] = 't', thread
+    end
+    if not clash and not got[3] and assistant ~= '' then
       fields[#fields + 1], fields[#fields + 2] = 'a', assistant
     end
     if live ~= live_before then
@@ -210,7 +265,12 @@ end
 for i = 1, #rems, 500 do
   redis.call('ZREM', stalls, unpack(rems, i, math.min(i + 499, #rems)))
 end
-for i = 5, 4 + nacks, 1000 do
-  redis.call('XACK', source, group, unpack(ARGV, i, math.min(i + 999, 4 + nacks)))
+-- An entry with several ops (a Responses event) is held if any of them was.
+local acked = {}
+for _, sid in ipairs(acks) do
+  if not held[sid] then acked[#acked + 1] = sid end
+end
+for i = 1, #acked, 1000 do
+  redis.call('XACK', source, group, unpack(acked, i, math.min(i + 999, #acked)))
 end
 return table.concat(results)

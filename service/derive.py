@@ -1,11 +1,13 @@
 """PURE: a reported step or run -> an `Op`, the effects its entry may have.
 
 The worker never reads state before committing: the commit script decides each entry on
-the state it finds (the table comes from `lifecycle`), so an entry carries every event its
-decision may publish, ready to append: its subject's start, its end, the rejection (with
-`%FROM%` where the tracked status goes), and run.usage / run.requires_action. Events are
-built as plain dicts in the exact shape (and field order) of the `contracts.derived` models;
-the tests validate every event the worker writes against them.
+the state it finds (the table comes from `lifecycle`), so an entry carries the events its
+decision will most likely publish, ready to append: a starting entry its start, an ending
+one its end and run.usage; run.requires_action (with `%FROM%` where the tracked status
+goes). The rare ones, the start of a subject first seen ended and a rejected second end, the
+script builds from the end's ids (commit.lua), so no entry ships events it seldom needs.
+Events are built as plain dicts in the exact shape (and field order) of the
+`contracts.derived` models; the tests validate every event the worker writes against them.
 """
 
 from __future__ import annotations
@@ -105,8 +107,9 @@ class ReportedRun:
 class Op:
     """One source entry's possible effects, as the commit script takes them (see commit.lua).
 
-    `head` is the kind ('s' step, 'r' run) and the incoming status's code, then, for steps,
-    '|<stall deadline or empty>|<stall index member>'.
+    `head` is the kind ('s' step, 'r' run), the incoming status's code, '+' if the entry
+    names a thread or assistant (else '-'), then, for steps, '|<stall deadline or
+    empty>|<stall index member>'.
     """
 
     source_id: bytes
@@ -116,15 +119,18 @@ class Op:
     head: str
     field: str  # the subject's field in its run's hash
     state: str  # the subject's state string after this entry's own status
-    start: bytes = b""
+    start: bytes = b""  # an ending entry's: only its last fields, `"occurred_at":…}`
     end: bytes = b""  # a run's end goes without its closing brace: the script adds steps
-    reject: bytes = b""
     # Steps, and runs that end with totals of their own (Responses): usage 'p,c,t' and the
     # run.usage event without its totals. Runs that wait: the round's key and the
     # run.requires_action event.
     key: str = ""
     extra: bytes = b""
     end_type: str = ""  # the end event's type, for counting what was published
+
+
+def _named(op: Op) -> str:
+    return "+" if op.thread_id or op.assistant_id else "-"
 
 
 def stall_member(run_id: str, step_id: str) -> str:
@@ -180,16 +186,19 @@ def step_op(
             status,
             step.created_at,
             step.type,
+            source,
             ended_at=ended_at,
             usage=triple,
             error_code=None if error is None else str(error.code),
         ),
-        start=_step_start(step, source),
     )
     if status == "in_progress":
-        op.head = f"si|{int(stall_deadline)}|{member}"
+        op.head = f"si{_named(op)}|{int(stall_deadline)}|{member}"
+        op.start = _step_start(step, source)
         return op
-    op.head = f"s{STEPS.codes[status]}||{member}"
+    op.head = f"s{STEPS.codes[status]}{_named(op)}||{member}"
+    # The start's last fields: the script builds the rest from the end, if it needs it.
+    op.start = _dumps({"occurred_at": step.created_at, "step_type": step.type})[1:]
     type_ = op.end_type = STEP_END_TYPES[status]
     occurred_at = ended_at if ended_at is not None else step.created_at
     end = _step_common(step, source, type_)
@@ -203,12 +212,6 @@ def step_op(
     }  # fmt: skip
     end["last_error"] = None if error is None else {"code": error.code, "message": error.message}
     op.end = _dumps(end)
-    rejected = _step_common(step, source, DerivedType.TRANSITION_REJECTED, status)
-    rejected["from_status"] = FROM
-    rejected["to_status"] = status
-    rejected["occurred_at"] = occurred_at
-    rejected["reason"] = f"step is already {FROM}; terminal statuses are final"
-    op.reject = _dumps(rejected)
     if triple is not None:
         op.key = "%d,%d,%d" % triple  # noqa: UP031  # the script parses exactly this
         usage_event = _step_common(step, source, DerivedType.RUN_USAGE)
@@ -239,15 +242,19 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source) -> Op:
         run_id=run.id,
         thread_id=run.thread_id or "",
         assistant_id=run.assistant_id or "",
-        head=f"r{RUNS.codes[status]}",
+        head="",
         field=RUN_FIELD,
         state=encode_run_state(status, run.created_at, run.ended_at if terminal else None),
     )
-    start = _run_common(run, source, DerivedType.RUN_STARTED)
-    start["from_status"] = None
-    start["to_status"] = "in_progress" if terminal else status
-    start["occurred_at"] = run.created_at
-    op.start = _dumps(start)
+    op.head = f"r{RUNS.codes[status]}{_named(op)}"
+    if terminal:  # the start's last field: the script builds the rest from the end
+        op.start = _dumps({"occurred_at": run.created_at})[1:]
+    else:
+        start = _run_common(run, source, DerivedType.RUN_STARTED)
+        start["from_status"] = None
+        start["to_status"] = status
+        start["occurred_at"] = run.created_at
+        op.start = _dumps(start)
     if status == RUNS.waiting:
         calls = run.pending_tool_call_ids
         op.key = calls[0] if calls else ""
@@ -285,21 +292,15 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source) -> Op:
     end["last_error"] = run.last_error
     end["incomplete_details"] = run.incomplete_details
     op.end = _dumps(end)[:-1]  # the script appends the run's step counts and the brace
-    rejected = _run_common(run, source, DerivedType.RUN_TRANSITION_REJECTED, status)
-    rejected["from_status"] = FROM
-    rejected["to_status"] = status
-    rejected["occurred_at"] = end["occurred_at"]
-    rejected["reason"] = f"run is already {FROM}; terminal statuses are final"
-    op.reject = _dumps(rejected)
     return op
 
 
-_STEP_PUBLISHES = {
+_STEP_PUBLISHES: dict[str, tuple[str, ...]] = {
     Action.START: (DerivedType.STARTED.value,),
     Action.BEGIN_END: (DerivedType.STARTED.value,),
     Action.REJECT: (DerivedType.TRANSITION_REJECTED.value,),
 }
-_RUN_PUBLISHES = {
+_RUN_PUBLISHES: dict[str, tuple[str, ...]] = {
     Action.START: (DerivedType.RUN_STARTED.value,),
     Action.START_WAIT: (DerivedType.RUN_STARTED.value, DerivedType.RUN_REQUIRES_ACTION.value),
     Action.MOVE_WAIT: (DerivedType.RUN_REQUIRES_ACTION.value,),
@@ -312,7 +313,7 @@ _USAGE = (DerivedType.RUN_USAGE.value,)
 def published(op: Op, action: str) -> tuple[str, ...]:
     """The types of the events that `action` (the script's answer for `op`) published."""
     step = op.head[0] == "s"
-    types = (_STEP_PUBLISHES if step else _RUN_PUBLISHES).get(Action(action), ())
+    types = (_STEP_PUBLISHES if step else _RUN_PUBLISHES).get(action, ())
     if action in (Action.END, Action.BEGIN_END):
         if step:
             types += (op.end_type, *(_USAGE if op.key else ()))

@@ -41,6 +41,7 @@ class Action(StrEnum):
     REJECT = "R"  # publish one transition_rejected, unless this status was refused before
     NOTHING = "D"  # duplicate or stale: only the ack
     STALE = "T"  # (reported apart from duplicates, for the metrics)
+    MISMATCH = "I"  # names another thread/assistant than its run's: not applied, not acked
 
 
 @dataclass(frozen=True, slots=True)

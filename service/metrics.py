@@ -1,7 +1,7 @@
 """Prometheus metrics of one worker, in a registry of its own (several workers per process).
 
-Counters are read from the worker's telemetry `stats` (shared by its partitions' processors)
-at scrape time, so processing code keeps a plain Counter and knows nothing of Prometheus.
+Counters are read from the worker's `Telemetry` (shared by its partitions' processors) at
+scrape time, so processing code keeps a plain Counter and knows nothing of Prometheus.
 Batch timings come through the telemetry's `observe` hook. Stream lengths and the consumer
 group's lag and pending count are asked of Redis when scraped, per stream: every worker of a
 group reports the same figures (aggregate them with max by stream, not sum).
@@ -22,7 +22,11 @@ from .lifecycle import Outcome
 from .telemetry import Telemetry
 
 if TYPE_CHECKING:
-    from .app import Worker
+    from collections.abc import Sequence
+
+    from redis.asyncio import Redis
+
+    from .keys import Partition
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -42,6 +46,10 @@ _PLAIN_COUNTERS: tuple[tuple[str, str, Callable[[Telemetry], int]], ...] = (
      lambda t: t.reclaimed),
     ("runsteps_error_events", "`error` events forwarded by producers",
      lambda t: t.error_events),
+    ("runsteps_source_trimmed", "Source entries trimmed: acked by every group, past retention",
+     lambda t: t.source_trimmed),
+    ("runsteps_stall_index_pruned", "Stall index members removed: step state gone or ended",
+     lambda t: t.stall_index_pruned),
 )  # fmt: skip
 
 
@@ -60,12 +68,12 @@ class _Snapshot:
 class _StatsCollector:
     """Turns the telemetry stats and the last Redis snapshot into metric families."""
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
         self.snapshot = _Snapshot()
 
     def collect(self) -> Iterator[Metric]:
-        telemetry = self.worker.telemetry
+        telemetry = self.telemetry
         for name, doc, count in _PLAIN_COUNTERS:
             yield CounterMetricFamily(name, doc, value=count(telemetry))
         yield CounterMetricFamily(
@@ -146,12 +154,24 @@ def _family(
 
 
 class Metrics:
-    """A worker's metrics: hooks itself into the worker's telemetry; `render` is the scrape."""
+    """A worker's metrics: hooks itself into the worker's telemetry; `render` is the scrape.
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
+    `redis` gives the worker's client at scrape time (None before start-up or after
+    shutdown); `parts` are the partitions whose streams are reported, of consumer `group`.
+    """
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        redis: Callable[[], Redis | None],
+        parts: Sequence[Partition],
+        group: str,
+    ) -> None:
+        self.redis = redis
+        self.parts = parts
+        self.group = group
         self.registry = CollectorRegistry()
-        self._collector = _StatsCollector(worker)
+        self._collector = _StatsCollector(telemetry)
         self.registry.register(self._collector)
         self.batch_seconds = Histogram(
             "runsteps_batch_processing_seconds",
@@ -165,7 +185,7 @@ class Metrics:
             buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
             registry=self.registry,
         )
-        worker.telemetry.observe = self.observe
+        telemetry.observe = self.observe
 
     def observe(self, entries: int, seconds: float) -> None:
         """Record one processed batch (the processor calls this after each batch)."""
@@ -181,10 +201,10 @@ class Metrics:
 
     async def _poll(self) -> _Snapshot:
         snap = _Snapshot()
-        redis = self.worker.redis
+        redis = self.redis()
         if redis is None:
             return snap
-        parts = self.worker.parts
+        parts = self.parts
         sources = [p.source_stream for p in parts]
         streams = [
             (stream, role)
@@ -214,7 +234,7 @@ class Metrics:
         for stream, info in zip(sources, infos, strict=True):
             if isinstance(info, Exception):  # no such stream yet: no group figures
                 continue
-            group = _find_group(cast("list[dict[str, Any]]", info), self.worker.settings.group)
+            group = _find_group(cast("list[dict[str, Any]]", info), self.group)
             if group is None:
                 continue
             snap.pending[stream] = int(group["pending"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -43,7 +44,7 @@ log = logging.getLogger("runsteps.process")
 Entry = tuple[bytes, dict[bytes, bytes]]
 """One stream entry as redis-py returns it: (entry id, fields)."""
 
-_OUTCOMES = {
+_OUTCOMES: dict[str, Outcome] = {  # by the script's action letters
     Action.START: Outcome.STARTED,
     Action.START_WAIT: Outcome.STARTED,
     Action.MOVE: Outcome.MOVED,
@@ -56,6 +57,9 @@ _OUTCOMES = {
 }
 
 
+_SILENT = frozenset((Action.MOVE, Action.NOTHING, Action.STALE, Action.MISMATCH))
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
@@ -65,7 +69,7 @@ class Batch:
     """A decoded batch: each run's ops in arrival order, what to ack, what is dead."""
 
     runs: dict[str, list[Op]] = field(default_factory=dict)
-    acks: list[bytes] = field(default_factory=list)  # every entry not dead-lettered
+    acks: list[bytes] = field(default_factory=list)  # entries with no ops, not dead-lettered
     dead: list[DeadLetter] = field(default_factory=list)
 
 
@@ -105,6 +109,8 @@ class Processor:
         batch = self._decode(entries)
         actions = await self.store.commit(batch.runs, batch.acks, batch.dead)
         self._count(batch, actions)
+        if Action.MISMATCH in actions:
+            await self._dead_letter_mismatched(batch, actions, dict(entries))
         if self.telemetry.observe is not None:
             self.telemetry.observe(len(entries), time.perf_counter() - started)
 
@@ -149,7 +155,8 @@ class Processor:
                 continue
             for op in ops:
                 batch.runs.setdefault(op.run_id, []).append(op)
-            batch.acks.append(source_id)
+            if not ops:
+                batch.acks.append(source_id)
         return batch
 
     def _ops(self, source_id: bytes, decoded: Decoded) -> list[Op]:
@@ -190,11 +197,33 @@ class Processor:
     def _count(self, batch: Batch, actions: str) -> None:
         """Count decisions and published events (once: the commit has succeeded)."""
         telemetry = self.telemetry
+        for action, n in Counter(actions).items():
+            if action != Action.MISMATCH:  # counted as a dead letter
+                telemetry.decisions[_OUTCOMES[action]] += n
         ops = (op for run_ops in batch.runs.values() for op in run_ops)
+        derived = telemetry.derived
         for op, action in zip(ops, actions, strict=True):
-            telemetry.decisions[_OUTCOMES[Action(action)]] += 1
-            for type_ in published(op, action):
-                telemetry.derived[type_] += 1
+            if action not in _SILENT:
+                for type_ in published(op, action):
+                    derived[type_] += 1
+
+    async def _dead_letter_mismatched(
+        self, batch: Batch, actions: str, fields: dict[bytes, dict[bytes, bytes]]
+    ) -> None:
+        """Dead-letter the entries the script left unacked: they name another thread or
+        assistant than their run's (a producer mixing up ids, or two runs sharing an id)."""
+        ops = (op for run_ops in batch.runs.values() for op in run_ops)
+        dead: dict[bytes, DeadLetter] = {}
+        for op, action in zip(ops, actions, strict=True):
+            if action == Action.MISMATCH and op.source_id not in dead:
+                error = Rejection(
+                    DeadLetterKind.IDENTITY_MISMATCH,
+                    f"run {op.run_id}: this entry names thread {op.thread_id or None!r} and "
+                    f"assistant {op.assistant_id or None!r}, not those the run is tracked with",
+                )
+                dead[op.source_id] = DeadLetter(op.source_id, fields[op.source_id], error.to_json())
+        self.telemetry.dead_letters[DeadLetterKind.IDENTITY_MISMATCH] += len(dead)
+        await self.store.commit({}, [], list(dead.values()))
 
     async def dead_letter_exhausted(
         self, entries: list[Entry], attempts: dict[bytes, int], last_errors: dict[bytes, str]

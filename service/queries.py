@@ -59,6 +59,7 @@ def _step(
         assistant_id=assistant,
         status=record["s"],
         step_type=record.get("y"),
+        source=record.get("src"),
         created_at=created,
         ended_at=ended,
         duration_s=_duration(created, ended),
@@ -95,10 +96,12 @@ async def run_state(
     limit = max(1, min(limit, MAX_PAGE))
     steps: dict[str, str] = {}
     next_cursor = int(cursor) if cursor.isdigit() else 0
-    # HSCAN's COUNT is a hint: stop once a page is full, and resume from the cursor.
+    # HSCAN's COUNT is a hint: ask only for what the page still lacks, stop once it is full
+    # and resume from the cursor. A reply can hold a few more (a hash bucket is returned
+    # whole; a compact hash, at most hash-max-listpack-entries fields, all at once).
     while len(steps) < limit:
         next_cursor, page = await conn.redis.hscan(
-            key, next_cursor, match=STEP_FIELD + "*", count=limit
+            key, next_cursor, match=STEP_FIELD + "*", count=limit - len(steps)
         )
         steps.update({k.decode(): v.decode() for k, v in cast("dict[bytes, bytes]", page).items()})
         if next_cursor == 0:

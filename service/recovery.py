@@ -19,6 +19,7 @@ from contracts.derived import DerivedType, Source, StepStalled, event_id_for
 from .derive import stall_member
 from .errors import INFRASTRUCTURE_ERRORS
 from .queries import step_state
+from .trim import trim_source
 
 if TYPE_CHECKING:
     from .pending import Pending
@@ -27,9 +28,6 @@ if TYPE_CHECKING:
     from .store import Store
 
 __all__ = ["Recovery"]
-
-# The Assistants API's step types; any other type is a Responses output item's.
-_RUN_STEP_TYPES = frozenset({"message_creation", "tool_calls"})
 
 log = logging.getLogger("runsteps.recovery")
 
@@ -95,7 +93,9 @@ class Recovery:
         s = self.settings
         now = int(time.time()) if now is None else now
         published = 0
-        for run_id, step_id in await self.store.due_stalls(now, limit=500):
+        due, pruned = await self.store.due_stalls(now, limit=500)
+        self.processor.telemetry.stall_index_pruned += pruned
+        for run_id, step_id in due:
             state = await step_state(self.store.conn, run_id, step_id)
             if state is None or state.status != "in_progress":
                 continue
@@ -103,9 +103,7 @@ class Recovery:
             event = StepStalled(
                 type=DerivedType.STALLED,
                 event_id=event_id_for(run_id, step_id, DerivedType.STALLED),
-                source=Source.ASSISTANTS
-                if state.step_type in _RUN_STEP_TYPES
-                else Source.RESPONSES,
+                source=state.source or Source.ASSISTANTS,
                 step_id=step_id,
                 run_id=run_id,
                 thread_id=state.thread_id,
@@ -133,6 +131,7 @@ class Recovery:
                 claimed = await self.claim_once()
                 if time.monotonic() >= next_stall_scan:
                     await self.scan_stalls()
+                    self.processor.telemetry.source_trimmed += await trim_source(self.store.conn)
                     next_stall_scan = time.monotonic() + s.stall_scan_s
                 self.last_pass = time.monotonic()
                 backoff = 0.1

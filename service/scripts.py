@@ -10,9 +10,20 @@ from dataclasses import dataclass
 from hashlib import sha1
 from importlib.resources import files
 
+from contracts.derived import NAMESPACE
+
 from .lifecycle import RUNS, STEPS, Machine, transition_table
 
-__all__ = ["COMMIT", "DEADLETTER", "SCRIPTS", "STALL", "Script", "commit_source"]
+__all__ = [
+    "COMMIT",
+    "DEADLETTER",
+    "SCRIPTS",
+    "STALL",
+    "STALL_PRUNE",
+    "TRIM",
+    "Script",
+    "commit_source",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +52,11 @@ def _names(machine: Machine) -> dict[str, str]:
     return {code: status for status, code in machine.codes.items()}
 
 
+def _lua_bytes(name: str, value: bytes) -> str:
+    escaped = "".join("\\%03d" % b for b in value)  # noqa: UP031  # Lua's decimal escapes
+    return f'local {name} = "{escaped}"'
+
+
 def commit_source() -> str:
     """commit.lua with its generated tables: decisions by (tracked, incoming) status codes,
     and status names by code."""
@@ -50,6 +66,7 @@ def commit_source() -> str:
         _lua_table("RUN", {k: str(v) for k, v in transition_table(RUNS).items()}),
         _lua_table("STEP_NAMES", _names(STEPS)),
         _lua_table("RUN_NAMES", _names(RUNS)),
+        _lua_bytes("NAMESPACE", NAMESPACE.bytes),  # of the derived events' ids
     ]
     return "\n".join(header) + "\n" + _read("commit.lua")
 
@@ -57,4 +74,6 @@ def commit_source() -> str:
 COMMIT = Script.of(commit_source())
 DEADLETTER = Script.of(_read("deadletter.lua"))
 STALL = Script.of(_read("stall.lua"))
-SCRIPTS = (COMMIT, DEADLETTER, STALL)
+STALL_PRUNE = Script.of(_read("stall_prune.lua"))
+TRIM = Script.of(_read("trim.lua"))
+SCRIPTS = (COMMIT, DEADLETTER, STALL, STALL_PRUNE, TRIM)

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         7 * 86_400, description="a run's state expires this long after its last step ended"
     )
     stall_after_s: PositiveInt = Field(600, description="in_progress longer than this: stalled")
+    source_retention_s: int = Field(
+        3600,
+        ge=0,
+        description="source entries every consumer group has acked are trimmed once this old",
+    )
     claim_idle_ms: PositiveInt = Field(30_000, description="pending idle time before a claim")
     max_deliveries: PositiveInt = Field(5, description="deliveries before an entry is dead")
     partitions: PositiveInt = Field(1, description="source streams <stream>:{p}, p < N")

@@ -35,7 +35,11 @@ RUN_FIELD = "r"
 STATE_FIELDS = ("s", "x", "c", "y", "d", "up", "uc", "ut", "e")
 """A step's state: status, refused terminal statuses, created_at, type, ended_at (seconds
 after created_at), prompt, completion and total tokens (total left out when it is their
-sum), last error code."""
+sum), last error code. The type also tells the dialect: an Assistants step's is always a
+one-letter code, a Responses item's never is (a one-letter item type gets a '=')."""
+
+ASSISTANTS, RESPONSES = "assistants", "responses"
+"""The dialects, as `decode_state` names them (contracts.derived.Source's values)."""
 
 RUN_STATE_FIELDS = ("s", "x", "c", "d")
 """A run's state: status, refused terminal statuses, created_at, ended_at (seconds after
@@ -83,6 +87,7 @@ def encode_state(
     status: str,
     created_at: int | float,
     step_type: str,
+    source: str = ASSISTANTS,
     *,
     ended_at: int | float | None = None,
     usage: tuple[int, int, int] | None = None,
@@ -95,16 +100,20 @@ def encode_state(
         prompt, completion = str(usage[0]), str(usage[1])
         total = "" if usage[2] == usage[0] + usage[1] else str(usage[2])
     error = "" if error_code is None else _open(error_code, _ERRORS)
+    type_ = _open(step_type, _STEP_TYPES if source == ASSISTANTS else {})
     return (
-        f"{_STEP_STATUS[status]}||{_number(created_at)}|{_open(step_type, _STEP_TYPES)}|"
+        f"{_STEP_STATUS[status]}||{_number(created_at)}|{type_}|"
         f"{ended}|{prompt}|{completion}|{total}|{error}"
     )
 
 
 def decode_state(raw: str) -> dict[str, str]:
-    """The fields of a stored step state string (empty ones left out), values readable."""
+    """The fields of a stored step state string (empty ones left out), values readable,
+    and its dialect as "src" when it names a type."""
     values = raw.split("|", len(STATE_FIELDS) - 1)
     record: dict[str, str] = {}
+    if len(values) > 3 and values[3]:
+        record["src"] = ASSISTANTS if values[3] in _NAMES["y"] else RESPONSES
     for name, value in zip(STATE_FIELDS, values, strict=False):
         if not value:
             continue

@@ -24,6 +24,8 @@ class Telemetry:
     failed: int = 0  # entries whose processing raised; left pending
     reclaimed: int = 0  # pending entries taken over from other consumers
     error_events: int = 0  # `error` events the producers forwarded
+    source_trimmed: int = 0  # source entries trimmed: acked by every group, past retention
+    stall_index_pruned: int = 0  # stall index members of steps gone or no longer in progress
     derived: Counter[str] = field(default_factory=Counter)  # published, by derived type
     decisions: Counter[str] = field(default_factory=Counter)  # by lifecycle.Outcome
     dead_letters: Counter[str] = field(default_factory=Counter)  # by DeadLetterKind

@@ -15,11 +15,13 @@ from redis.asyncio import Redis
 
 from service.cli import main
 from service.connection import Connection
+from service.keys import partitions
+from service.queries import MAX_PAGE
 from service.redis_server import free_port
 from service.sample import T0, step
 from service.settings import Settings
 from tests.conftest import make_processor
-from tests.helpers import fetch
+from tests.helpers import PAGE_SLACK, fetch, seed_big_run
 from tests.system.workers import ROOT, worker_env
 
 
@@ -91,6 +93,25 @@ def test_inspect_step_and_run(
     assert main(["inspect", "--run", "r-inspect", "nope"]) == 1
     assert "not tracked: step nope of run r-inspect" in capsys.readouterr().err
     assert main(["inspect", "--run", "nope"]) == 1
+
+
+def test_inspect_prints_one_page_of_a_huge_run(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`inspect --run` of a 100,000-step run prints one page (at most about 1000 steps,
+    whatever `--limit` says) and the cursor of the next."""
+
+    async def seed() -> None:
+        redis = Redis.from_url(settings.redis_url)
+        await seed_big_run(redis, partitions(settings)[0].keys.run("r-big"), 100_000)
+        await redis.aclose()
+
+    asyncio.run(seed())
+    _use(settings, monkeypatch)
+    assert main(["inspect", "--run", "r-big", "--limit", "100000"]) == 0
+    page = json.loads(capsys.readouterr().out)
+    assert MAX_PAGE <= len(page["steps"]) < MAX_PAGE + PAGE_SLACK
+    assert page["next_cursor"] is not None
 
 
 def test_replay_dlq_command(

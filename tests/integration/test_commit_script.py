@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from contracts.derived import Source
+from contracts.derived import DERIVED, Source, event_id_for
 from service.connection import Connection
 from service.derive import ReportedRun, run_op, step_op
 from service.lifecycle import RUNS, STEPS, Action, decide
@@ -96,3 +97,74 @@ async def test_a_round_of_tool_calls_is_published_once(conn: Connection, redis: 
         await _commit_run(store, n, "r-tools", status)
     types = [e["type"] for e in await read_json(redis, conn.part.derived_stream)]
     assert types == ["run.started", "run.requires_action"]
+
+
+# Ids and a thread that try to break the script's reading of the end event's ids.
+_ODD_RUN = 'run "odd",\\"from_status\\":'
+_ODD_THREAD = '","from_status":"x","occurred_at":1,'
+
+
+async def test_the_script_builds_the_start_of_a_step_first_seen_ended(
+    conn: Connection, redis: Redis
+) -> None:
+    """A step first seen ended gets the start an observed in_progress would have published:
+    same bytes, same deterministic event_id, even with quotes and JSON-like text in its ids."""
+    step = _Step('step "1"', _ODD_RUN, "completed", thread_id=_ODD_THREAD)
+    op = step_op(b"1-1", step, Source.ASSISTANTS, T0 + 600)
+    assert await Store(conn).commit({step.run_id: [op]}, [], []) == Action.BEGIN_END
+    observed = step_op(b"1-0", _Step(step.id, step.run_id, "in_progress", thread_id=_ODD_THREAD),
+                       Source.ASSISTANTS, T0 + 600)  # fmt: skip
+    start, end = await read_json(redis, conn.part.derived_stream)
+    assert start == json.loads(observed.start)
+    assert end["type"] == "run_step.completed"
+    assert DERIVED.validate_python(start).event_id == event_id_for(
+        step.run_id, step.id, "run_step.started"
+    )
+
+
+async def test_the_script_builds_the_start_of_a_run_first_seen_ended(
+    conn: Connection, redis: Redis
+) -> None:
+    """The same for a run first seen terminal."""
+    await _commit_run(Store(conn), 1, _ODD_RUN, "failed")
+    start, end = await read_json(redis, conn.part.derived_stream)
+    observed = run_op(b"1-0", ReportedRun(_ODD_RUN, "thread_1", "asst_1", "in_progress", T0, None),
+                      Source.ASSISTANTS)  # fmt: skip
+    assert start == json.loads(observed.start)
+    assert end["type"] == "run.failed"
+
+
+@pytest.mark.parametrize("kind", ["step", "run"])
+async def test_the_script_builds_a_rejected_second_end(
+    conn: Connection, redis: Redis, kind: str
+) -> None:
+    """A second, different terminal status publishes one transition_rejected in the
+    contract's shape, with its deterministic event_id (qualified by the refused status)."""
+    store = Store(conn)
+    if kind == "step":
+        for n, status in enumerate(["completed", "failed"]):
+            op = step_op(f"1-{n}".encode(), _Step("s 1", _ODD_RUN, status, thread_id=_ODD_THREAD),
+                         Source.ASSISTANTS, T0 + 600)  # fmt: skip
+            await store.commit({_ODD_RUN: [op]}, [], [])
+    else:
+        for n, status in enumerate(["completed", "failed"]):
+            await _commit_run(store, n, _ODD_RUN, status)
+    rejected = (await read_json(redis, conn.part.derived_stream))[-1]
+    DERIVED.validate_python(rejected)
+    step_id = "s 1" if kind == "step" else None
+    prefix = "run_step" if kind == "step" else "run"
+    assert rejected == {
+        "type": f"{prefix}.transition_rejected",
+        "event_id": event_id_for(
+            _ODD_RUN, step_id or "", f"{prefix}.transition_rejected", "failed"
+        ),
+        "source": "assistants",
+        **({"step_id": step_id} if step_id else {}),
+        "run_id": _ODD_RUN,
+        "thread_id": _ODD_THREAD if kind == "step" else "thread_1",
+        "assistant_id": "asst_1",
+        "from_status": "completed",
+        "to_status": "failed",
+        "occurred_at": T0 + 5 if kind == "step" else T0 + 9,
+        "reason": f"{kind} is already completed; terminal statuses are final",
+    }

@@ -6,16 +6,19 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
+from contracts.derived import Source
 from service.app import build_worker
 from service.connection import Connection
-from service.derive import Op, stall_member
+from service.derive import Op, stall_member, step_op
 from service.pending import Pending
 from service.process import Processor
-from service.queries import replay_dlq, run_state
+from service.queries import replay_dlq, run_state, step_state
 from service.recovery import Recovery
 from service.redis_server import LocalRedis
 from service.sample import T0, step
@@ -148,6 +151,26 @@ async def test_stalled_step_published_once_across_workers(
     assert await scanners[0].scan_stalls(now=later + 100) == 0
 
 
+@pytest.mark.parametrize("source", [Source.ASSISTANTS, Source.RESPONSES])
+async def test_a_stalled_step_names_its_own_dialect(
+    conn: Connection, redis: Redis, settings: Settings, source: Source
+) -> None:
+    """run_step.stalled carries the source the step came from, from its stored state, even
+    for a Responses item whose type is also an Assistants step type."""
+    s = settings.model_copy(update={"stall_after_s": 1})
+    item = SimpleNamespace(
+        id="fc_1", run_id="resp_1", thread_id=None, assistant_id=None, status="in_progress",
+        type="tool_calls", created_at=T0, terminal_at=None, usage=None, last_error=None,
+    )  # fmt: skip
+    op = step_op(b"1-1", item, source, int(time.time()) + 1)
+    await Store(conn).commit({"resp_1": [op]}, [], [])
+    assert (await step_state(conn, "resp_1", "fc_1")).source == source  # type: ignore[union-attr]
+    assert await Recovery(make_processor(conn, s)).scan_stalls(now=int(time.time()) + 5) == 1
+    events = await read_json(redis, s.derived_stream)
+    (stalled,) = [e for e in events if e["type"] == "run_step.stalled"]
+    assert stalled["source"] == source
+
+
 async def test_unreadable_stall_member_is_dropped_not_fatal(
     conn: Connection, redis: Redis, settings: Settings
 ) -> None:
@@ -158,6 +181,24 @@ async def test_unreadable_stall_member_is_dropped_not_fatal(
     processor = make_processor(conn, s)
     await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
     assert await Recovery(processor).scan_stalls(now=int(time.time()) + 5) == 1
+    assert await redis.zcard(conn.keys.stalls) == 0
+
+
+async def test_stale_stall_members_are_pruned_and_never_hide_a_stall(
+    conn: Connection, redis: Redis, settings: Settings
+) -> None:
+    """600 index members whose step state is gone or ended, all due before a real stalled
+    step, are removed by the scan, and the real stall is still published in that scan."""
+    s = settings.model_copy(update={"stall_after_s": 1})
+    await produce(redis, s, step("slow", "in_progress"), step("ended", "completed", ended_at=T0))
+    processor = make_processor(conn, s)
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
+    orphans = {stall_member(f"run_gone{i}", f"step{i}"): 1 for i in range(599)}
+    orphans[stall_member("run_demo", "ended")] = 1  # ended, yet left in the index
+    await redis.zadd(conn.keys.stalls, orphans)
+    assert await Recovery(processor).scan_stalls(now=int(time.time()) + 5) == 1
+    stalled = [e["step_id"] for e in await read_json(redis, s.derived_stream)]
+    assert stalled[-1] == "slow"
     assert await redis.zcard(conn.keys.stalls) == 0
 
 

@@ -257,3 +257,35 @@ async def test_a_pinned_replica_reads_only_its_partitions(
         assert (group["pending"], group["lag"]) == (0, 1)  # the group exists; none read
     finally:
         await w.stop()
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["one-batch", "two-batches"])
+async def test_a_step_naming_another_thread_is_dead_lettered(
+    conn: Connection, redis: Redis, settings: Settings, together: bool
+) -> None:
+    """A step whose thread or assistant contradicts its run's is not applied and lands in
+    the DLQ as identity_mismatch; the run keeps its identity, other steps and runs go on."""
+    first = step("s1", "in_progress")
+    other_thread = {**step("s2", "in_progress"), "thread_id": "thread_other"}
+    other_assistant = {**step("s3", "completed", ended_at=T0 + 1), "assistant_id": "asst_other"}
+    fine = [step("s4", "in_progress"), step("x1", "in_progress", run_id="run_other")]
+    if together:
+        await produce(redis, settings, first, other_thread, other_assistant, *fine)
+        await make_processor(conn).process(await fetch(redis, settings.source_stream,
+                                                       settings.group, "a"))  # fmt: skip
+    else:
+        for payload in (first, other_thread, other_assistant, *fine):
+            await produce(redis, settings, payload)
+            await make_processor(conn).process(await fetch(redis, settings.source_stream,
+                                                           settings.group, "a"))  # fmt: skip
+    dead = [f for _, f in await entries(redis, settings.dlq_stream)]
+    assert [json.loads(f[b"data"])["id"] for f in dead] == ["s2", "s3"]
+    assert {json.loads(f[b"error"])["kind"] for f in dead} == {"identity_mismatch"}
+    assert "thread_other" in json.loads(dead[0][b"error"])["message"]
+    assert await drained(redis, settings.source_stream, settings.group)
+    started = [e["step_id"] for e in await read_json(redis, settings.derived_stream)]
+    assert started == ["s1", "s4", "x1"]
+    assert await step_state(conn, "run_demo", "s2") is None
+    run = await run_state(conn, "run_demo")
+    assert run is not None
+    assert (run.thread_id, run.assistant_id) == ("thread_demo", "asst_demo")

@@ -19,10 +19,11 @@ from contracts.partitioning import partition_for
 from service.app import Worker, build_app, build_worker
 from service.keys import partitions
 from service.metrics import Metrics
+from service.queries import MAX_PAGE
 from service.redis_server import LocalRedis
 from service.sample import T0, step
 from service.settings import Settings
-from tests.helpers import drained, fetch, produce, settle, wait_until
+from tests.helpers import PAGE_SLACK, drained, fetch, produce, seed_big_run, settle, wait_until
 
 Response = tuple[int, dict[str, str], bytes]
 
@@ -179,7 +180,7 @@ async def test_metrics_count_what_was_processed(
 async def test_group_gauges_show_lag_then_pending(redis: Redis, settings: Settings) -> None:
     """Lag counts entries not yet delivered to the group; pending those delivered, not acked."""
     worker = build_worker(settings)
-    metrics = Metrics(worker)
+    metrics = Metrics(worker.telemetry, lambda: worker.redis, worker.parts, settings.group)
     await worker.on_startup()  # connected, group created; the subscriber does not consume
     try:
         await produce(redis, settings, step("g1", "in_progress"), step("g2", "in_progress"))
@@ -224,6 +225,22 @@ async def test_queries_return_state_or_404(base: str, redis: Redis, settings: Se
     assert (await get_json(base, "/runs/"))[0] == 404
     assert (await request(base, "/steps/q1"))[0] == 404  # a step is found under its run
     assert (await request(base, "/runs/rq/steps/q1", method="DELETE"))[0] == 405
+
+
+async def test_huge_run_answers_one_bounded_page(
+    base: str, redis: Redis, settings: Settings
+) -> None:
+    """/runs/<id> of a 100,000-step run answers one page: about `limit` steps (at most 1000,
+    whatever is asked) and a cursor to the next, which holds other steps."""
+    await seed_big_run(redis, partitions(settings)[0].keys.run("run_big"), 100_000)
+    status, first = await get_json(base, "/runs/run_big?limit=100000")
+    assert status == 200
+    assert MAX_PAGE <= len(first["steps"]) < MAX_PAGE + PAGE_SLACK
+    status, second = await get_json(base, f"/runs/run_big?cursor={first['next_cursor']}")
+    assert status == 200
+    assert 100 <= len(second["steps"]) < 100 + PAGE_SLACK  # the default limit
+    assert second["next_cursor"] not in (None, first["next_cursor"])
+    assert not {s["step_id"] for s in first["steps"]} & {s["step_id"] for s in second["steps"]}
 
 
 async def test_asyncapi_document_names_the_three_streams(base: str, settings: Settings) -> None:

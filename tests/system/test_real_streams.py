@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from contracts.responses_producer import ResponsesForwarder
 from service.settings import Settings
 from tests.helpers import drained, read_json, wait_until
-from tests.system.workers import start_worker, stop_worker
+from tests.system.workers import start_worker, stop_worker, wait_reading
 
 pytestmark = pytest.mark.system
 
@@ -45,6 +45,7 @@ async def test_whole_streams_over_two_workers_exactly_once(
     small = settings.model_copy(update={"batch_size": 20})
     procs = [start_worker(small, "w1"), start_worker(small, "w2")]
     try:
+        await wait_reading(redis, settings, "w1", "w2")  # so that both are stopped cleanly
         await wait_until(
             lambda: drained(redis, settings.source_stream, settings.group),
             timeout_s=60,

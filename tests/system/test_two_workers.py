@@ -8,12 +8,11 @@ from collections import Counter
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from service.sample import T0, step
 from service.settings import Settings
 from tests.helpers import drained, read_json, wait_until
-from tests.system.workers import start_worker, stop_worker
+from tests.system.workers import start_worker, stop_worker, wait_reading
 
 pytestmark = pytest.mark.system
 
@@ -37,17 +36,8 @@ async def test_two_workers_exactly_once(redis: Redis, settings: Settings) -> Non
 
     procs = [start_worker(settings, "w1"), start_worker(settings, "w2")]
     try:
-
-        async def both_reading() -> bool:
-            # A consumer joins the group with its first XREADGROUP; until both have, one
-            # worker alone may drain every phase (seen on a loaded machine).
-            try:
-                consumers = await redis.xinfo_consumers(settings.source_stream, settings.group)
-            except ResponseError:  # no stream or group yet
-                return False
-            return {c["name"].decode() for c in consumers} == {"w1", "w2"}
-
-        await wait_until(both_reading, timeout_s=30, what="both workers to read the group")
+        # Until both have joined, one worker alone may drain every phase (a loaded machine).
+        await wait_reading(redis, settings, "w1", "w2")
 
         async def phase(entries: list[bytes]) -> None:
             rnd.shuffle(entries)
@@ -141,6 +131,7 @@ async def test_one_start_before_its_end_under_every_order(redis: Redis, settings
     small = settings.model_copy(update={"batch_size": 50})
     procs = [start_worker(small, "w1"), start_worker(small, "w2")]
     try:
+        await wait_reading(redis, settings, "w1", "w2")  # so that both are stopped cleanly
         await wait_until(
             lambda: drained(redis, settings.source_stream, settings.group),
             timeout_s=90,

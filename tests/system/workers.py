@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
 from service.settings import Settings
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,6 +37,20 @@ def start_worker(settings: Settings, consumer: str, **extra: str) -> subprocess.
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
     )
+
+
+async def wait_reading(redis: Redis, settings: Settings, *consumers: str) -> None:
+    """Wait until every named worker has joined the group (its first XREADGROUP): past
+    start-up, so it reads its share and a SIGTERM finds its handlers installed."""
+
+    async def reading() -> bool:
+        try:
+            joined = await redis.xinfo_consumers(settings.source_stream, settings.group)
+        except ResponseError:  # no stream or group yet
+            return False
+        return {c["name"].decode() for c in joined} >= set(consumers)
+
+    await wait_until(reading, timeout_s=30, what=f"workers {consumers} to read the group")
 
 
 def stop_worker(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> str:

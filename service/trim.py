@@ -1,0 +1,38 @@
+"""Trimming of the source stream: what every consumer group is done with, past a retention.
+
+Producers cap the source stream with `MAXLEN ~` as a backstop, but at a high rate a cap
+that keeps hours of entries is gigabytes. Each worker trims the partitions it reads, from
+its recovery loop: entries older than RUNSTEPS_SOURCE_RETENTION_S that every group on the
+stream (ours or anybody else's) has had delivered and acked (`trim.lua`). Several replicas
+trimming the same stream is harmless: each call trims what is left to trim, often nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .scripts import TRIM
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+__all__ = ["trim_source"]
+
+_MAX_CALLS = 50
+"""XTRIM calls per pass at most: each removes up to 100 stream nodes, so a pass stays short
+and a large backlog (the stream grew before trimming was on) goes over a few passes."""
+
+
+async def trim_source(conn: Connection) -> int:
+    """Trim `conn`'s source stream of entries no group needs any more; the number removed."""
+    s, stream = conn.settings, conn.part.source_stream
+    retention_ms = s.source_retention_s * 1000
+    removed = 0
+    for _ in range(_MAX_CALLS):
+        [trimmed] = await conn.execute(
+            lambda pipe: pipe.evalsha(TRIM.sha, 1, stream, retention_ms, s.group)
+        )
+        if not trimmed:
+            break
+        removed += int(trimmed)
+    return removed
