@@ -72,7 +72,8 @@ def _mark_claimed(reply: Any) -> None:
 
 def _wrapped(parse: Callable[..., Any] | None, mark: Callable[[Any], None]) -> Callable[..., Any]:
     def parse_keeping_duplicates(response: Any, **options: Any) -> Any:
-        mark(response)
+        if not options.get("parse_justid"):  # ids alone carry no fields
+            mark(response)
         return response if parse is None else parse(response, **options)
 
     parse_keeping_duplicates.marks = True  # type: ignore[attr-defined]  # wrap only once
