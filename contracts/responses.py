@@ -13,7 +13,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, NonNegativeInt
+from pydantic import BaseModel, ConfigDict
+
+from .limits import NumericTimestamp, TokenCount, TrackedId
 
 __all__ = [
     "IN_PROGRESS_ITEM_STATUSES",
@@ -71,21 +73,21 @@ class IncompleteDetails(_ApiModel):
 class InputTokensDetails(_ApiModel):
     """Breakdown of input tokens."""
 
-    cached_tokens: NonNegativeInt | None = None
+    cached_tokens: TokenCount | None = None
 
 
 class OutputTokensDetails(_ApiModel):
     """Breakdown of output tokens."""
 
-    reasoning_tokens: NonNegativeInt | None = None
+    reasoning_tokens: TokenCount | None = None
 
 
 class ResponseUsage(_ApiModel):
     """Tokens a response used; null until the response is terminal."""
 
-    input_tokens: NonNegativeInt
-    output_tokens: NonNegativeInt
-    total_tokens: NonNegativeInt
+    input_tokens: TokenCount
+    output_tokens: TokenCount
+    total_tokens: TokenCount
     input_tokens_details: InputTokensDetails | None = None
     output_tokens_details: OutputTokensDetails | None = None
 
@@ -110,7 +112,7 @@ class OutputItem(_ApiModel):
     the entry invalid. `item_phase` says what it means.
     """
 
-    id: str
+    id: TrackedId
     type: str
     status: str | None = None
     error: Any = None  # a string on mcp_call, an object elsewhere; only its nullness is read
@@ -119,9 +121,10 @@ class OutputItem(_ApiModel):
 class ResponseObject(_ApiModel):
     """The `response` object a lifecycle event carries (a run)."""
 
-    id: str
+    id: TrackedId
     object: Literal["response"] = "response"
-    created_at: int | float
+    created_at: NumericTimestamp
+    completed_at: NumericTimestamp | None = None  # set once the response ended
     status: ResponseStatus
     error: ResponseError | None = None
     incomplete_details: IncompleteDetails | None = None

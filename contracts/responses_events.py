@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from .limits import TrackedId
 from .responses import OutputItem, ResponseObject
 
 __all__ = [
@@ -92,7 +93,7 @@ class OutputItemEvent(_ApiModel):
     """
 
     type: ItemEventType
-    response_id: str
+    response_id: TrackedId
     output_index: NonNegativeInt
     item: OutputItem
     sequence_number: NonNegativeInt | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
+from .limits import Timestamp, TrackedId
 from .run_step import LastError, Metadata, Usage, _ApiModel
 
 __all__ = [
@@ -83,20 +84,21 @@ class Run(_ApiModel):
     """An Assistants run, as `GET /threads/{t}/runs/{r}` returns it and as the
     `thread.run.*` streaming events carry it."""
 
-    id: str
+    id: TrackedId
     object: Literal["thread.run"] = "thread.run"
-    created_at: int
+    created_at: Timestamp
     thread_id: str
     assistant_id: str
     status: RunStatus
     required_action: RequiredAction | None = None
     last_error: LastError | None = None
     incomplete_details: IncompleteDetails | None = None
-    started_at: int | None = None
-    expires_at: int | None = None
-    cancelled_at: int | None = None
-    failed_at: int | None = None
-    completed_at: int | None = None
+    started_at: Timestamp | None = None
+    expires_at: Timestamp | None = None
+    cancelled_at: Timestamp | None = None
+    failed_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+    expired_at: Timestamp | None = None  # not an API field: a producer may add it
     usage: Usage | None = None  # only set once the run is terminal
     metadata: Metadata = None
 
@@ -116,9 +118,7 @@ class Run(_ApiModel):
         if status is RunStatus.CANCELLED:
             return self.cancelled_at
         if status is RunStatus.EXPIRED:
-            expired_at = (self.model_extra or {}).get("expired_at")
-            usable = isinstance(expired_at, int) and not isinstance(expired_at, bool)
-            return expired_at if usable else self.expires_at
+            return self.expired_at if self.expired_at is not None else self.expires_at
         return None
 
     @property

@@ -20,13 +20,14 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
-    NonNegativeInt,
     Tag,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from .limits import Timestamp, TokenCount, TrackedId
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -97,11 +98,11 @@ class LastError(_ApiModel):
 
 
 class Usage(_ApiModel):
-    """Tokens a step used; only set once the step is terminal."""
+    """Tokens a step used; only set once the step is terminal (each count <= MAX_TOKENS)."""
 
-    prompt_tokens: NonNegativeInt
-    completion_tokens: NonNegativeInt
-    total_tokens: NonNegativeInt
+    prompt_tokens: TokenCount
+    completion_tokens: TokenCount
+    total_tokens: TokenCount
 
 
 class MessageCreation(_ApiModel):
@@ -306,21 +307,21 @@ Metadata = (
 class RunStep(_ApiModel):
     """One step of an Assistants run, as `GET /threads/{t}/runs/{r}/steps/{s}` returns it."""
 
-    id: str
+    id: TrackedId
     object: Literal["thread.run.step"] = "thread.run.step"
-    created_at: int
+    created_at: Timestamp
     assistant_id: str
     thread_id: str
-    run_id: str
+    run_id: TrackedId
     type: StepType
     status: StepStatus
     step_details: StepDetails
     last_error: LastError | None = None
-    expired_at: int | None = None
-    cancelled_at: int | None = None
-    failed_at: int | None = None
-    completed_at: int | None = None
-    expires_at: int | None = None  # the run's deadline, which the API repeats on its steps
+    expired_at: Timestamp | None = None
+    cancelled_at: Timestamp | None = None
+    failed_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+    expires_at: Timestamp | None = None  # the run's deadline, which the API repeats on its steps
     metadata: Metadata = None
     usage: Usage | None = None
 

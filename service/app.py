@@ -36,6 +36,7 @@ from .pending import Pending
 from .process import Entry, Processor
 from .queries import find_run, find_step
 from .recovery import Recovery
+from .replies import keep_duplicate_fields
 from .settings import Settings
 from .store import Store
 from .telemetry import Telemetry
@@ -172,6 +173,8 @@ class Worker:
     async def _start_up(self) -> None:
         s = self.settings
         self.redis = connect(s)
+        # FastStream's subscriber reads with a client of its own: it must keep them too.
+        keep_duplicate_fields(await self.broker.connect())
         self.conns = [Connection(self.redis, s, part) for part in self.parts]
         try:
             for conn in self.conns:

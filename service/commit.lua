@@ -33,6 +33,8 @@ local FIXED = {'n', 't', 'a', 'ra', 'prompt_tokens', 'completion_tokens', 'total
 local NFIXED = #FIXED
 local COUNTED = {'kc', 'kf', 'kx', 'ke', 'kn'}  -- steps ended, by terminal status code
 local COUNT_AT = {c = 1, f = 2, x = 3, e = 4, n = 5}
+-- Token totals are doubles, written with '%.0f' (never '%d', which wraps past 2^63): exact
+-- up to 2^53-1, which counts bounded at decode (contracts/limits.py) keep for 2^20 steps.
 local results = {}
 local adds, rems = {}, {}  -- stall index changes: one ZADD and one ZREM for the batch
 local acks, held = {}, {}  -- entries to ack; entries not to (their identity mismatched)
@@ -187,7 +189,7 @@ while a <= nargs do
           totals[1], totals[2] = totals[1] + tonumber(p), totals[2] + tonumber(c)
           totals[3], totals[4] = totals[3] + tonumber(t), totals[4] + 1
           publish(string.format(
-            '%s,"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,"steps_counted":%d}',
+            '%s,"prompt_tokens":%.0f,"completion_tokens":%.0f,"total_tokens":%.0f,"steps_counted":%d}',
             extra, totals[1], totals[2], totals[3], totals[4]))
         end
       else
@@ -197,7 +199,7 @@ while a <= nargs do
           local ended_steps = counts[1] + counts[2] + counts[3] + counts[4] + counts[5]
           totals = {tonumber(p), tonumber(c), tonumber(t), ended_steps}
           publish(string.format(
-            '%s,"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,"steps_counted":%d}',
+            '%s,"prompt_tokens":%.0f,"completion_tokens":%.0f,"total_tokens":%.0f,"steps_counted":%d}',
             extra, totals[1], totals[2], totals[3], totals[4]))
         end
         publish(string.format(
@@ -236,7 +238,7 @@ while a <= nargs do
     if totals then
       for t = 1, 4 do
         fields[#fields + 1] = FIXED[4 + t]
-        fields[#fields + 1] = string.format('%d', totals[t])
+        fields[#fields + 1] = string.format('%.0f', totals[t])
       end
     end
     if counts then

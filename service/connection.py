@@ -14,6 +14,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
 
 from .keys import Keys, Partition, partitions
+from .replies import keep_duplicate_fields
 from .scripts import SCRIPTS
 
 if TYPE_CHECKING:
@@ -25,11 +26,13 @@ __all__ = ["Connection", "connect", "fast_packing"]
 
 
 def connect(settings: Settings) -> Redis:
-    """The redis-py client for `settings`: a cluster client when RUNSTEPS_CLUSTER is set."""
+    """The redis-py client for `settings`: a cluster client when RUNSTEPS_CLUSTER is set;
+    its stream reads keep repeated field names (service/replies.py)."""
     if settings.cluster:
         # RedisCluster speaks the same commands; typed as Redis so the modules have one type.
-        return cast("Redis", RedisCluster.from_url(settings.redis_url, socket_connect_timeout=5))
-    return Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        cluster = RedisCluster.from_url(settings.redis_url, socket_connect_timeout=5)
+        return keep_duplicate_fields(cast("Redis", cluster))
+    return keep_duplicate_fields(Redis.from_url(settings.redis_url, socket_connect_timeout=5))
 
 
 class _HiredisPacking:

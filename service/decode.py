@@ -35,11 +35,13 @@ from contracts.stream_events import (
 
 from .derive import ReportedRun
 from .fastpath import FastStep, decode_fast
+from .replies import DUPLICATE_PREFIX
 from .telemetry import IGNORED_OTHER
 
 __all__ = ["Decoded", "ErrorReport", "Ignored", "Rejection", "Responses", "decode_entry"]
 
 DATA_FIELD = b"data"
+_DATA_COPY = b":" + DATA_FIELD  # how a renamed copy of it ends (service/replies.py)
 
 # The ignored events whose contract model (IgnoredEvent) accepts any `data`: no model is
 # built for them. A step delta's envelope is validated (RunStepDeltaEvent).
@@ -111,6 +113,9 @@ Decoded = FastStep | StepEntry | RunEntry | Responses | Ignored | ErrorReport | 
 ignored event, a forwarded error event, or a rejection."""
 
 
+_INT_PAST_64_BITS = "an integer past 64 bits"
+
+
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     # Keep loc/type/msg only: `input` would copy payload contents into the error.
     return [
@@ -122,7 +127,29 @@ def _errors(exc: ValidationError) -> list[dict[str, Any]]:
 def _invalid(exc: ValidationError) -> Rejection:
     first = exc.errors(include_url=False, include_input=False)[0]
     where = ".".join(str(p) for p in first["loc"]) or "<root>"
-    return Rejection(DeadLetterKind.INVALID_PAYLOAD, f"{where}: {first['msg']}", _errors(exc))
+    # orjson reads an integer past 64 bits as a float, which pydantic then calls a string.
+    message = _INT_PAST_64_BITS if first["type"] == "int_parsing_size" else first["msg"]
+    return Rejection(DeadLetterKind.INVALID_PAYLOAD, f"{where}: {message}", _errors(exc))
+
+
+def _data(fields: dict[bytes, bytes], max_bytes: int) -> bytes | Rejection:
+    """The entry's one `data` field, or why there is none to decode."""
+    data = fields.get(DATA_FIELD)
+    if data is None:
+        names = sorted(k.decode("utf-8", "replace") for k in fields)
+        return Rejection(DeadLetterKind.MISSING_DATA, f"entry has no 'data' field (has {names})")
+    if len(fields) > 1:
+        copies = sum(k.startswith(DUPLICATE_PREFIX) and k.endswith(_DATA_COPY) for k in fields)
+        if copies:
+            return Rejection(
+                DeadLetterKind.INVALID_PAYLOAD,
+                f"duplicate field data: the entry has {copies + 1} 'data' fields",
+            )
+    if len(data) > max_bytes:
+        return Rejection(
+            DeadLetterKind.OVERSIZED, f"payload is {len(data)} bytes; the limit is {max_bytes}"
+        )
+    return data
 
 
 def decode_entry(fields: dict[bytes, bytes], max_bytes: int, seen_at: float) -> Decoded:
@@ -132,14 +159,9 @@ def decode_entry(fields: dict[bytes, bytes], max_bytes: int, seen_at: float) -> 
     validated by the pydantic contracts, which also word every rejection. `seen_at` (the
     entry id's time) stands in for the times Responses items do not carry.
     """
-    data = fields.get(DATA_FIELD)
-    if data is None:
-        names = sorted(k.decode("utf-8", "replace") for k in fields)
-        return Rejection(DeadLetterKind.MISSING_DATA, f"entry has no 'data' field (has {names})")
-    if len(data) > max_bytes:
-        return Rejection(
-            DeadLetterKind.OVERSIZED, f"payload is {len(data)} bytes; the limit is {max_bytes}"
-        )
+    data = _data(fields, max_bytes)
+    if isinstance(data, Rejection):
+        return data
     fast = decode_fast(data)
     if fast is not None:
         return fast
@@ -219,8 +241,7 @@ def _item(
 
 
 def _response_run(response: ResponseObject) -> ReportedRun:
-    extra = response.model_extra or {}
-    completed = extra.get("completed_at")
+    completed = response.completed_at
     terminal = response.status not in ("queued", "in_progress")
     usage = response.usage
     return ReportedRun(
@@ -229,7 +250,7 @@ def _response_run(response: ResponseObject) -> ReportedRun:
         assistant_id=None if response.prompt is None else response.prompt.id,
         status=response.status,
         created_at=response.created_at,
-        ended_at=completed if terminal and isinstance(completed, int | float) else None,
+        ended_at=completed if terminal else None,
         usage=None if usage is None else usage.model_dump(mode="json", exclude_none=True),
         totals=None
         if usage is None

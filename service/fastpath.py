@@ -9,7 +9,9 @@ rejects it with the error the dead-letter entry carries. tests/contract/test_fas
 checks the subset claim on valid, invalid, generated and recorded payloads.
 
 Rarer shapes the contracts tolerate are left to pydantic on purpose: a tool call of a type
-the contracts do not model (Azure's bing_grounding, ...), PHP's `[]` for an empty map.
+the contracts do not model (Azure's bing_grounding, ...), PHP's `[]` for an empty map, and
+any field the structs do not declare (`_Known`). tests/contract/test_fastpath_hostile.py
+checks the subset claim on hostile mutations of every recorded entry.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from contracts.limits import MAX_EXACT, MAX_ID_CHARS, MAX_TOKENS, id_fault
 from contracts.run_step import (
     METADATA_MAX_KEY_CHARS,
     METADATA_MAX_KEYS,
@@ -29,88 +32,103 @@ from contracts.stream_events import EVENT_STATUS, StepEventLiteral
 
 __all__ = ["FastStep", "decode_fast"]
 
-NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+# contracts.limits, as msgspec constraints; an id's characters are checked after decoding.
+_Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
+_Time = Annotated[int, msgspec.Meta(ge=0, le=MAX_EXACT)]
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
 
 
-class _Usage(msgspec.Struct, frozen=True):
-    prompt_tokens: NonNegative
-    completion_tokens: NonNegative
-    total_tokens: NonNegative
+class _Known(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """No unknown fields: msgspec skips unknown content without checking it as strictly as
+    orjson does (invalid UTF-8, lone surrogate escapes, numbers past a double, nesting), so
+    a payload with any is left to pydantic. The fields real producers add are declared."""
 
 
-class _LastError(msgspec.Struct, frozen=True):
+class _Usage(_Known, frozen=True):
+    prompt_tokens: _Tokens
+    completion_tokens: _Tokens
+    total_tokens: _Tokens
+    # Recorded OpenAI steps carry these; kept as extras by the contract, unread.
+    prompt_token_details: dict[str, int] | None = None
+    completion_tokens_details: dict[str, int] | None = None
+
+
+class _LastError(_Known, frozen=True):
     code: str  # any code, as LastError keeps it
     message: str
 
 
-class _MessageCreation(msgspec.Struct, frozen=True):
+class _MessageCreation(_Known, frozen=True):
     message_id: str
 
 
-class _MessageCreationDetails(msgspec.Struct, frozen=True, tag="message_creation"):
+class _MessageCreationDetails(_Known, frozen=True, tag="message_creation"):
     message_creation: _MessageCreation
 
 
-class _LogsOutput(msgspec.Struct, frozen=True, tag="logs"):
+class _LogsOutput(_Known, frozen=True, tag="logs"):
     logs: str
 
 
-class _ImageFile(msgspec.Struct, frozen=True):
+class _ImageFile(_Known, frozen=True):
     file_id: str
 
 
-class _ImageOutput(msgspec.Struct, frozen=True, tag="image"):
+class _ImageOutput(_Known, frozen=True, tag="image"):
     image: _ImageFile
 
 
-class _CodeInterpreter(msgspec.Struct, frozen=True):
+class _CodeInterpreter(_Known, frozen=True):
     input: str
     outputs: list[_LogsOutput | _ImageOutput]
 
 
-class _CodeInterpreterCall(msgspec.Struct, frozen=True, tag="code_interpreter"):
+class _CodeInterpreterCall(_Known, frozen=True, tag="code_interpreter"):
     id: str
     code_interpreter: _CodeInterpreter
 
 
-class _RankingOptions(msgspec.Struct, frozen=True):
+class _RankingOptions(_Known, frozen=True):
     ranker: str
     score_threshold: float
 
 
-class _FileSearchContent(msgspec.Struct, frozen=True, tag="text"):
+class _FileSearchContent(_Known, frozen=True):
+    # Not a tag: msgspec requires a tag only inside a union, and pydantic requires `type`.
+    type: Literal["text"]
     text: str
 
 
-class _FileSearchResult(msgspec.Struct, frozen=True):
+class _FileSearchResult(_Known, frozen=True):
     file_id: str
     file_name: str
     score: float
     content: list[_FileSearchContent] | None = None
+    attributes: dict[str, str | int | float | bool] | None = None  # an extra to the contract
 
 
-class _FileSearch(msgspec.Struct, frozen=True):
+class _FileSearch(_Known, frozen=True):
     ranking_options: _RankingOptions | None = None
     results: list[_FileSearchResult] | None = None
 
 
-class _FileSearchCall(msgspec.Struct, frozen=True, tag="file_search"):
+class _FileSearchCall(_Known, frozen=True, tag="file_search"):
     id: str
     file_search: _FileSearch
 
 
-class _FunctionCall(msgspec.Struct, frozen=True):
+class _FunctionCall(_Known, frozen=True):
     name: str
     arguments: str
     output: str | None = None
 
 
-class _FunctionCallItem(msgspec.Struct, frozen=True, tag="function"):
+class _FunctionCallItem(_Known, frozen=True, tag="function"):
     id: str
     function: _FunctionCall
 
 
-class _ToolCallsDetails(msgspec.Struct, frozen=True, tag="tool_calls"):
+class _ToolCallsDetails(_Known, frozen=True, tag="tool_calls"):
     tool_calls: list[_CodeInterpreterCall | _FileSearchCall | _FunctionCallItem]
 
 
@@ -123,25 +141,25 @@ _Metadata = Annotated[
 ]
 
 
-class FastStep(msgspec.Struct, frozen=True, kw_only=True):
+class FastStep(_Known, frozen=True, kw_only=True):
     """A run step, field for field as `contracts.RunStep` (inside an envelope `object` may
-    be left out, as there); unknown fields are ignored, where RunStep keeps them."""
+    be left out, as there); a step with unknown fields is left to RunStep, which keeps them."""
 
-    id: str
-    created_at: int
+    id: _Id
+    created_at: _Time
     assistant_id: str
     thread_id: str
-    run_id: str
+    run_id: _Id
     type: StepType
     status: StepStatus
     step_details: _MessageCreationDetails | _ToolCallsDetails
     object: Literal["thread.run.step"] = "thread.run.step"
     last_error: _LastError | None = None
-    expired_at: int | None = None
-    cancelled_at: int | None = None
-    failed_at: int | None = None
-    completed_at: int | None = None
-    expires_at: int | None = None
+    expired_at: _Time | None = None
+    cancelled_at: _Time | None = None
+    failed_at: _Time | None = None
+    completed_at: _Time | None = None
+    expires_at: _Time | None = None
     metadata: _Metadata | None = None
     usage: _Usage | None = None
 
@@ -168,7 +186,7 @@ class _BareStep(FastStep, frozen=True, kw_only=True):
 
 # No unknown fields: RunStepEvent allows them, but a payload with an `object` beside `event`
 # is a bare step to pydantic's discriminator, so anything unusual goes that way.
-class _Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class _Envelope(_Known, frozen=True):
     event: StepEventLiteral
     data: FastStep
 
@@ -189,8 +207,13 @@ def decode_fast(data: bytes) -> FastStep | None:
                 return None  # pydantic's path rejects it, saying why
         else:
             step = _STEP.decode(data)
-    except msgspec.DecodeError:  # ValidationError included
+    # Not DecodeError (ValidationError included) alone: msgspec raises UnicodeDecodeError on
+    # invalid UTF-8 in a string and RecursionError on deep nesting. Whatever the fast path
+    # cannot decode, decode_entry judges, with the reason.
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     if _DETAILS_TAG[type(step.step_details)] is not step.type:
+        return None
+    if id_fault(step.id) or id_fault(step.run_id):
         return None
     return step

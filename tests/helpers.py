@@ -129,3 +129,11 @@ def answers(base: str, path: str, status: int) -> Callable[[], Awaitable[bool]]:
         return (await request(base, path))[0] == status
 
     return check
+
+
+async def xadd_raw(redis: Redis, stream: str, *fields: bytes | str) -> bytes:
+    """XADD an entry with `fields` (name, value, ...) as given: repeated names included,
+    which redis-py's xadd, taking a dict, cannot send."""
+    # redis-py leaves execute_command untyped.
+    reply = await redis.execute_command("XADD", stream, "*", *fields)  # type: ignore[no-untyped-call]
+    return bytes(reply)

@@ -100,6 +100,18 @@ CASES: list[tuple[str, Any, Loc, str]] = [
         ("delta_event", "data", "id"),
         "Field required",
     ),
+    ("id_with_slash", step(id="step/1"), ("step", "id"), "contains '/'"),
+    ("id_empty", step(id=""), ("step", "id"), "at least 1 character"),
+    ("run_id_257_chars", step(run_id="r" * 257), ("step", "run_id"), "at most 256 characters"),
+    ("run_id_with_newline", step(run_id="run_1\n"), ("step", "run_id"), "non-printable"),
+    ("created_at_past_2_53", step(created_at=2**53), ("step", "created_at"), "2**53-1"),
+    ("created_at_negative", step(created_at=-1), ("step", "created_at"), "from 0 to"),
+    (
+        "usage_past_max_tokens",
+        completed(usage={"prompt_tokens": 2**33, "completion_tokens": 0, "total_tokens": 1}),
+        ("step", "usage", "prompt_tokens"),
+        "at most 8589934591",
+    ),
     ("neither_object_nor_event", {"id": "step_1"}, (), "'object'"),
     ("not_an_object", [step()], (), "'event'"),
 ]

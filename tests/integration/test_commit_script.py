@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from contracts.derived import DERIVED, Source, event_id_for
+from contracts.limits import MAX_TOKENS
 from service.connection import Connection
 from service.derive import ReportedRun, run_op, step_op
 from service.lifecycle import RUNS, STEPS, Action, decide
@@ -168,3 +169,23 @@ async def test_the_script_builds_a_rejected_second_end(
         "occurred_at": T0 + 5 if kind == "step" else T0 + 9,
         "reason": f"{kind} is already completed; terminal statuses are final",
     }
+
+
+async def test_run_totals_are_exact_at_the_bound_and_never_wrap(
+    conn: Connection, redis: Redis
+) -> None:
+    """Counts at the decode bound sum exactly; even past it (counts the decoder would refuse)
+    a total is never negative: the script writes doubles with %.0f, not %d."""
+    store = Store(conn)
+    for n, (run_id, count) in enumerate([("r-max", MAX_TOKENS)] * 3 + [("r-huge", 2**62)] * 4):
+        step = _Step(f"s{n}", run_id, "completed", usage=_Usage(count, count, 2 * count))
+        await store.commit(
+            {run_id: [step_op(f"1-{n}".encode(), step, Source.ASSISTANTS, T0)]}, [], []
+        )
+    usage = [
+        e for e in await read_json(redis, conn.part.derived_stream) if e["type"] == "run.usage"
+    ]
+    assert usage[2]["prompt_tokens"] == 3 * MAX_TOKENS
+    assert usage[2]["total_tokens"] == 6 * MAX_TOKENS
+    assert all(e["prompt_tokens"] > 0 and e["total_tokens"] > 0 for e in usage)
+    assert usage[-1]["prompt_tokens"] >= 2**63

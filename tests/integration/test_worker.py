@@ -6,7 +6,6 @@ import functools
 import json
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -31,15 +30,6 @@ from tests.helpers import (
     settle,
     wait_until,
 )
-
-
-@pytest.fixture(params=[2.0, 0.0], ids=["linger", "no-linger"])
-async def worker(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[Worker]:
-    """A worker consuming this test's streams, in this process (with and without linger)."""
-    w = build_worker(settings.model_copy(update={"linger_ms": request.param}))
-    await w.start()
-    yield w
-    await w.stop()
 
 
 async def test_sample_run_yields_exact_events(

@@ -9,6 +9,7 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import uvicorn
@@ -205,6 +206,18 @@ async def test_queries_return_state_or_404(base: str, redis: Redis, settings: Se
     assert (await get_json(base, "/runs/"))[0] == 404
     assert (await request(base, "/steps/q1"))[0] == 404  # a step is found under its run
     assert (await request(base, "/runs/rq/steps/q1", method="DELETE"))[0] == 405
+
+
+async def test_ids_with_spaces_and_unicode_are_queryable(
+    base: str, redis: Redis, settings: Settings
+) -> None:
+    """Any id the decoder accepts can be asked for, URL-encoded (only '/' is refused)."""
+    run_id, step_id = "run ü 1", "step %é 1"
+    await produce(redis, settings, step(step_id, "in_progress", run_id=run_id))
+    await settle(redis, settings)
+    status, body = await get_json(base, f"/runs/{quote(run_id)}/steps/{quote(step_id)}")
+    assert (status, body["step_id"], body["run_id"]) == (200, step_id, run_id)
+    assert (await get_json(base, f"/runs/{quote(run_id)}"))[1]["steps"][0]["step_id"] == step_id
 
 
 async def test_huge_run_answers_one_bounded_page(
