@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# runsteps worker image: `make image` (docker or podman), or `docker build -t runsteps:0.1.0 .`
+# runsteps worker image: `make image` (docker or podman), or `docker build -t runsteps:0.3.0 .`
 # from the repository root.
 #
 # Two stages: `build` turns the project and every runtime dependency into wheels; `runtime`

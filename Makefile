@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # The image's tag (compose and Kubernetes use this one) and, if set, the base of both stages.
-IMAGE ?= runsteps:0.1.0
+IMAGE ?= runsteps:0.3.0
 BASE ?=
 export IMAGE BASE
 

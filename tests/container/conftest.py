@@ -10,7 +10,7 @@ import pytest
 from service.redis_server import LocalRedis
 from tests.container.engine import Engine
 
-IMAGE = os.environ.get("IMAGE", "runsteps:0.1.0")
+IMAGE = os.environ.get("IMAGE", "runsteps:0.3.0")
 
 REPORT: list[str] = []
 
@@ -26,7 +26,7 @@ def engine() -> Engine:
 
 @pytest.fixture(scope="session")
 def image(engine: Engine) -> str:
-    """The image `make image` built (IMAGE, default runsteps:0.1.0)."""
+    """The image `make image` built (IMAGE, default runsteps:0.3.0)."""
     found = engine.run("image", "inspect", IMAGE, check=False)
     if found.returncode != 0:
         pytest.fail(f"image {IMAGE} not found in {engine.name}: run `make image` first")
