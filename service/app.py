@@ -106,6 +106,7 @@ class Worker:
         self.subscribers: dict[int, Subscriber] = {}  # by index into parts: those read
         self.healer: Healer | None = None
         self._loop_tasks: list[asyncio.Task[None]] = []
+        self._commits: dict[int, asyncio.Task[dict[bytes, str]]] = {}  # by partition read
         self.started_at = time.monotonic()
         self.config_error: ConfigError | None = None
         self.aborted = False  # stopped by a signal before start-up completed
@@ -256,8 +257,23 @@ class Worker:
                     task.cancel()
         self._loop_tasks = []
 
+    async def handle(self, index: int, entries: list[Entry]) -> None:
+        """One fetched batch of partition `index`: decoded now, while the previous batch's
+        commit runs in Redis, then committed once that one is done: commits still go one at
+        a time and in order, each deciding on the state the one before left."""
+        processor = self.processors[index]
+        batch = processor.prepare(entries)
+        previous = self._commits.pop(index, None)
+        if previous is not None:
+            await previous
+        self._commits[index] = asyncio.create_task(processor.process(entries, batch))
+
     async def after_shutdown(self) -> None:
-        """Hand back what is still pending, then disconnect."""
+        """Let the last commits finish, hand back what is still pending, then disconnect."""
+        for commit in self._commits.values():
+            with contextlib.suppress(Exception):  # it stays pending: handed back below
+                await commit
+        self._commits.clear()
         for processor in self.processors:
             conn = processor.store.conn
             await conn.aclose()
@@ -316,7 +332,7 @@ def _subscribe(worker: Worker, index: int, part: Partition) -> None:
     @subscriber
     async def handle(batch: _DocumentedBatch) -> None:
         entries = batch.entries
-        await worker.processors[index].process(entries)  # built at start-up
+        await worker.handle(index, entries)
         if len(entries) < settings.batch_size and linger_s:
             # Let entries gather: every fetch and commit has a fixed cost that a batch of
             # one pays alone (bench/README.md measures what linger buys).

@@ -71,6 +71,7 @@ class Batch:
     runs: dict[str, list[Op]] = field(default_factory=dict)
     acks: list[bytes] = field(default_factory=list)  # entries with no ops, not dead-lettered
     dead: list[DeadLetter] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)  # when decoding began
 
 
 class Processor:
@@ -84,8 +85,17 @@ class Processor:
         self.settings = settings
         self.telemetry = telemetry  # shared by the worker's partitions
 
-    async def process(self, entries: list[Entry]) -> dict[bytes, str]:
-        """Apply one batch; every entry ends acked with its effects, or stays pending.
+    def prepare(self, entries: list[Entry]) -> Batch | None:
+        """Decode a batch ahead of `process` (the worker does it while the previous batch's
+        commit runs); None if decoding raised: `process` then decodes again, and isolates."""
+        try:
+            return self._decode(entries)
+        except Exception:
+            return None
+
+    async def process(self, entries: list[Entry], batch: Batch | None = None) -> dict[bytes, str]:
+        """Apply one batch (`batch`: these entries, already decoded by `prepare`); every
+        entry ends acked with its effects, or stays pending.
 
         Returns the entries that failed (id -> error), after recording them for the delivery
         cap. A failing batch is retried entry by entry, so one entry that trips a bug never
@@ -93,7 +103,7 @@ class Processor:
         and the whole batch stays pending for a retry once Redis is back.
         """
         try:
-            await self._apply(entries)
+            await self._apply(entries, batch)
         except INFRASTRUCTURE_ERRORS:
             raise
         except Exception as exc:
@@ -104,15 +114,15 @@ class Processor:
             return failures
         return {}
 
-    async def _apply(self, entries: list[Entry]) -> None:
-        started = time.perf_counter()
-        batch = self._decode(entries)
+    async def _apply(self, entries: list[Entry], batch: Batch | None = None) -> None:
+        if batch is None:
+            batch = self._decode(entries)
         actions = await self.store.commit(batch.runs, batch.acks, batch.dead)
         self._count(batch, actions)
         if Action.MISMATCH in actions:
             await self._dead_letter_mismatched(batch, actions, dict(entries))
         if self.telemetry.observe is not None:
-            self.telemetry.observe(len(entries), time.perf_counter() - started)
+            self.telemetry.observe(len(entries), time.perf_counter() - batch.started)
 
     async def _isolate(self, entries: list[Entry], exc: Exception) -> dict[bytes, str]:
         """After a batch failed: each entry alone, so only the failing ones stay pending."""

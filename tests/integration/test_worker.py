@@ -289,3 +289,21 @@ async def test_a_step_naming_another_thread_is_dead_lettered(
     run = await run_state(conn, "run_demo")
     assert run is not None
     assert (run.thread_id, run.assistant_id) == ("thread_demo", "asst_demo")
+
+
+async def test_a_batch_decoded_while_the_last_commits_lands_after_it(
+    redis: Redis, settings: Settings
+) -> None:
+    """The worker decodes a batch while the previous batch's commit runs; commits still go
+    one at a time, in order, and the last one is finished before shutdown hands back."""
+    w = build_worker(settings)
+    await w.on_startup()
+    try:
+        for status in ("in_progress", "completed", "failed"):
+            await produce(redis, settings, step("o1", status, ended_at=T0 + 1))
+            await w.handle(0, await fetch(redis, settings.source_stream, settings.group, "c"))
+    finally:
+        await w.after_shutdown()
+    types = [e["type"] for e in await read_json(redis, settings.derived_stream)]
+    assert types == ["run_step.started", "run_step.completed", "run_step.transition_rejected"]
+    assert await drained(redis, settings.source_stream, settings.group)
