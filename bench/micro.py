@@ -2,7 +2,7 @@
 
 Deciding and deriving happen in the commit script now (service/commit.lua): what the worker
 does per entry is decode it (`decode_entry`) and build its `Op` (`step_op`: the state string
-and every event its decision may publish, serialised with orjson). Those two stages are
+and the events it likely publishes, serialised with orjson). Those two stages are
 timed here, as `Processor._decode` runs them.
 
 Each stage runs over the entries in batches of 500, as the worker gets them, and drops each

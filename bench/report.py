@@ -248,7 +248,7 @@ def _micro(m: Micro) -> list[Row]:
             "per stage: " + " / ".join(STAGES),
             " / ".join(f"{m.us(s):.1f}" for s in STAGES) + " µs/event",
             " / ".join(f"{m.share(s):.0%}" for s in STAGES)
-            + "; op = step_op: state string and every event the script may publish (orjson)",
+            + "; op = step_op: state string and the events the entry likely publishes (orjson)",
         ),
         (
             "decode: msgspec fast path vs pydantic alone",
