@@ -1,7 +1,7 @@
 """The hot path's decoder: msgspec mirrors of the contracts, checked as strictly.
 
 `contracts` stays the published, pydantic definition of a run step; decoding every entry
-with it cost ~8 µs, about a third of the worker's time per event (bench/). These msgspec
+with it is several times slower (`python -m bench micro` measures both). These msgspec
 structs accept a subset of what the pydantic models accept (strict types, same limits, same
 required fields, same discriminators) at a fraction of the cost. Whatever they do not
 accept goes to pydantic, which either accepts it (lax input such as "123" for an int) or
