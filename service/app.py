@@ -263,17 +263,24 @@ class Worker:
         a time and in order, each deciding on the state the one before left."""
         processor = self.processors[index]
         batch = processor.prepare(entries)
-        previous = self._commits.pop(index, None)
-        if previous is not None:
-            await previous
+        await self._committed(index)
         self._commits[index] = asyncio.create_task(processor.process(entries, batch))
+
+    async def _committed(self, index: int, timeout_s: float | None = None) -> None:
+        """Wait for partition `index`'s commit in flight, if any. If Redis failed it, its
+        entries stay pending (claimed later): said here, the next batch goes on."""
+        commit = self._commits.pop(index, None)
+        if commit is None:
+            return
+        try:
+            await asyncio.wait_for(commit, timeout_s)
+        except Exception as exc:  # not an entry's fault (process() isolates those)
+            log.warning("a batch's commit failed (%s); its entries stay pending", exc)
 
     async def after_shutdown(self) -> None:
         """Let the last commits finish, hand back what is still pending, then disconnect."""
-        for commit in self._commits.values():
-            with contextlib.suppress(Exception):  # it stays pending: handed back below
-                await commit
-        self._commits.clear()
+        for index in list(self._commits):
+            await self._committed(index, self.settings.shutdown_grace_s)
         for processor in self.processors:
             conn = processor.store.conn
             await conn.aclose()

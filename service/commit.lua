@@ -3,9 +3,11 @@
 -- generates from the pure service/lifecycle.py and puts above this text. The worker never
 -- reads state first, so replicas never conflict; two replicas running the same entry, or
 -- one entry delivered twice, meet the state it left: a duplicate or a stale status, which
--- publish nothing. That is why one XACK for the whole batch is enough. An entry naming
--- another thread or assistant than its run's ('t', 'a': set by the first entry naming
--- them) is neither applied nor acked: the worker dead-letters it (identity_mismatch).
+-- publish nothing. That is why the batch's entries are acked here, together, at the end.
+-- An entry naming another thread or assistant than its run's ('t', 'a': set by the first
+-- entry naming them) is neither applied nor acked, none of its ops: the worker
+-- dead-letters it (identity_mismatch). Every unpack() of a list that grows with the batch
+-- goes in chunks (Lua's stack holds ~8,000 values).
 --
 -- A run's hash holds each step's state as field '@<step id>', the run's own state as 'r'
 -- (state strings start with the status code; the refused statuses follow: service/state.py),
@@ -44,10 +46,32 @@ local function publish(data)
   redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', data)
 end
 
--- The tracked status spliced into a template: quoted where it is a JSON value.
+-- run.usage: the template the entry carries, closed with these totals.
+local function publish_usage(template, totals)
+  publish(string.format(
+    '%s,"prompt_tokens":%.0f,"completion_tokens":%.0f,"total_tokens":%.0f,"steps_counted":%d}',
+    template, totals[1], totals[2], totals[3], totals[4]))
+end
+
+-- `command key f1 f2 ...` over `list`, in chunks of `n` (unpack's bound): HSET, ZADD, ...
+local function chunked(command, key, list, n)
+  local replies = {}
+  for i = 1, #list, n do
+    local reply = redis.call(command, key, unpack(list, i, math.min(i + n - 1, #list)))
+    if type(reply) == 'table' then
+      for _, v in ipairs(reply) do replies[#replies + 1] = v end
+    end
+  end
+  return replies
+end
+
+-- The tracked status as the template's from_status: quoted, or null. Only that field: a
+-- quote inside any JSON string value is escaped, so the sequence cannot occur elsewhere.
+local FROM_FIELD = '"from_status":"%FROM%"'
 local function spliced(template, name)
+  local at = string.find(template, FROM_FIELD, 1, true)
   local value = name and ('"' .. name .. '"') or 'null'
-  return (string.gsub(string.gsub(template, '"%%FROM%%"', value), '%%FROM%%', name or 'none'))
+  return string.sub(template, 1, at + 13) .. value .. string.sub(template, at + #FROM_FIELD)
 end
 
 -- contracts.derived.event_id_for: the UUIDv5 of 'run|step|type|qualifier' in NAMESPACE.
@@ -101,7 +125,7 @@ while a <= nargs do
       at[f] = #want
     end
   end
-  local got = redis.call('HMGET', run, unpack(want))
+  local got = chunked('HMGET', run, want, 4000)
   local cur = {}
   for f, pos in pairs(at) do
     cur[f] = got[pos]
@@ -130,6 +154,7 @@ while a <= nargs do
     local sid, head, f, state, start, finish, key, extra = unpack(ARGV, a, a + 7)
     a = a + 8
     local step = string.byte(head, 1) == 115  -- 's'
+    local subject = step and string.sub(f, 2) or ''  -- a step's id; a run's own state: ''
     local code = string.sub(head, 2, 2)
     local now = cur[f]
     local have = now and string.sub(now, 1, 1) or ''
@@ -147,8 +172,7 @@ while a <= nargs do
       else
         set(f, string.sub(now, 1, 2) .. refused .. code .. string.sub(now, 3 + #refused))
         local names = step and STEP_NAMES or RUN_NAMES
-        publish(built_rejection(step, run_id, step and string.sub(f, 2) or '', finish,
-          names[have], names[code]))
+        publish(built_rejection(step, run_id, subject, finish, names[have], names[code]))
         ended = true
       end
     elseif act == 'S' or act == 'W' then
@@ -167,7 +191,7 @@ while a <= nargs do
       ended = true
       local from = 'in_progress'
       if act == 'B' then
-        publish(built_start(step, run_id, step and string.sub(f, 2) or '', finish, start))
+        publish(built_start(step, run_id, subject, finish, start))
       else
         live = live - 1
         if step then
@@ -188,9 +212,7 @@ while a <= nargs do
           local p, c, t = string.match(key, '^(%d+),(%d+),(%d+)$')
           totals[1], totals[2] = totals[1] + tonumber(p), totals[2] + tonumber(c)
           totals[3], totals[4] = totals[3] + tonumber(t), totals[4] + 1
-          publish(string.format(
-            '%s,"prompt_tokens":%.0f,"completion_tokens":%.0f,"total_tokens":%.0f,"steps_counted":%d}',
-            extra, totals[1], totals[2], totals[3], totals[4]))
+          publish_usage(extra, totals)
         end
       else
         counts = counts or load_counts()
@@ -198,9 +220,7 @@ while a <= nargs do
           local p, c, t = string.match(key, '^(%d+),(%d+),(%d+)$')
           local ended_steps = counts[1] + counts[2] + counts[3] + counts[4] + counts[5]
           totals = {tonumber(p), tonumber(c), tonumber(t), ended_steps}
-          publish(string.format(
-            '%s,"prompt_tokens":%.0f,"completion_tokens":%.0f,"total_tokens":%.0f,"steps_counted":%d}',
-            extra, totals[1], totals[2], totals[3], totals[4]))
+          publish_usage(extra, totals)
         end
         publish(string.format(
           '%s,"steps":{"completed":%d,"failed":%d,"cancelled":%d,"expired":%d,"incomplete":%d}}',
@@ -208,12 +228,15 @@ while a <= nargs do
       end
     end
     if act == 'W' or act == 'A' then
-      -- A round of tool calls is published once, whatever order its events come in.
-      if string.find(',' .. ra .. ',', ',' .. key .. ',', 1, true) then
+      -- A round of tool calls is published once, whatever order its events come in (a
+      -- round naming no call has no key: the move into requires_action publishes it).
+      if key ~= '' and string.find(',' .. ra .. ',', ',' .. key .. ',', 1, true) then
         if act == 'A' then act = 'M' end
       else
-        ra = ra == '' and key or (ra .. ',' .. key)
-        set('ra', ra)
+        if key ~= '' then
+          ra = ra == '' and key or (ra .. ',' .. key)
+          set('ra', ra)
+        end
         publish(spliced(extra, act == 'A' and RUN_NAMES[have] or nil))
       end
     end
@@ -247,7 +270,7 @@ while a <= nargs do
         fields[#fields + 1] = tostring(counts[c])
       end
     end
-    redis.call('HSET', run, unpack(fields))
+    chunked('HSET', run, fields, 4000)  -- field-value pairs: n is even
     if live > 0 then
       if live_before == 0 then
         redis.call('PERSIST', run)  -- its first live subject: it expires no more
@@ -260,14 +283,10 @@ while a <= nargs do
   end
 end
 -- Adds before removals: a step that starts and ends in one batch leaves no member. (A
--- step is never removed and then added: it ends only once.) In chunks: unpack() is bounded.
-for i = 1, #adds, 1000 do
-  redis.call('ZADD', stalls, unpack(adds, i, math.min(i + 999, #adds)))
-end
-for i = 1, #rems, 500 do
-  redis.call('ZREM', stalls, unpack(rems, i, math.min(i + 499, #rems)))
-end
--- An entry with several ops (a Responses event) is held if any of them was.
+-- step is never removed and then added: it ends only once.)
+chunked('ZADD', stalls, adds, 1000)  -- score-member pairs: n is even
+chunked('ZREM', stalls, rems, 1000)
+-- An entry's ops are all held or none (they share its identity); held wins over acked.
 local acked = {}
 for _, sid in ipairs(acks) do
   if not held[sid] then acked[#acked + 1] = sid end

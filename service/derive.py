@@ -115,7 +115,7 @@ class Op:
 
     source_id: bytes
     run_id: str
-    thread_id: str
+    thread_id: str  # the thread and assistant its entry names (checked against its run's)
     assistant_id: str
     head: str
     field: str  # the subject's field in its run's hash
@@ -164,9 +164,18 @@ def _step_ids(step: ReportedStep, source: Source) -> bytes:
 
 
 def step_op(
-    source_id: bytes, step: ReportedStep, source: Source, stall_deadline: int | float
+    source_id: bytes,
+    step: ReportedStep,
+    source: Source,
+    stall_deadline: int | float,
+    identity: tuple[str, str] | None = None,
 ) -> Op:
-    """The op of one reported step; `stall_deadline` is used if this starts it."""
+    """The op of one reported step; `stall_deadline` is used if this starts it.
+
+    `identity`: the (thread, assistant) its entry names, when not the step's own (a
+    Responses item in an event that carries its response): the whole entry is checked
+    against its run's, and held whole if it contradicts it.
+    """
     status = step.status
     usage = step.usage
     triple = None if usage is None else (
@@ -192,6 +201,8 @@ def step_op(
             error_code=None if error is None else str(error.code),
         ),
     )
+    if identity is not None:
+        op.thread_id, op.assistant_id = identity
     ids = _step_ids(step, source)
     if status == "in_progress":
         op.head = f"si{_named(op)}|{int(stall_deadline)}|{member}"

@@ -7,6 +7,9 @@ stopped subscriber, creates the group again (`XGROUP CREATE ... 0 MKSTREAM`) and
 subscriber again. From id 0, because what the old group had read is unknown: every entry
 still in the stream is read again, nothing produced after the loss is missed, and the commit
 recognises the entries it already applied (their run's state says so) and only acks them.
+Except where that state is gone too: a run whose state expired (RUNSTEPS_STATE_TTL_S, days by
+default, while source entries are trimmed after RUNSTEPS_SOURCE_RETENTION_S, an hour) or
+Redis lost it all, and bad entries, which go to the DLQ again.
 """
 
 from __future__ import annotations

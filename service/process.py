@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,10 @@ class Batch:
     acks: list[bytes] = field(default_factory=list)  # entries with no ops, not dead-lettered
     dead: list[DeadLetter] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)  # when decoding began
+
+    def ops(self) -> Iterator[Op]:
+        """Every op, runs in order: the order of the commit script's action letters."""
+        return (op for run_ops in self.runs.values() for op in run_ops)
 
 
 class Processor:
@@ -179,16 +184,28 @@ class Processor:
         if isinstance(decoded, RunEntry):
             return [run_op(source_id, reported_run(decoded.run), Source.ASSISTANTS)]
         assert isinstance(decoded, Responses)
-        ops = [self._step_op(source_id, item, Source.RESPONSES, now) for item in decoded.items]
-        if decoded.run is not None:
-            ops.append(run_op(source_id, decoded.run, Source.RESPONSES))
+        run = decoded.run
+        # Items name no conversation; an event carrying their response names its one.
+        named = None if run is None else (run.thread_id or "", run.assistant_id or "")
+        ops = [
+            self._step_op(source_id, item, Source.RESPONSES, now, named) for item in decoded.items
+        ]
+        if run is not None:
+            ops.append(run_op(source_id, run, Source.RESPONSES))
         return ops
 
-    def _step_op(self, source_id: bytes, step: ReportedStep, source: Source, now: float) -> Op:
+    def _step_op(
+        self,
+        source_id: bytes,
+        step: ReportedStep,
+        source: Source,
+        now: float,
+        identity: tuple[str, str] | None = None,
+    ) -> Op:
         # A stall is timed from when the step was first seen, not created_at alone:
         # replaying old events must not raise a storm of stalls for steps long done.
         deadline = max(step.created_at, now) + self.settings.stall_after_s
-        return step_op(source_id, step, source, deadline)
+        return step_op(source_id, step, source, deadline, identity)
 
     def _misrouted(self, ops: list[Op]) -> Rejection | None:
         """A rejection if the ops' run belongs to another partition (a producer's bug)."""
@@ -210,7 +227,7 @@ class Processor:
         for action, n in Counter(actions).items():
             if action != Action.MISMATCH:  # counted as a dead letter
                 telemetry.decisions[_OUTCOMES[action]] += n
-        ops = (op for run_ops in batch.runs.values() for op in run_ops)
+        ops = batch.ops()
         derived = telemetry.derived
         for op, action in zip(ops, actions, strict=True):
             if action not in _SILENT:
@@ -222,7 +239,7 @@ class Processor:
     ) -> None:
         """Dead-letter the entries the script left unacked: they name another thread or
         assistant than their run's (a producer mixing up ids, or two runs sharing an id)."""
-        ops = (op for run_ops in batch.runs.values() for op in run_ops)
+        ops = batch.ops()
         dead: dict[bytes, DeadLetter] = {}
         for op, action in zip(ops, actions, strict=True):
             if action == Action.MISMATCH and op.source_id not in dead:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from contracts import (
@@ -33,6 +34,8 @@ from contracts.derived import (
     RunStarted,
     RunTransitionRejected,
 )
+from service.decode import Rejection, decode_entry
+from tests.contract.samples import step
 
 NAMES = {
     "run_step",
@@ -64,6 +67,19 @@ def test_metadata_limits_are_in_the_schema() -> None:
     assert metadata["maxProperties"] == 16
     assert metadata["propertyNames"] == {"maxLength": 64}
     assert metadata["additionalProperties"]["maxLength"] == 512
+
+
+@pytest.mark.parametrize(
+    ("step_id", "valid"),
+    [("step_1", True), ("step 1", True), ("step_ü", True), ("step/1", False), ("s\n1", False)],
+)
+def test_the_published_schema_agrees_with_the_decoder_on_ids(step_id: str, valid: bool) -> None:
+    """A producer checking ids against the JSON Schema gets the decoder's answer."""
+    body = json.loads(json.dumps(step(id=step_id)))
+    errors = list(Draft202012Validator(json_schemas()["run_step"]).iter_errors(body))
+    assert (not errors) is valid
+    decoded = decode_entry({b"data": json.dumps(body).encode()}, 1 << 20, 0.0)
+    assert (not isinstance(decoded, Rejection)) is valid
 
 
 def test_write_schemas_writes_stable_json(tmp_path: Path) -> None:

@@ -189,3 +189,32 @@ async def test_run_totals_are_exact_at_the_bound_and_never_wrap(
     assert usage[2]["total_tokens"] == 6 * MAX_TOKENS
     assert all(e["prompt_tokens"] > 0 and e["total_tokens"] > 0 for e in usage)
     assert usage[-1]["prompt_tokens"] >= 2**63
+
+
+async def test_user_text_like_the_status_placeholder_is_left_alone(
+    conn: Connection, redis: Redis
+) -> None:
+    """Only from_status takes the tracked status: a run id, tool call id or error message
+    holding the placeholder text comes out as sent."""
+    store, run_id = Store(conn), "run_%FROM%"
+    waiting = ReportedRun(run_id, "thread_1", "asst_1", "requires_action", T0, None,
+                          ["call_%FROM%"])  # fmt: skip
+    failed = ReportedRun(run_id, "thread_1", "asst_1", "failed", T0, T0 + 9,
+                         last_error={"code": "server_error", "message": "at %FROM%"})  # fmt: skip
+    for n, run in enumerate([waiting, failed]):
+        await store.commit({run_id: [run_op(f"1-{n}".encode(), run, Source.ASSISTANTS)]}, [], [])
+    events = await read_json(redis, conn.part.derived_stream)
+    assert [e["type"] for e in events] == ["run.started", "run.requires_action", "run.failed"]
+    assert {e["run_id"] for e in events} == {run_id}
+    assert events[1]["tool_call_ids"] == ["call_%FROM%"]
+    assert events[2]["last_error"]["message"] == "at %FROM%"
+    assert events[2]["from_status"] == "requires_action"
+
+
+async def test_a_round_naming_no_tool_call_is_published(conn: Connection, redis: Redis) -> None:
+    """requires_action without tool call ids still publishes run.requires_action."""
+    await _commit_run(Store(conn), 0, "r-empty", "in_progress")
+    run = ReportedRun("r-empty", "thread_1", "asst_1", "requires_action", T0, None, [])
+    await Store(conn).commit({"r-empty": [run_op(b"1-1", run, Source.ASSISTANTS)]}, [], [])
+    types = [e["type"] for e in await read_json(redis, conn.part.derived_stream)]
+    assert types == ["run.started", "run.requires_action"]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from contracts.derived import DERIVED, RunUsage
 from contracts.partitioning import partition_for
@@ -25,6 +26,7 @@ from tests.helpers import (
     drained,
     entries,
     fetch,
+    pending,
     produce,
     read_json,
     settle,
@@ -307,3 +309,78 @@ async def test_a_batch_decoded_while_the_last_commits_lands_after_it(
     types = [e["type"] for e in await read_json(redis, settings.derived_stream)]
     assert types == ["run_step.started", "run_step.completed", "run_step.transition_rejected"]
     assert await drained(redis, settings.source_stream, settings.group)
+
+
+def _response_event(status: str, conversation: str, items: int = 0) -> dict[str, Any]:
+    output = [{"id": f"msg_{i}", "type": "message", "status": "completed"} for i in range(items)]
+    body = {"id": "resp_idm", "object": "response", "created_at": T0, "status": status,
+            "conversation": {"id": conversation}, "output": output}  # fmt: skip
+    if status == "completed":
+        body["completed_at"] = T0 + 3
+    return {"type": f"response.{status.replace('in_progress', 'created')}", "response": body}
+
+
+async def test_a_response_naming_another_conversation_is_held_whole(
+    conn: Connection, redis: Redis, settings: Settings
+) -> None:
+    """An entry that carries items and their response, naming another conversation than the
+    run's, is dead-lettered whole: none of its items is applied either."""
+    await produce(
+        redis,
+        settings,
+        _response_event("in_progress", "conv_1"),
+        _response_event("completed", "conv_2", items=2),
+    )
+    await make_processor(conn).process(
+        await fetch(redis, settings.source_stream, settings.group, "a")
+    )
+    types = [e["type"] for e in await read_json(redis, settings.derived_stream)]
+    assert types == ["run.started"]
+    [(_, dead)] = await entries(redis, settings.dlq_stream)
+    assert json.loads(dead[b"error"])["kind"] == "identity_mismatch"
+    assert await drained(redis, settings.source_stream, settings.group)
+
+
+async def test_a_response_with_thousands_of_items_is_applied_once(
+    conn: Connection, redis: Redis, settings: Settings
+) -> None:
+    """A response closing 4,100 items in one entry (well under the payload limit) is one
+    commit that succeeds: each event once, and once again delivered, nothing more."""
+    await produce(redis, settings, _response_event("completed", "conv_1", items=4100))
+    fetched = await fetch(redis, settings.source_stream, settings.group, "a")
+    assert await make_processor(conn).process(fetched) == {}
+    assert await make_processor(conn).process(fetched) == {}  # as after a claim
+    events = await read_json(redis, settings.derived_stream)
+    assert len(events) == 2 * 4100 + 2  # each item's start and end; the run's start and end
+    assert max(Counter(e["event_id"] for e in events).values()) == 1
+    assert await drained(redis, settings.source_stream, settings.group)
+
+
+async def test_a_failed_commit_does_not_hold_back_the_next_batch(
+    redis: Redis, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis failing one batch's commit leaves that batch pending (said in the log) and the
+    next batch is committed all the same."""
+    w = build_worker(settings)
+    await w.on_startup()
+    store = w.processors[0].store
+    real_commit = store.commit
+    calls = 0
+
+    async def flaky(*args: Any) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RedisConnectionError("connection reset")
+        return await real_commit(*args)
+
+    store.commit = flaky  # type: ignore[method-assign,assignment]
+    try:
+        for step_id in ("f1", "f2"):
+            await produce(redis, settings, step(step_id, "in_progress"))
+            await w.handle(0, await fetch(redis, settings.source_stream, settings.group, "c"))
+    finally:
+        await w.after_shutdown()
+    assert [e["step_id"] for e in await read_json(redis, settings.derived_stream)] == ["f2"]
+    assert await pending(redis, settings.source_stream, settings.group) == 1
+    assert "stay pending" in caplog.text
