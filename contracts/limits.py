@@ -66,7 +66,11 @@ def _check_id(value: str) -> str:
 
 TrackedId = Annotated[
     str,
-    Field(min_length=1, max_length=MAX_ID_CHARS, json_schema_extra={"pattern": r"^[^/\x00-\x1F\x7F]+$"}),
+    Field(
+        min_length=1,
+        max_length=MAX_ID_CHARS,
+        json_schema_extra={"pattern": r"^[^/\x00-\x1F\x7F]+$"},  # no '/', no control characters
+    ),
     AfterValidator(_check_id),
 ]
 """The id of a tracked run or step: a path segment of the query API."""
