@@ -55,6 +55,11 @@ end
 
 -- `command key f1 f2 ...` over `list`, in chunks of `n` (unpack's bound): HSET, ZADD, ...
 local function chunked(command, key, list, n)
+  if #list == 0 then
+    return {}
+  elseif #list <= n then
+    return redis.call(command, key, unpack(list))  -- the common case: one call, as is
+  end
   local replies = {}
   for i = 1, #list, n do
     local reply = redis.call(command, key, unpack(list, i, math.min(i + n - 1, #list)))
