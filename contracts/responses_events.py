@@ -9,7 +9,7 @@ item event (carries one item and the producer-added `response_id`), an event tha
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -55,18 +55,8 @@ LifecycleEventType = Literal[
 ]
 ItemEventType = Literal["response.output_item.added", "response.output_item.done"]
 
-_LIFECYCLE_TYPES: frozenset[str] = frozenset(
-    {
-        "response.created",
-        "response.queued",
-        "response.in_progress",
-        "response.completed",
-        "response.failed",
-        "response.incomplete",
-        "response.cancelled",
-    }
-)
-_ITEM_TYPES: frozenset[str] = frozenset({"response.output_item.added", "response.output_item.done"})
+_LIFECYCLE_TYPES: frozenset[str] = frozenset(get_args(LifecycleEventType))
+_ITEM_TYPES: frozenset[str] = frozenset(get_args(ItemEventType))
 
 
 class ResponseLifecycleEvent(_ApiModel):
