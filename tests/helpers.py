@@ -16,6 +16,19 @@ from service.settings import Settings
 from service.state import STEP_FIELD, encode_run_state, encode_state
 
 
+def apart(settings: Settings, suffix: str) -> Settings:
+    """`settings` with streams and state keys of their own, beside the test's: a second
+    deployment on the same Redis."""
+    return settings.model_copy(
+        update={
+            "source_stream": settings.source_stream + suffix,
+            "derived_stream": settings.derived_stream + suffix,
+            "dlq_stream": settings.dlq_stream + suffix,
+            "key_prefix": settings.key_prefix + suffix,
+        }
+    )
+
+
 async def wait_until(
     check: Callable[[], Awaitable[bool]], timeout_s: float = 20.0, what: str = "condition"
 ) -> None:

@@ -21,7 +21,7 @@ from contracts.derived import DERIVED
 from contracts.responses_producer import ResponsesForwarder
 from service.app import Worker, build_worker
 from service.settings import Settings
-from tests.helpers import read_json, settle
+from tests.helpers import apart, read_json, settle
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 ASSISTANTS = sorted((DATA / "assistants").glob("*.jsonl"))
@@ -79,14 +79,7 @@ async def _in_order_then_shuffled(
     events = await _replay(redis, settings, entries)
     _check_one_start_before_end(events)
     # Again on fresh streams: every event twice, shuffled. Same subjects, same ends.
-    other = settings.model_copy(
-        update={
-            "source_stream": settings.source_stream + ".2",
-            "derived_stream": settings.derived_stream + ".2",
-            "dlq_stream": settings.dlq_stream + ".2",
-            "key_prefix": settings.key_prefix + ".2",
-        }
-    )
+    other = apart(settings, ".2")
     shuffled = entries * 2
     random.Random(3).shuffle(shuffled)
     w = build_worker(other)

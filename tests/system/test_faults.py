@@ -24,7 +24,7 @@ from service.redis_server import LocalRedis
 from service.sample import step
 from service.settings import Settings
 from service.state import decode_state
-from tests.helpers import drained, entries, wait_until
+from tests.helpers import apart, drained, entries, wait_until
 from tests.system.load import SUMMARIES, Load, produce, run_totals, tally
 from tests.system.workers import start_worker, stop_worker
 
@@ -260,14 +260,7 @@ async def test_triplicate_shuffled_across_three_consumers(
     load = Load.build(steps=3750, copies=1, seed=15)
     assert len(load.entries) == 5000
     # Reference: a single in-order delivery through one in-process worker.
-    ref = settings.model_copy(
-        update={
-            "source_stream": settings.source_stream + ".ref",
-            "derived_stream": settings.derived_stream + ".ref",
-            "dlq_stream": settings.dlq_stream + ".ref",
-            "key_prefix": settings.key_prefix + ".ref",
-        }
-    )
+    ref = apart(settings, ".ref")
     worker = build_worker(ref)
     await worker.start()
     try:
