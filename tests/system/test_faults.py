@@ -24,9 +24,9 @@ from service.redis_server import LocalRedis
 from service.sample import step
 from service.settings import Settings
 from service.state import decode_state
-from tests.helpers import apart, drained, entries, wait_until
+from tests.helpers import apart, entries, wait_until
 from tests.system.load import SUMMARIES, Load, produce, run_totals, tally
-from tests.system.workers import start_worker, stop_worker
+from tests.system.workers import start_worker, stop_worker, wait_drained
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 
@@ -40,19 +40,6 @@ async def consumer_pending(redis: Redis, s: Settings, consumer: str) -> int:
     except ResponseError:  # the group does not exist yet
         return 0
     return len(rows)
-
-
-async def wait_drained(redis: Redis, s: Settings, timeout_s: float = 120) -> None:
-    """Wait until every entry of the source stream is read and acked (a connection that
-    a Redis restart broke counts as not yet: the next poll reconnects)."""
-
-    async def done() -> bool:
-        try:
-            return await drained(redis, s.source_stream, s.group)
-        except (RedisConnectionError, ConnectionError, OSError):
-            return False
-
-    await wait_until(done, timeout_s, "the stream to drain")
 
 
 async def produce_paced(redis: Redis, stream: str, data: list[bytes], per_tick: int) -> None:

@@ -22,13 +22,8 @@ from service.redis_server import LocalRedis, free_port
 from service.settings import Settings
 from tests.helpers import answers, request, wait_until
 from tests.system.load import Load, produce, tally
-from tests.system.test_faults import (
-    _holds_batch,
-    assert_exact,
-    produce_paced,
-    wait_drained,
-)
-from tests.system.workers import start_worker, stop_worker
+from tests.system.test_faults import _holds_batch, assert_exact, produce_paced
+from tests.system.workers import start_worker, stop_worker, wait_drained
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
 

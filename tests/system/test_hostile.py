@@ -17,8 +17,7 @@ from service.settings import Settings
 from tests.helpers import entries, xadd_raw
 from tests.hostile import HOSTILE, MAX_PAYLOAD_BYTES, Hostile
 from tests.system.load import SUMMARIES, Load, run_totals, tally
-from tests.system.test_faults import wait_drained
-from tests.system.workers import start_worker, stop_worker
+from tests.system.workers import start_worker, stop_worker, wait_drained
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 

@@ -12,8 +12,9 @@ from redis.asyncio import Redis
 
 from contracts.responses_producer import ResponsesForwarder
 from service.settings import Settings
-from tests.helpers import drained, read_json, wait_until
-from tests.system.workers import start_worker, stop_worker, wait_reading
+from tests.helpers import read_json
+from tests.system.load import produce
+from tests.system.workers import two_workers, wait_drained
 
 pytestmark = pytest.mark.system
 
@@ -38,19 +39,9 @@ async def test_whole_streams_over_two_workers_exactly_once(
     run and step has one start before one end, no event twice, nothing dead-lettered."""
     entries = _streams() * 2
     random.Random(5).shuffle(entries)
-    pipe = redis.pipeline(transaction=False)
-    for data in entries:
-        pipe.xadd(settings.source_stream, {"data": data})
-    await pipe.execute()
-    small = settings.model_copy(update={"batch_size": 20})
-    procs = [start_worker(small, "w1"), start_worker(small, "w2")]
-    try:
-        await wait_reading(redis, settings, "w1", "w2")  # so that both are stopped cleanly
-        await wait_until(
-            lambda: drained(redis, settings.source_stream, settings.group),
-            timeout_s=60,
-            what="both workers to drain the streams",
-        )
+    await produce(redis, settings.source_stream, entries)
+    async with two_workers(redis, settings.model_copy(update={"batch_size": 20})):
+        await wait_drained(redis, settings, timeout_s=60)
         events = await read_json(redis, settings.derived_stream)
         ids = Counter(e["event_id"] for e in events)
         assert max(ids.values()) == 1, "a derived event was published twice"
@@ -66,6 +57,3 @@ async def test_whole_streams_over_two_workers_exactly_once(
         assert sum(1 for e in events if e["type"] == "run.started") >= 10
         assert await redis.xlen(settings.dlq_stream) == 0
         assert json.loads(json.dumps(events))  # plain JSON throughout
-    finally:
-        errors = [stop_worker(p) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], "\n\n".join(errors)

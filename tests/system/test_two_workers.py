@@ -11,8 +11,9 @@ from redis.asyncio import Redis
 
 from service.sample import T0, step
 from service.settings import Settings
-from tests.helpers import drained, read_json, wait_until
-from tests.system.workers import start_worker, stop_worker, wait_reading
+from tests.helpers import read_json
+from tests.system.load import produce
+from tests.system.workers import two_workers, wait_drained
 
 pytestmark = pytest.mark.system
 
@@ -34,23 +35,12 @@ async def test_two_workers_exactly_once(redis: Redis, settings: Settings) -> Non
         body = step(s, status, run_id=run_of[s], ended_at=T0 + 5, usage=usage_of[s])
         return json.dumps(body).encode()
 
-    procs = [start_worker(settings, "w1"), start_worker(settings, "w2")]
-    try:
-        # Until both have joined, one worker alone may drain every phase (a loaded machine).
-        await wait_reading(redis, settings, "w1", "w2")
+    async def phase(entries: list[bytes]) -> None:
+        rnd.shuffle(entries)
+        await produce(redis, settings.source_stream, entries)
+        await wait_drained(redis, settings, timeout_s=60)
 
-        async def phase(entries: list[bytes]) -> None:
-            rnd.shuffle(entries)
-            pipe = redis.pipeline(transaction=False)
-            for data in entries:
-                pipe.xadd(settings.source_stream, {"data": data})
-            await pipe.execute()
-            await wait_until(
-                lambda: drained(redis, settings.source_stream, settings.group),
-                timeout_s=60,
-                what="both workers to drain the stream",
-            )
-
+    async with two_workers(redis, settings):
         # Phases keep the expected set exact (every step ends in phase two).
         await phase([started(s) for s in steps] * 2)
         late = [started(s) for s in steps[::5]]
@@ -86,9 +76,6 @@ async def test_two_workers_exactly_once(redis: Redis, settings: Settings) -> Non
         assert await redis.xlen(settings.dlq_stream) == 0
         consumers = await redis.xinfo_consumers(settings.source_stream, settings.group)
         assert {c["name"].decode() for c in consumers} == {"w1", "w2"}
-    finally:
-        errors = [stop_worker(p) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], "\n\n".join(errors)
 
 
 async def test_one_start_before_its_end_under_every_order(redis: Redis, settings: Settings) -> None:
@@ -124,19 +111,9 @@ async def test_one_start_before_its_end_under_every_order(redis: Redis, settings
     for s, data in backlog:
         keyed.append((by_step[s][cursor[s]], data))
         cursor[s] += 1
-    pipe = redis.pipeline(transaction=False)
-    for _, data in sorted(keyed):
-        pipe.xadd(settings.source_stream, {"data": data})
-    await pipe.execute()
-    small = settings.model_copy(update={"batch_size": 50})
-    procs = [start_worker(small, "w1"), start_worker(small, "w2")]
-    try:
-        await wait_reading(redis, settings, "w1", "w2")  # so that both are stopped cleanly
-        await wait_until(
-            lambda: drained(redis, settings.source_stream, settings.group),
-            timeout_s=90,
-            what="both workers to drain the backlog",
-        )
+    await produce(redis, settings.source_stream, [data for _, data in sorted(keyed)])
+    async with two_workers(redis, settings.model_copy(update={"batch_size": 50})):
+        await wait_drained(redis, settings, timeout_s=90)
         events = await read_json(redis, settings.derived_stream)
         seen: dict[str, list[dict[str, object]]] = {}
         for e in events:
@@ -147,6 +124,3 @@ async def test_one_start_before_its_end_under_every_order(redis: Redis, settings
             assert types == ["run_step.started", "run_step.completed"], (s, steps[s], types)
             assert mine[1]["from_status"] == "in_progress"
         assert await redis.xlen(settings.dlq_stream) == 0
-    finally:
-        errors = [stop_worker(p) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], "\n\n".join(errors)
