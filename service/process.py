@@ -249,8 +249,7 @@ class Processor:
                     f"assistant {op.assistant_id or None!r}, not those the run is tracked with",
                 )
                 dead[op.source_id] = DeadLetter(op.source_id, fields[op.source_id], error.to_json())
-        self.telemetry.dead_letters[DeadLetterKind.IDENTITY_MISMATCH] += len(dead)
-        await self.store.commit({}, [], list(dead.values()))
+        await self._dead_letter(DeadLetterKind.IDENTITY_MISMATCH, list(dead.values()))
 
     async def dead_letter_exhausted(
         self, entries: list[Entry], attempts: dict[bytes, int], last_errors: dict[bytes, str]
@@ -266,6 +265,10 @@ class Processor:
                 [{"attempts": n, "last_error": last}],
             )
             dead.append(DeadLetter(source_id, fields, error.to_json()))
-        self.telemetry.dead_letters[DeadLetterKind.PROCESSING_FAILED] += len(dead)
-        await self.store.commit({}, [], dead)
+        await self._dead_letter(DeadLetterKind.PROCESSING_FAILED, dead)
         await self.pending.forget_failures([d.source_id for d in dead])
+
+    async def _dead_letter(self, kind: DeadLetterKind, dead: list[DeadLetter]) -> None:
+        """Send entries found dead after their batch's commit to the DLQ (each acked there)."""
+        self.telemetry.dead_letters[kind] += len(dead)
+        await self.store.commit({}, [], dead)
