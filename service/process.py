@@ -73,6 +73,12 @@ class Batch:
     acks: list[bytes] = field(default_factory=list)  # entries with no ops, not dead-lettered
     dead: list[DeadLetter] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)  # when decoding began
+    # What decoding saw, added to the telemetry once the batch is committed (a batch
+    # decoded again, or isolated entry by entry after a failure, counts once).
+    consumed: int = 0
+    ignored: Counter[str] = field(default_factory=Counter)  # by event name
+    error_events: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)  # dead letters by kind
 
     def ops(self) -> Iterator[Op]:
         """Every op, runs in order: the order of the commit script's action letters."""
@@ -146,20 +152,17 @@ class Processor:
 
     def _decode(self, entries: list[Entry]) -> Batch:
         """Decode every entry into ops of its run, an ignored event, or a dead letter."""
-        telemetry = self.telemetry
-        telemetry.consumed += len(entries)
-        batch = Batch()
+        batch = Batch(consumed=len(entries))
         now = time.time()
         for source_id, fields in entries:
             seen_at = int(source_id.partition(b"-")[0]) / 1000  # the entry id's time
             decoded = decode_entry(fields, self.settings.max_payload_bytes, seen_at)
             if isinstance(decoded, Ignored):
-                known = decoded.event in telemetry.ignored or len(telemetry.ignored) < 100
-                telemetry.ignored[decoded.event if known else IGNORED_OTHER] += 1  # bounded
+                batch.ignored[decoded.event] += 1
                 batch.acks.append(source_id)
                 continue
             if isinstance(decoded, ErrorReport):
-                telemetry.error_events += 1
+                batch.error_events += 1
                 log.warning("a producer forwarded an error event: %s", decoded.message[:200])
                 batch.acks.append(source_id)
                 continue
@@ -167,7 +170,7 @@ class Processor:
             rejection = decoded if isinstance(decoded, Rejection) else self._misrouted(ops)
             if rejection is not None:
                 batch.dead.append(DeadLetter(source_id, fields, rejection.to_json()))
-                telemetry.dead_letters[rejection.kind] += 1
+                batch.rejected[rejection.kind] += 1
                 continue
             for op in ops:
                 batch.runs.setdefault(op.run_id, []).append(op)
@@ -222,8 +225,15 @@ class Processor:
         )
 
     def _count(self, batch: Batch, actions: str) -> None:
-        """Count decisions and published events (once: the commit has succeeded)."""
+        """Count what the batch consumed, decided and published (once: the commit has
+        succeeded)."""
         telemetry = self.telemetry
+        telemetry.consumed += batch.consumed
+        telemetry.error_events += batch.error_events
+        for event, n in batch.ignored.items():
+            known = event in telemetry.ignored or len(telemetry.ignored) < 100
+            telemetry.ignored[event if known else IGNORED_OTHER] += n  # bounded
+        telemetry.dead_letters.update(batch.rejected)
         for action, n in Counter(actions).items():
             if action != Action.MISMATCH:  # counted as a dead letter
                 telemetry.decisions[_OUTCOMES[action]] += n

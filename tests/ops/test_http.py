@@ -24,6 +24,7 @@ from service.queries import MAX_PAGE
 from service.redis_server import LocalRedis
 from service.sample import T0, step
 from service.settings import Settings
+from service.store import Store
 from tests.helpers import (
     PAGE_SLACK,
     answers,
@@ -275,6 +276,32 @@ async def test_readyz_503_and_metrics_still_answer_when_redis_is_down(
             m = await scrape(url)
             assert m[("runsteps_redis_up", ())] == 0
             assert not any(name == "runsteps_consumer_group_lag" for name, _ in m)
+
+
+async def test_a_batch_retried_entry_by_entry_is_counted_once(
+    redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose commit trips a bug is applied again entry by entry: each entry is
+    counted once, as consumed, ignored or dead-lettered, not once per attempt."""
+    real_commit = Store.commit
+    failed: list[int] = []
+
+    async def buggy_once(self: Store, runs: Any, acks: Any, dead: Any) -> str:
+        if not failed and len(acks) + len(dead) + sum(map(len, runs.values())) > 1:
+            failed.append(1)
+            raise RuntimeError("a bug in this batch")
+        return await real_commit(self, runs, acks, dead)
+
+    monkeypatch.setattr(Store, "commit", buggy_once)
+    await produce(redis, settings, step("s1", "in_progress", run_id="r1"), DELTA, b"{nope")
+    async with serving(build_worker(settings)) as url:
+        await settle(redis, settings)
+        m = await scrape(url)
+    assert failed == [1]
+    assert m[("runsteps_events_consumed_total", ())] == 3
+    assert m[("runsteps_events_ignored_total", (("event", "thread.run.step.delta"),))] == 1
+    assert m[("runsteps_dlq_entries_total", (("kind", "invalid_json"),))] == 1
+    assert m[("runsteps_derived_events_total", (("type", "run_step.started"),))] == 1
 
 
 async def test_partitioned_worker_serves_every_partition(redis: Redis, settings: Settings) -> None:
