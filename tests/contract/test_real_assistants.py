@@ -189,3 +189,20 @@ def test_php_runs_with_empty_metadata_and_incomplete_details() -> None:
     assert incomplete.incomplete_details is not None
     assert incomplete.incomplete_details.reason == "Input tokens exceeded"
     assert incomplete.ended_at is None  # the fixture gives no completed_at
+
+
+def test_azure_mcp_run_activities_step_and_approval_round() -> None:
+    """Azure's activities step is a step (not dead-lettered); its approval names the MCP call."""
+    entries = [
+        got for _, got in _classified(DATA / "azure-agents_mcp_approval_stream_excerpt.jsonl")
+    ]
+    activities = [
+        e.step for e in entries if isinstance(e, StepEntry) and e.step.type == "activities"
+    ]
+    assert [s.status for s in activities] == [StepStatus.IN_PROGRESS] * 2 + [StepStatus.COMPLETED]
+    details = activities[-1].step_details
+    assert details.type == "activities"
+    assert [a.type for a in details.activities] == ["mcp_list_tools"]
+    [waiting] = [e.run for e in entries if isinstance(e, RunEntry) and e.run.pending_tool_call_ids]
+    assert waiting.status is RunStatus.REQUIRES_ACTION
+    assert waiting.pending_tool_call_ids == ("call_7xWS61tAxJO9euluKVIX5aJH",)
