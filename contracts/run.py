@@ -66,12 +66,15 @@ class SubmitToolOutputs(_ApiModel):
 class RequiredAction(_ApiModel):
     """What a `requires_action` run waits for.
 
-    `type` is "submit_tool_outputs" at OpenAI; another type (Azure AI Agents'
-    "submit_tool_approval" for MCP calls) is kept as sent, with its body as an extra field.
+    `type` is "submit_tool_outputs" at OpenAI. Azure AI Agents' "submit_tool_approval" (an
+    MCP call waiting for the caller's approval) names its calls the same way, under
+    `submit_tool_approval` (recorded in azure-sdk-assets' azure-ai-agents MCP sessions). Any
+    other type is kept as sent, with its body as an extra field.
     """
 
     type: str
     submit_tool_outputs: SubmitToolOutputs | None = None
+    submit_tool_approval: SubmitToolOutputs | None = None
 
 
 class IncompleteDetails(_ApiModel):
@@ -123,13 +126,16 @@ class Run(_ApiModel):
 
     @property
     def pending_tool_call_ids(self) -> tuple[str, ...]:
-        """Ids of the tool calls whose outputs the run waits for, in the API's order.
+        """Ids of the tool calls whose outputs (or, for Azure's submit_tool_approval, whose
+        approvals) the run waits for, in the API's order.
 
-        Empty unless the run is `requires_action` with a `submit_tool_outputs` action.
+        Empty unless the run is `requires_action` with one of those two actions. The first id
+        names the waiting round: a duplicate of it is not published again.
         """
         action = self.required_action
         if self.status is not RunStatus.REQUIRES_ACTION or action is None:
             return ()
-        if action.submit_tool_outputs is None:
+        calls = action.submit_tool_outputs or action.submit_tool_approval
+        if calls is None:
             return ()
-        return tuple(call.id for call in action.submit_tool_outputs.tool_calls)
+        return tuple(call.id for call in calls.tool_calls)

@@ -4,7 +4,8 @@ Every model allows unknown fields: a newer API version adding one must never mak
 undecodable, and the extras survive a round trip. What real producers send beyond the OpenAI
 reference is tolerated where the lifecycle does not read it: tool calls of other types (Azure
 AI Agents' bing_grounding, azure_ai_search, openapi, mcp..., v1's retrieval), error codes
-outside the documented ones, and PHP's `[]` for an empty map. What the lifecycle reads (ids,
+outside the documented ones, Azure AI Agents' `activities` steps (an MCP server's tool list),
+and PHP's `[]` for an empty map. What the lifecycle reads (ids,
 status, timestamps, usage, metadata limits) stays strict.
 """
 
@@ -31,6 +32,8 @@ from .limits import Timestamp, TokenCount, TrackedId
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "ActivitiesDetails",
+    "Activity",
     "CodeInterpreterToolCall",
     "FileSearchToolCall",
     "FunctionToolCall",
@@ -72,6 +75,9 @@ class StepType(StrEnum):
 
     MESSAGE_CREATION = "message_creation"  # the assistant wrote a message
     TOOL_CALLS = "tool_calls"  # the assistant called one or more tools
+    # Azure AI Agents: the service did something on its own (e.g. listed an MCP server's
+    # tools) before the model ran; recorded in azure-sdk-assets' azure-ai-agents sessions.
+    ACTIVITIES = "activities"
 
 
 class LastErrorCode(StrEnum):
@@ -255,7 +261,24 @@ class ToolCallsDetails(_ApiModel):
     tool_calls: list[ToolCall]
 
 
-StepDetails = Annotated[MessageCreationDetails | ToolCallsDetails, Field(discriminator="type")]
+class Activity(_ApiModel):
+    """One entry of an activities step (Azure AI Agents' `mcp_list_tools`, ...): kept as sent,
+    `type` names it and its fields (a server label, a tool list...) stay as extras."""
+
+    id: str
+    type: str
+
+
+class ActivitiesDetails(_ApiModel):
+    """step_details of an activities step (Azure AI Agents); empty while the step runs."""
+
+    type: Literal["activities"]
+    activities: list[Activity]
+
+
+StepDetails = Annotated[
+    MessageCreationDetails | ToolCallsDetails | ActivitiesDetails, Field(discriminator="type")
+]
 
 
 def _preview(text: str) -> str:
@@ -328,8 +351,10 @@ class RunStep(_ApiModel):
     @field_validator("step_details")
     @classmethod
     def _details_match_type(
-        cls, details: MessageCreationDetails | ToolCallsDetails, info: ValidationInfo
-    ) -> MessageCreationDetails | ToolCallsDetails:
+        cls,
+        details: MessageCreationDetails | ToolCallsDetails | ActivitiesDetails,
+        info: ValidationInfo,
+    ) -> MessageCreationDetails | ToolCallsDetails | ActivitiesDetails:
         # `type` is validated first (field order); if it failed it is absent and reported.
         declared = info.data.get("type")
         if declared is not None and details.type != declared:

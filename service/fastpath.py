@@ -9,7 +9,8 @@ rejects it with the error the dead-letter entry carries. tests/contract/test_fas
 checks the subset claim on valid, invalid, generated and recorded payloads.
 
 Rarer shapes the contracts tolerate are left to pydantic on purpose: a tool call of a type
-the contracts do not model (Azure's bing_grounding, ...), PHP's `[]` for an empty map, and
+the contracts do not model (Azure's bing_grounding, ...), Azure's `activities` steps (no
+struct here, so they fail the details union), PHP's `[]` for an empty map, and
 any field the structs do not declare (`_Known`). tests/contract/test_fastpath_hostile.py
 checks the subset claim on hostile mutations of every recorded entry.
 """

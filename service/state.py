@@ -45,7 +45,7 @@ RUN_STATE_FIELDS = ("s", "x", "c", "d")
 """A run's state: status, refused terminal statuses, created_at, ended_at (seconds after
 created_at)."""
 
-_STEP_TYPES = {"message_creation": "m", "tool_calls": "t"}
+_STEP_TYPES = {"message_creation": "m", "tool_calls": "t", "activities": "a"}
 _ERRORS = {"server_error": "s", "rate_limit_exceeded": "r"}
 
 

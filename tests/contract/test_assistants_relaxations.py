@@ -219,12 +219,25 @@ def test_a_run_waiting_for_tool_outputs_names_the_calls() -> None:
     assert stale.pending_tool_call_ids == ()
 
 
-def test_a_run_waiting_for_another_action_has_no_tool_outputs_pending() -> None:
-    """Azure's submit_tool_approval is kept as sent but names no tool outputs to submit."""
-    approval = {"type": "submit_tool_approval", "submit_tool_approval": {"tool_calls": []}}
+def test_a_run_waiting_for_approval_waits_for_the_calls_it_names() -> None:
+    """Azure's submit_tool_approval names the MCP calls awaiting approval; kept as sent."""
+    call = {"id": "call_7x", "type": "mcp", "arguments": "{}", "name": "f", "server_label": "gh"}
+    approval = {"type": "submit_tool_approval", "submit_tool_approval": {"tool_calls": [call]}}
     run = Run.model_validate(_run(status="requires_action", required_action=approval))
     assert run.required_action is not None
-    assert run.required_action.model_dump()["submit_tool_approval"] == {"tool_calls": []}
+    assert run.required_action.model_dump()["submit_tool_approval"] == {"tool_calls": [call]}
+    assert run.pending_tool_call_ids == ("call_7x",)
+    empty = {"type": "submit_tool_approval", "submit_tool_approval": {"tool_calls": []}}
+    assert Run.model_validate(_run(status="requires_action", required_action=empty))\
+        .pending_tool_call_ids == ()  # fmt: skip
+
+
+def test_a_run_waiting_for_another_action_has_no_tool_outputs_pending() -> None:
+    """An action of a type nobody documents is kept as sent and names no pending calls."""
+    other = {"type": "submit_form_v9", "submit_form_v9": {"tool_calls": [{"id": "c", "type": "x"}]}}
+    run = Run.model_validate(_run(status="requires_action", required_action=other))
+    assert run.required_action is not None
+    assert run.required_action.model_dump()["submit_form_v9"] == other["submit_form_v9"]
     assert run.pending_tool_call_ids == ()
 
 

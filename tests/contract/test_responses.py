@@ -182,6 +182,58 @@ EXPECTED: dict[str, Outcome] = {
     "background_resumed_starting_after_0": Outcome(
         ResponsePhase.COMPLETED, {"message": P.IN_PROGRESS}, {"message": P.COMPLETED}
     ),
+    "vercel-ai_azure_web_search_done_searching": Outcome(
+        ResponsePhase.COMPLETED,
+        {"web_search_call": P.IN_PROGRESS, "message": P.IN_PROGRESS},
+        # Recorded: closed, in a completed response, yet still "searching".
+        {"web_search_call": P.IN_PROGRESS, "message": P.COMPLETED},
+    ),
+    "vercel-ai_xai_web_search_added_completed": Outcome(
+        ResponsePhase.COMPLETED,
+        # xAI sends the web_search_call already completed in output_item.added.
+        {"web_search_call": P.COMPLETED, "message": P.IN_PROGRESS},
+        {"web_search_call": P.COMPLETED, "message": P.COMPLETED},
+    ),
+    "vercel-ai_shell_call_output_added_completed": Outcome(
+        ResponsePhase.COMPLETED,
+        {"shell_call": P.IN_PROGRESS, "shell_call_output": P.COMPLETED, "message": P.IN_PROGRESS},
+        {"shell_call": P.COMPLETED, "shell_call_output": P.COMPLETED, "message": P.COMPLETED},
+    ),
+    "vercel-ai_tool_search": Outcome(
+        ResponsePhase.COMPLETED,
+        {
+            "tool_search_call": P.IN_PROGRESS,
+            "tool_search_output": P.IN_PROGRESS,
+            "function_call": P.IN_PROGRESS,
+        },
+        {
+            "tool_search_call": P.COMPLETED,
+            "tool_search_output": P.COMPLETED,
+            "function_call": P.COMPLETED,
+        },
+    ),
+    "pydantic-ai_deepseek_reasoning_function_call": Outcome(
+        ResponsePhase.COMPLETED,
+        {"reasoning": P.IN_PROGRESS, "function_call": P.IN_PROGRESS},
+        {"reasoning": P.COMPLETED, "function_call": P.COMPLETED},
+    ),
+    "pydantic-ai_bedrock_mantle_reasoning_function_call": Outcome(
+        ResponsePhase.COMPLETED,
+        {"reasoning": None, "function_call": P.IN_PROGRESS},
+        {"reasoning": P.COMPLETED, "function_call": P.COMPLETED},
+    ),
+    "vercel-ai_lmstudio_reasoning_message_function_call": Outcome(
+        ResponsePhase.COMPLETED,
+        {"reasoning": P.IN_PROGRESS, "message": P.IN_PROGRESS, "function_call": P.IN_PROGRESS},
+        {"reasoning": P.COMPLETED, "message": P.COMPLETED, "function_call": P.COMPLETED},
+    ),
+    "pydantic-ai_openrouter_reasoning_id_changes": Outcome(
+        ResponsePhase.COMPLETED,
+        {"reasoning": None, "message": P.IN_PROGRESS},
+        {"reasoning": P.COMPLETED, "message": P.COMPLETED},
+        # Recorded: the final output names the reasoning item by another id than the stream.
+        closed_only_by_response=1,
+    ),
     "error_then_failed": Outcome(ResponsePhase.FAILED, {}, {}),
     "handmade_incomplete_max_output_tokens": Outcome(
         ResponsePhase.INCOMPLETE, {"message": P.IN_PROGRESS}, {"message": P.INCOMPLETE}
@@ -296,6 +348,19 @@ def test_items_closed_only_by_the_final_response() -> None:
     for item_id in added - done:
         assert item_phase(output[item_id]) is None
         assert item_phase(output[item_id], closed=True) is ItemPhase.COMPLETED
+
+
+def test_openrouter_final_output_renames_the_reasoning_item() -> None:
+    """OpenRouter streams reasoning as rs_tmp_2kbe…, then its final output calls it rs_tmp_ku4i…:
+    recorded as is. The service tracks both ids (no id to tie them), so the run counts three
+    steps for two items; nothing is dead-lettered."""
+    events = classified("pydantic-ai_openrouter_reasoning_id_changes")
+    streamed = {e.item.id for e in events if isinstance(e, OutputItemEvent)}
+    final = events[-1]
+    assert isinstance(final, ResponseLifecycleEvent)
+    output = [item.id for item in final.response.output]
+    assert streamed == {"rs_tmp_2kbe7x16sax", "msg_tmp_8cjof4f6zpw"}
+    assert output == ["rs_tmp_ku4i7pagjwn", "msg_tmp_8cjof4f6zpw"]
 
 
 def test_failed_response_and_its_error_event() -> None:

@@ -16,7 +16,7 @@ _TEXT = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size
     status=st.sampled_from(sorted(STEPS.codes)),
     created=_TIME,
     took=st.none() | st.integers(0, 10**6),
-    step_type=st.sampled_from(["message_creation", "tool_calls"]) | _TEXT,
+    step_type=st.sampled_from(["message_creation", "tool_calls", "activities"]) | _TEXT,
     usage=st.none()
     | st.tuples(st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 10**10)),
     error=st.none() | st.sampled_from(["server_error", "rate_limit_exceeded"]) | _TEXT,
