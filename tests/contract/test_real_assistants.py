@@ -206,3 +206,82 @@ def test_azure_mcp_run_activities_step_and_approval_round() -> None:
     [waiting] = [e.run for e in entries if isinstance(e, RunEntry) and e.run.pending_tool_call_ids]
     assert waiting.status is RunStatus.REQUIRES_ACTION
     assert waiting.pending_tool_call_ids == ("call_7xWS61tAxJO9euluKVIX5aJH",)
+
+
+def _runs_and_steps(name: str) -> tuple[list[RunEntry], list[StepEntry]]:
+    entries = [got for _, got in _classified(DATA / name)]
+    runs = [e for e in entries if isinstance(e, RunEntry)]
+    return runs, [e for e in entries if isinstance(e, StepEntry)]
+
+
+def test_azure_connected_agent_call_names_another_run_but_belongs_to_its_own() -> None:
+    """A connected_agent call carries the sub-agent's run_id/thread_id (extras of a generic
+    call); the step stays the outer run's, and the completed run (expires_at null) ended."""
+    runs, steps = _runs_and_steps("azure-agents-python_connected_agent_stream.jsonl")
+    [done] = [
+        s.step
+        for s in steps
+        if s.step.status is StepStatus.COMPLETED and s.step.type == "tool_calls"
+    ]
+    details = done.step_details
+    assert details.type == "tool_calls"
+    [call] = details.tool_calls
+    assert isinstance(call, GenericToolCall)
+    assert call.type == "connected_agent"
+    assert call.model_extra is not None
+    assert call.model_extra["connected_agent"]["run_id"] == "run_BKDHUfLnDMPZxqQsQwKjaNuz"
+    assert {s.step.run_id for s in steps} == {"run_W2leXEp540D9EN3AVFNwrvRI"}
+    final = runs[-1].run
+    assert final.status is RunStatus.COMPLETED
+    assert final.expires_at is None
+    assert final.ended_at == final.completed_at == 1754519748
+
+
+def test_azure_function_call_runs_to_completion_without_requires_action() -> None:
+    """An azure_function call is answered through storage queues by the service itself: the
+    run never waits in requires_action, the tool step completes with the function's output."""
+    runs, steps = _runs_and_steps("azure-agents-python_azure_function_stream.jsonl")
+    assert [r.run.status for r in runs] == [
+        RunStatus.QUEUED,
+        RunStatus.QUEUED,
+        RunStatus.IN_PROGRESS,
+        RunStatus.COMPLETED,
+    ]
+    assert all(r.run.pending_tool_call_ids == () for r in runs)
+    [tool] = [
+        s.step
+        for s in steps
+        if s.step.type == "tool_calls" and s.step.status is StepStatus.COMPLETED
+    ]
+    details = tool.step_details
+    assert details.type == "tool_calls"
+    assert [c.type for c in details.tool_calls] == ["azure_function"]
+    assert details.tool_calls[0].model_extra == {
+        "azure_function": {
+            "name": "foo",
+            "arguments": (
+                '{"query":"What is the most prevalent element in the universe?",'
+                '"outputqueueuri":"https://foobar.queue.core.windows.net/azure-function-tool-output"}'
+            ),
+            "output": "Bar",
+        }
+    }
+
+
+def test_azure_deep_research_steps_keep_zero_usage_and_a_null_output() -> None:
+    """Deep research's progress messages are completed steps reporting zero usage (kept as
+    zeros, not as no usage); its tool call completes with `output: null`."""
+    _, steps = _runs_and_steps("azure-agents-python_bare_deep_research_steps.jsonl")
+    assert all(s.event is None and s.step.status is StepStatus.COMPLETED for s in steps)
+    messages = [s.step for s in steps if s.step.type == "message_creation"]
+    assert messages
+    assert all(m.usage is not None and m.usage.total_tokens == 0 for m in messages)
+    [research] = [s.step for s in steps if s.step.type == "tool_calls"]
+    details = research.step_details
+    assert details.type == "tool_calls"
+    [call] = details.tool_calls
+    assert call.type == "deep_research"
+    assert call.model_extra is not None
+    assert call.model_extra["deep_research"]["output"] is None
+    assert research.usage is not None
+    assert research.usage.total_tokens == 3878
