@@ -235,8 +235,13 @@ EXPECTED: dict[str, Outcome] = {
         closed_only_by_response=1,
     ),
     "error_then_failed": Outcome(ResponsePhase.FAILED, {}, {}),
-    "handmade_incomplete_max_output_tokens": Outcome(
+    "agent-framework_conversation_incomplete_max_output_tokens": Outcome(
         ResponsePhase.INCOMPLETE, {"message": P.IN_PROGRESS}, {"message": P.INCOMPLETE}
+    ),
+    "azure-ai-projects_workflow_actions": Outcome(
+        ResponsePhase.COMPLETED,
+        {"workflow_action": P.IN_PROGRESS},
+        {"workflow_action": P.COMPLETED},
     ),
 }
 
@@ -379,14 +384,57 @@ def test_failed_response_and_its_error_event() -> None:
 
 
 def test_incomplete_response_carries_its_reason_and_usage() -> None:
-    """A response cut by max_output_tokens is incomplete, says why, and reports usage."""
-    final = classified("handmade_incomplete_max_output_tokens")[-1]
+    """A response cut by max_output_tokens (recorded: gpt-4o-mini, 200 tokens) is incomplete,
+    says why, reports usage and belongs to the conversation it was created in."""
+    events = classified("agent-framework_conversation_incomplete_max_output_tokens")
+    final = events[-1]
     assert isinstance(final, ResponseLifecycleEvent)
+    assert final.type == "response.incomplete"
     assert response_phase(final.response) is ResponsePhase.INCOMPLETE
     assert final.response.incomplete_details is not None
     assert final.response.incomplete_details.reason == "max_output_tokens"
+    assert final.response.completed_at is None
     assert final.response.usage is not None
-    assert final.response.usage.total_tokens == 32
+    assert (final.response.usage.output_tokens, final.response.usage.total_tokens) == (200, 219)
+    conversations = {
+        e.response.conversation.id
+        for e in events
+        if isinstance(e, ResponseLifecycleEvent) and e.response.conversation is not None
+    }
+    assert conversations == {"conv_68fb9837f9588193ac3da6bd57b636a50cdad19d14602ec8"}
+
+
+def test_azure_workflow_response_is_made_of_workflow_actions() -> None:
+    """An Azure AI Foundry workflow agent streams one `workflow_action` item per action, each
+    opened in_progress and closed completed, numbered from 1; ids are `wfresp_`/`wfa_`, the
+    response names its conversation, reports zero usage and a `completed_at` while in
+    progress (not read as an end)."""
+    events = classified("azure-ai-projects_workflow_actions")
+    assert events[0].sequence_number == 1
+    created = events[0]
+    assert isinstance(created, ResponseLifecycleEvent)
+    assert created.response.id.startswith("wfresp_")
+    assert created.response.status == "in_progress"
+    assert created.response.completed_at == created.response.created_at
+    assert created.response.conversation is not None
+    kinds = [
+        (e.item.model_extra or {}).get("kind")
+        for e in events
+        if isinstance(e, OutputItemEvent) and e.closed
+    ]
+    assert kinds == [
+        "SetVariable",
+        "CreateConversation",
+        "CreateConversation",
+        "InvokeAzureAgent",
+        "InvokeAzureAgent",
+        "SetVariable",
+        "EndConversation",
+    ]
+    final = events[-1]
+    assert isinstance(final, ResponseLifecycleEvent)
+    assert final.response.usage is not None
+    assert final.response.usage.total_tokens == 0
 
 
 def test_background_response_is_queued_first() -> None:
