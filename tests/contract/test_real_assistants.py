@@ -285,3 +285,86 @@ def test_azure_deep_research_steps_keep_zero_usage_and_a_null_output() -> None:
     assert call.model_extra["deep_research"]["output"] is None
     assert research.usage is not None
     assert research.usage.total_tokens == 3878
+
+
+def test_azure_cancelled_run_ends_when_it_was_cancelled() -> None:
+    """Azure's cancel: queued, cancelling (the cancel endpoint's answer), then cancelled with
+    `cancelled_at`, `expires_at` null and usage of zeros (kept as zeros, not as no usage)."""
+    runs, steps = _runs_and_steps("azure-agents-python_bare_cancelled_run.jsonl")
+    assert not steps
+    assert [r.run.status for r in runs] == [
+        RunStatus.QUEUED,
+        RunStatus.CANCELLING,
+        RunStatus.CANCELLED,
+    ]
+    assert all(r.event is None for r in runs)
+    assert [r.run.ended_at for r in runs] == [None, None, 1736380785]
+    final = runs[-1].run
+    assert final.cancelled_at == 1736380785
+    assert final.expires_at is None
+    assert final.usage is not None
+    assert final.usage.total_tokens == 0
+
+
+def test_azure_streamed_tool_outputs_round_completes_the_step_before_the_run_moves() -> None:
+    """Two recorded Azure streams of one run: the first ends in requires_action (and `done`);
+    the submit_tool_outputs stream opens with the tool step completed while the run is still
+    waiting, then the run is queued again and restarts with a later `started_at`."""
+    runs, steps = _runs_and_steps("azure-agents-python_submit_tool_outputs_stream.jsonl")
+    assert [r.run.status for r in runs] == [
+        RunStatus.QUEUED,
+        RunStatus.QUEUED,
+        RunStatus.IN_PROGRESS,
+        RunStatus.REQUIRES_ACTION,
+        RunStatus.QUEUED,
+        RunStatus.IN_PROGRESS,
+        RunStatus.COMPLETED,
+    ]
+    [waiting] = [r.run for r in runs if r.run.pending_tool_call_ids]
+    assert waiting.pending_tool_call_ids == ("call_Rksj1imNgadFAccoRamVgTZ5",)
+    entries = [
+        got for _, got in _classified(DATA / "azure-agents-python_submit_tool_outputs_stream.jsonl")
+    ]
+    tool_done = next(
+        i
+        for i, e in enumerate(entries)
+        if isinstance(e, StepEntry)
+        and e.step.type == "tool_calls"
+        and e.step.status is StepStatus.COMPLETED
+    )
+    requeued = [
+        i
+        for i, e in enumerate(entries)
+        if isinstance(e, RunEntry) and e.run.status is RunStatus.QUEUED
+    ][-1]
+    assert tool_done < requeued
+    starts = [r.run.started_at for r in runs if r.run.status is RunStatus.IN_PROGRESS]
+    assert starts == [1745873052, 1745873054]
+    final = runs[-1].run
+    assert final.ended_at == final.completed_at == 1745873055
+    assert final.usage is not None
+    assert final.usage.total_tokens == 669
+    assert {s.step.run_id for s in steps} == {final.id}
+
+
+def test_azure_function_wait_is_answered_by_the_service() -> None:
+    """Older Azure API (2024-12-01-preview): a requires_action run names an `azure_function`
+    call (not a function) that no client answers; the service does, and the run goes back to
+    in_progress (a new `started_at`) and completes, with no submit in between."""
+    runs, _ = _runs_and_steps("azure-agents-python_bare_azure_function_polled_runs.jsonl")
+    assert [r.run.status for r in runs] == [
+        RunStatus.QUEUED,
+        RunStatus.IN_PROGRESS,
+        RunStatus.REQUIRES_ACTION,
+        RunStatus.IN_PROGRESS,
+        RunStatus.COMPLETED,
+    ]
+    waiting = runs[2].run
+    assert waiting.pending_tool_call_ids == ("call_mzRYdtmDqSFqZb1HAvUztB8b",)
+    action = waiting.required_action
+    assert action is not None
+    assert action.submit_tool_outputs is not None
+    [call] = action.submit_tool_outputs.tool_calls
+    assert call.type == "azure_function"
+    assert [r.run.started_at for r in runs[1:]] == [1745383358, 1745383358, 1745383396, 1745383396]
+    assert runs[-1].run.ended_at == 1745383397

@@ -140,3 +140,28 @@ async def test_recorded_responses_stream(
             [usage] = [e for e in events if e["type"] == "run.usage"]
             assert usage["total_tokens"] == final["usage"]["total_tokens"]
             assert ended[0]["usage"]["total_tokens"] == final["usage"]["total_tokens"]
+
+
+async def test_recorded_azure_cancel_and_service_answered_wait(
+    worker: Worker, redis: Redis, settings: Settings
+) -> None:
+    """Azure's polled runs: a cancel ends the run as cancelled (from cancelling, 1 s after it
+    was created, with its zero usage); a wait on an azure_function call that the service
+    answers itself publishes run.requires_action once, then the run completes."""
+    entries = _assistants(DATA / "assistants" / "azure-agents-python_bare_cancelled_run.jsonl")
+    entries += _assistants(
+        DATA / "assistants" / "azure-agents-python_bare_azure_function_polled_runs.jsonl"
+    )
+    events = await _replay(redis, settings, entries)
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        by_run.setdefault(event["run_id"], []).append(event)
+    cancelled = by_run["run_dy4ieGXj8pq9AuE799FP02Mc"]
+    assert [e["type"] for e in cancelled] == ["run.started", "run.cancelled"]
+    assert (cancelled[1]["from_status"], cancelled[1]["occurred_at"]) == ("cancelling", 1736380785)
+    assert cancelled[1]["duration_s"] == 1
+    assert cancelled[1]["usage"]["total_tokens"] == 0
+    answered = by_run["run_cwG7XmkWKizKGlVJk2c1QFS2"]
+    assert [e["type"] for e in answered] == ["run.started", "run.requires_action", "run.completed"]
+    assert answered[1]["tool_call_ids"] == ["call_mzRYdtmDqSFqZb1HAvUztB8b"]
+    assert (answered[2]["from_status"], answered[2]["occurred_at"]) == ("in_progress", 1745383397)
