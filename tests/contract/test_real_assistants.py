@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from contracts.run import RUN_TERMINAL_STATUSES, RunStatus
 from contracts.run_step import GenericToolCall, RunStep, StepStatus
@@ -85,9 +86,15 @@ def test_recorded_steps_and_runs_keep_what_the_lifecycle_reads(path: Path) -> No
             assert item.usage.total_tokens == usage["total_tokens"]
 
 
-def _left_to_pydantic(step: RunStep) -> bool:
+_TIMES = ("created_at", "completed_at", "failed_at", "cancelled_at", "expired_at", "expires_at")
+
+
+def _left_to_pydantic(step: RunStep, body: dict[str, Any]) -> bool:
     """The rarer shapes service/fastpath.py leaves to pydantic on purpose: an activities step
-    (Azure AI Agents), a tool call of a type the contracts do not model (Azure's mcp, ...)."""
+    (Azure AI Agents), a tool call of a type the contracts do not model (Azure's mcp, ...),
+    times written as integral floats (open-assistant-api's `1718612132.0`)."""
+    if any(isinstance(body.get(name), float) for name in _TIMES):
+        return True
     details = step.step_details
     if details.type == "activities":
         return True
@@ -102,7 +109,9 @@ def test_recorded_steps_take_the_fast_path_with_pydantic_values(path: Path) -> N
     the rarer shapes and everything else do not."""
     for line in _lines(path):
         got = classify_entry(line)
-        if isinstance(got, StepEntry) and not _left_to_pydantic(got.step):
+        body = json.loads(line)
+        body = body.get("data", body)
+        if isinstance(got, StepEntry) and not _left_to_pydantic(got.step, body):
             assert _assert_subset(line)
         else:
             assert decode_fast(line) is None
@@ -368,3 +377,31 @@ def test_azure_function_wait_is_answered_by_the_service() -> None:
     assert call.type == "azure_function"
     assert [r.run.started_at for r in runs[1:]] == [1745383358, 1745383358, 1745383396, 1745383396]
     assert runs[-1].run.ended_at == 1745383397
+
+
+def test_open_assistant_api_integral_float_times_and_unprefixed_ids() -> None:
+    """open-assistant-api answers GETs with times as `datetime.timestamp()` floats (whole
+    seconds from MySQL: `1718612130.0`) and bson ObjectId ids without prefixes; both are
+    tracked as they are, and its extra columns (updated_at, message_id...) are kept."""
+    runs, steps = _runs_and_steps("open-assistant-api_bare_fixture.jsonl")
+    [run] = [r.run for r in runs]
+    assert run.status is RunStatus.COMPLETED
+    assert (run.created_at, run.ended_at) == (1718612130, 1718612136)
+    assert {type(run.created_at), type(run.ended_at)} == {int}
+    assert run.usage is None
+    assert run.id == "6670f0a2c2b3d4e5f6a7b8ca"
+    assert [(s.step.type, s.step.created_at, s.step.terminal_at) for s in steps] == [
+        ("tool_calls", 1718612132, 1718612135),
+        ("message_creation", 1718612135, 1718612136),
+    ]
+    assert all(s.step.run_id == run.id and s.step.usage is None for s in steps)
+    assert steps[0].step.model_extra == {"updated_at": 1718612135.0, "message_id": None}
+
+
+def test_a_fractional_time_is_still_refused() -> None:
+    """Only integral floats read as seconds: a fractional one is no Assistants timestamp."""
+    line = _lines(DATA / "open-assistant-api_bare_fixture.jsonl")[1]
+    body = json.loads(line)
+    body["completed_at"] = 1718612135.5
+    with pytest.raises(ValidationError, match="fractional part"):
+        classify_entry(json.dumps(body))
