@@ -10,7 +10,11 @@ can only fail because of its bytes must be refused when the entry is decoded:
   `step_abc123`, `run_...`, `resp_...`, `msg_...`, `fc_...`.
 * timestamps are unix seconds from 0 to `MAX_EXACT` (2**53-1, the largest integer a double
   holds exactly): durations are differences of two of them, and the commit script's
-  numbers are doubles.
+  numbers are doubles. From `MS_FROM` (10**11) up a time is read as milliseconds and
+  floored to seconds: 10**11 seconds is the year 5138, 10**11 milliseconds 1973, and
+  Assistants-compatible servers such as astra-assistants-api send milliseconds (some
+  fields only: its file_search steps end in seconds). Read as seconds, their durations
+  came out 1000 times too long, or negative.
 * token counts are at most `MAX_TOKENS` = (2**53-1) // 2**20: the commit script sums a
   run's step counts as doubles, exact up to 2**53-1, so the totals are exact for any run of
   up to 2**20 (1,048,576) counted steps. (No model's context comes near 2**33 tokens.)
@@ -18,7 +22,7 @@ can only fail because of its bytes must be refused when the entry is decoded:
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
@@ -27,6 +31,7 @@ __all__ = [
     "MAX_EXACT",
     "MAX_ID_CHARS",
     "MAX_TOKENS",
+    "MS_FROM",
     "NumericTimestamp",
     "Timestamp",
     "TokenCount",
@@ -42,6 +47,11 @@ MAX_TOKENS = MAX_EXACT >> 20
 
 MAX_ID_CHARS = 256
 """The longest run, step, response or item id."""
+
+_Time = TypeVar("_Time", int, float)
+
+MS_FROM = 10**11
+"""The smallest timestamp read as milliseconds (see the module's docstring)."""
 
 
 def id_fault(value: str) -> str | None:
@@ -76,14 +86,14 @@ TrackedId = Annotated[
 """The id of a tracked run or step: a path segment of the query API."""
 
 
-def _check_time(value: float) -> float:
+def _check_time(value: _Time) -> _Time:
     if not 0 <= value <= MAX_EXACT:  # NaN included
         raise PydanticCustomError(
             "timestamp_out_of_range",
             "a timestamp must be from 0 to {limit} (2**53-1, exact as a double)",
             {"limit": MAX_EXACT},
         )
-    return value
+    return value // 1000 if value >= MS_FROM else value  # milliseconds: floored to seconds
 
 
 def _check_tokens(value: int) -> int:
@@ -100,12 +110,13 @@ def _check_tokens(value: int) -> int:
 _TIME_SCHEMA = {"minimum": 0, "maximum": MAX_EXACT}
 
 Timestamp = Annotated[int, AfterValidator(_check_time), Field(json_schema_extra=_TIME_SCHEMA)]
-"""Unix seconds, exact as a double."""
+"""Unix seconds, exact as a double; from `MS_FROM` up, milliseconds (floored to seconds)."""
 
 NumericTimestamp = Annotated[
     int | float, AfterValidator(_check_time), Field(json_schema_extra=_TIME_SCHEMA)
 ]
-"""Unix seconds, integral or not (the Responses API sends either)."""
+"""Unix seconds, integral or not (the Responses API sends either); from `MS_FROM` up,
+milliseconds (floored to seconds)."""
 
 TokenCount = Annotated[
     int, Field(ge=0, json_schema_extra={"maximum": MAX_TOKENS}), AfterValidator(_check_tokens)

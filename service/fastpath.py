@@ -9,7 +9,8 @@ rejects it with the error the dead-letter entry carries. tests/contract/test_fas
 checks the subset claim on valid, invalid, generated and recorded payloads.
 
 Rarer shapes the contracts tolerate are left to pydantic on purpose: a tool call of a type
-the contracts do not model (Azure's bing_grounding, ...), Azure's `activities` steps (no
+the contracts do not model (Azure's bing_grounding, ...), times in milliseconds (pydantic
+reads them, contracts/limits.py), Azure's `activities` steps (no
 struct here, so they fail the details union), PHP's `[]` for an empty map, and
 any field the structs do not declare (`_Known`). tests/contract/test_fastpath_hostile.py
 checks the subset claim on hostile mutations of every recorded entry.
@@ -21,7 +22,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from contracts.limits import MAX_EXACT, MAX_ID_CHARS, MAX_TOKENS, id_fault
+from contracts.limits import MAX_ID_CHARS, MAX_TOKENS, MS_FROM, id_fault
 from contracts.run_step import (
     METADATA_MAX_KEY_CHARS,
     METADATA_MAX_KEYS,
@@ -35,7 +36,7 @@ __all__ = ["FastStep", "decode_fast"]
 
 # contracts.limits, as msgspec constraints; an id's characters are checked after decoding.
 _Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
-_Time = Annotated[int, msgspec.Meta(ge=0, le=MAX_EXACT)]
+_Time = Annotated[int, msgspec.Meta(ge=0, lt=MS_FROM)]  # milliseconds: left to pydantic
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
 
 

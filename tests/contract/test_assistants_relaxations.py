@@ -9,6 +9,8 @@ from typing import Any, get_args
 import pytest
 from pydantic import ValidationError
 
+from contracts.derived import Source
+from contracts.limits import MAX_EXACT, MS_FROM
 from contracts.run import RUN_TERMINAL_STATUSES, Run, RunStatus
 from contracts.run_step import FileSearchToolCall, GenericToolCall, LastErrorCode, RunStep
 from contracts.stream_events import (
@@ -25,9 +27,10 @@ from contracts.stream_events import (
     classify_entry,
 )
 from service.decode import decode_entry
+from service.derive import step_op
 from service.fastpath import decode_fast
 
-from .samples import CODE_INTERPRETER, failed, step, tool_step
+from .samples import CODE_INTERPRETER, completed, failed, step, tool_step
 from .test_fastpath import _assert_subset, _both_shapes
 
 # A real Azure AI Agents tool call (tests/data/SOURCES.md: azure-ai-evaluation's tests).
@@ -169,6 +172,38 @@ def test_an_expired_step_ends_at_its_run_deadline_without_expired_at(
 def test_expires_at_is_not_the_end_of_a_step_in_another_status() -> None:
     """Only an expired step falls back to expires_at."""
     assert _step(step(status="cancelled", expires_at=1699063890)).terminal_at is None
+
+
+@pytest.mark.parametrize(
+    ("sent", "read"),
+    [
+        (1699063290, 1699063290),
+        (MS_FROM - 1, MS_FROM - 1),  # the year 5138 in seconds: still seconds
+        (MS_FROM, MS_FROM // 1000),  # 1973 in milliseconds
+        (1699063290123, 1699063290),  # floored
+        (MAX_EXACT, MAX_EXACT // 1000),
+    ],
+)
+def test_a_time_from_ms_from_up_is_read_as_milliseconds(sent: int, read: int) -> None:
+    """Assistants-compatible servers (astra-assistants-api) send milliseconds: every time
+    field reads them as seconds; the fast path leaves them to pydantic and agrees."""
+    body = completed(created_at=sent, completed_at=sent)
+    parsed = _step(body)
+    assert (parsed.created_at, parsed.completed_at) == (read, read)
+    assert [_assert_subset(data) for data in _both_shapes(body)] == [sent < MS_FROM] * 2
+    run = Run.model_validate(_run(status="completed", created_at=sent, completed_at=sent))
+    assert (run.created_at, run.ended_at) == (read, read)
+
+
+def test_a_step_mixing_milliseconds_and_seconds_has_its_true_duration() -> None:
+    """astra-assistants-api ends a file_search step with `completed_at` in seconds while its
+    `created_at` stays in milliseconds: each field is read on its own."""
+    body = completed(created_at=1718612130123, completed_at=1718612135)
+    decoded = decode_entry({b"data": json.dumps(body).encode()}, 1_000_000, 1718612140.0)
+    assert isinstance(decoded, StepEntry)
+    assert (decoded.step.created_at, decoded.step.terminal_at) == (1718612130, 1718612135)
+    end = json.loads(step_op(b"1-0", decoded.step, Source.ASSISTANTS, 0).end)
+    assert (end["occurred_at"], end["duration_s"]) == (1718612135, 5)
 
 
 # ---- the run ----
