@@ -405,3 +405,26 @@ def test_a_fractional_time_is_still_refused() -> None:
     body["completed_at"] = 1718612135.5
     with pytest.raises(ValidationError, match="fractional part"):
         classify_entry(json.dumps(body))
+
+
+def test_azure_json_schema_response_format_run_is_tracked_with_its_format_kept() -> None:
+    """A recorded Azure run polled to completion with a `json_schema` response_format object
+    (not the string "auto"): the object is kept as sent, the run ends when it completed."""
+    runs, steps = _runs_and_steps("azure-agents-js_bare_json_schema_response_format_runs.jsonl")
+    assert not steps
+    assert [r.run.status for r in runs] == [
+        RunStatus.QUEUED,
+        RunStatus.IN_PROGRESS,
+        RunStatus.COMPLETED,
+    ]
+    assert all(r.event is None for r in runs)
+    assert [r.run.ended_at for r in runs] == [None, None, 1753832317]
+    final = runs[-1].run
+    assert final.expires_at is None
+    assert final.usage is not None
+    assert final.usage.total_tokens == 145
+    assert final.model_extra is not None
+    response_format = final.model_extra["response_format"]
+    assert response_format["type"] == "json_schema"
+    assert response_format["json_schema"]["name"] == "AgentResponse"
+    assert response_format["json_schema"]["strict"] is False
