@@ -78,7 +78,6 @@ class Batch:
     consumed: int = 0
     ignored: Counter[str] = field(default_factory=Counter)  # by event name
     error_events: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)  # dead letters by kind
 
     def ops(self) -> Iterator[Op]:
         """Every op, runs in order: the order of the commit script's action letters."""
@@ -169,8 +168,8 @@ class Processor:
             ops = [] if isinstance(decoded, Rejection) else self._ops(source_id, decoded, now)
             rejection = decoded if isinstance(decoded, Rejection) else self._misrouted(ops)
             if rejection is not None:
-                batch.dead.append(DeadLetter(source_id, fields, rejection.to_json()))
-                batch.rejected[rejection.kind] += 1
+                dead = DeadLetter(source_id, fields, rejection.to_json(), rejection.kind)
+                batch.dead.append(dead)
                 continue
             for op in ops:
                 batch.runs.setdefault(op.run_id, []).append(op)
@@ -233,7 +232,7 @@ class Processor:
         for event, n in batch.ignored.items():
             known = event in telemetry.ignored or len(telemetry.ignored) < 100
             telemetry.ignored[event if known else IGNORED_OTHER] += n  # bounded
-        telemetry.dead_letters.update(batch.rejected)
+        telemetry.dead_letters.update(d.kind for d in batch.dead)
         for action, n in Counter(actions).items():
             if action != Action.MISMATCH:  # counted as a dead letter
                 telemetry.decisions[_OUTCOMES[action]] += n
@@ -258,8 +257,10 @@ class Processor:
                     f"run {op.run_id}: this entry names thread {op.thread_id or None!r} and "
                     f"assistant {op.assistant_id or None!r}, not those the run is tracked with",
                 )
-                dead[op.source_id] = DeadLetter(op.source_id, fields[op.source_id], error.to_json())
-        await self._dead_letter(DeadLetterKind.IDENTITY_MISMATCH, list(dead.values()))
+                dead[op.source_id] = DeadLetter(
+                    op.source_id, fields[op.source_id], error.to_json(), error.kind
+                )
+        await self._dead_letter(list(dead.values()))
 
     async def dead_letter_exhausted(
         self, entries: list[Entry], attempts: dict[bytes, int], last_errors: dict[bytes, str]
@@ -274,11 +275,11 @@ class Processor:
                 f"processing failed on {n} deliveries; last error: {last}",
                 [{"attempts": n, "last_error": last}],
             )
-            dead.append(DeadLetter(source_id, fields, error.to_json()))
-        await self._dead_letter(DeadLetterKind.PROCESSING_FAILED, dead)
+            dead.append(DeadLetter(source_id, fields, error.to_json(), error.kind))
+        await self._dead_letter(dead)
         await self.pending.forget_failures([d.source_id for d in dead])
 
-    async def _dead_letter(self, kind: DeadLetterKind, dead: list[DeadLetter]) -> None:
+    async def _dead_letter(self, dead: list[DeadLetter]) -> None:
         """Send entries found dead after their batch's commit to the DLQ (each acked there)."""
-        self.telemetry.dead_letters[kind] += len(dead)
+        self.telemetry.dead_letters.update(d.kind for d in dead)
         await self.store.commit({}, [], dead)

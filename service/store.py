@@ -34,7 +34,8 @@ class DeadLetter:
 
     source_id: bytes
     fields: dict[bytes, bytes]
-    error: str
+    error: str  # the rejection as JSON, the DLQ entry's `error`
+    kind: str  # its DeadLetterKind, for counting
 
 
 def _stall_ref(member: str) -> StepRef | None:
