@@ -14,8 +14,8 @@ from typing import Any, cast
 
 from redis.asyncio import Redis, RedisCluster
 
-from service.keys import partitions
-from service.redis_server import LocalCluster
+from service.dev.redis_server import LocalCluster
+from service.storage.keys import partitions
 
 from .workers import WorkerProcess, bench_settings
 from .workload import build, route

@@ -19,7 +19,7 @@ from contracts.stream_events import INBOUND
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from service.process import Processor
+    from service.worker.process import Processor
 
 __all__ = ["consume_baseline", "faststream_processor", "faststream_validator"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from service.redis_server import LocalRedis
+from service.dev.redis_server import LocalRedis
 
 __all__ = [
     "BenchError",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 from redis.asyncio import Redis
 
-from service.sample import step
+from service.dev.sample import step
 
 from .infra import BenchTimeoutError, cpu_seconds, finish, fresh_redis, watch_drain
 from .workers import WorkerProcess, bench_settings

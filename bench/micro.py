@@ -1,8 +1,8 @@
 """The worker's own hot path without Redis: decode -> op, per event.
 
-Deciding and deriving happen in the commit script now (service/commit.lua): what the worker
-does per entry is decode it (`decode_entry`) and build its `Op` (`step_op`: the state string
-and the events it likely publishes, serialised with orjson). Those two stages are
+Deciding and deriving happen in the commit script now (service/storage/lua/commit.lua): what
+the worker does per entry is decode it (`decode_entry`) and build its `Op` (`step_op`: the
+state string and the events it likely publishes, serialised with orjson). Those two stages are
 timed here, as `Processor._decode` runs them.
 
 Each stage runs over the entries in batches of 500, as the worker gets them, and drops each
@@ -24,9 +24,9 @@ from pydantic import ValidationError
 from contracts.derived import Source
 from contracts.run_step import RunStep
 from contracts.stream_events import INBOUND, StepEntry
-from service.decode import decode_entry
-from service.derive import ReportedStep, step_op
-from service.fastpath import FastStep
+from service.core.decode import decode_entry
+from service.core.fastpath import FastStep
+from service.core.ops import ReportedStep, step_op
 
 from .workload import Workload
 

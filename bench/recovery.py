@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
-from service.connection import Connection
-from service.pending import Pending
-from service.process import Processor
-from service.recovery import Recovery
-from service.store import Store
-from service.telemetry import Telemetry
+from service.storage.client import PartitionClient
+from service.storage.pending import Pending
+from service.storage.store import Store
+from service.worker.process import Processor
+from service.worker.recovery import Recovery
+from service.worker.telemetry import Telemetry
 
 from .consumers import faststream_processor, faststream_validator
 from .infra import BenchTimeoutError, fresh_redis, pending, wait_until
@@ -64,7 +64,7 @@ async def _abandon(redis: Redis, s: Settings, payloads: list[bytes]) -> None:
 async def _runtime(url: str, s: Settings) -> tuple[Redis, Processor, Recovery]:
     """Store, Processor and Recovery wired as Worker.on_startup wires them."""
     client = Redis.from_url(url, socket_connect_timeout=5)
-    conn = Connection(client, s)
+    conn = PartitionClient(client, s)
     await conn.load_scripts()
     processor = Processor(Store(conn), Pending(conn), s, Telemetry())
     return client, processor, Recovery(processor)

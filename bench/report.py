@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from service.redis_server import find_redis_server
+from service.dev.redis_server import find_redis_server
 
 from .micro import STAGES
 

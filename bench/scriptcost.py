@@ -5,7 +5,7 @@ call (keys and arguments, exactly as the worker sends them) is recorded once. Th
 then replayed against three scripts in turns, each on a flushed server, and redis-server's
 CPU per entry is measured (median of the rounds):
 
-- `commit`: service/commit.lua as the worker runs it;
+- `commit`: service/storage/lua/commit.lua as the worker runs it;
 - `arguments only`: the same calls to a script that returns at once: what carrying the
   arguments into Lua costs (Redis's Lua hashes every byte of every string it creates);
 - `no XADD`: the commit script with its XADD left out (everything else as is).
@@ -23,13 +23,13 @@ from typing import Any
 
 import uvloop
 
-from service.connection import Connection
-from service.pending import Pending
-from service.process import Processor
-from service.scripts import commit_source
 from service.settings import Settings
-from service.store import Store
-from service.telemetry import Telemetry
+from service.storage.client import PartitionClient
+from service.storage.pending import Pending
+from service.storage.scripts import commit_source
+from service.storage.store import Store
+from service.worker.process import Processor
+from service.worker.telemetry import Telemetry
 
 from .infra import cpu_seconds, fresh_redis
 from .workload import build
@@ -64,7 +64,7 @@ async def run(events: int, rounds: int) -> None:
     async with fresh_redis() as (server, redis):
         assert server.proc is not None
         settings = Settings(redis_url=server.url, consumer="scriptcost")
-        store = Store(Connection(redis, settings))
+        store = Store(PartitionClient(redis, settings))
         processor = Processor(store, Pending(store.conn), settings, Telemetry())
         entries = [
             (f"{1_700_000_000_000 + i}-0".encode(), {b"data": p})

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from service.keys import partitions
-from service.state import STEP_FIELD
+from service.core.state import STEP_FIELD
+from service.storage.keys import partitions
 
 from .consumers import consume_baseline, faststream_validator
 from .cpucap import CpuCap, unavailable
@@ -26,7 +26,7 @@ from .workload import prefill, route
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from service.redis_server import LocalRedis
+    from service.dev.redis_server import LocalRedis
     from service.settings import Settings
 
     from .workload import Workload

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from contracts.partitioning import partition_for
-from service.sample import T0, step
+from service.dev.sample import T0, step
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

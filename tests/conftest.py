@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from redis.asyncio import Redis
 
-from service.connection import Connection
-from service.pending import Pending
-from service.process import Processor
-from service.redis_server import LocalRedis
+from service.dev.redis_server import LocalRedis
 from service.settings import Settings
-from service.store import Store
-from service.telemetry import Telemetry
+from service.storage.client import PartitionClient
+from service.storage.pending import Pending
+from service.storage.store import Store
+from service.worker.process import Processor
+from service.worker.telemetry import Telemetry
 
 # The image a testcontainers Redis runs; a mirror's copy or a locally built one where the
 # official image cannot be pulled (CI: Debian's redis-server, .ci/base-images).
@@ -91,23 +91,23 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def conn(redis: Redis, settings: Settings) -> AsyncIterator[Connection]:
+async def conn(redis: Redis, settings: Settings) -> AsyncIterator[PartitionClient]:
     """This test's partition: its consumer group created and the scripts loaded."""
-    connection = Connection(redis, settings)
+    connection = PartitionClient(redis, settings)
     await connection.ensure_group()
     await connection.load_scripts()
     yield connection
     await connection.aclose()
 
 
-def make_processor(conn: Connection, settings: Settings | None = None) -> Processor:
+def make_processor(conn: PartitionClient, settings: Settings | None = None) -> Processor:
     """A processor of `conn`'s partition (with other settings if given)."""
     if settings is not None:
-        conn = Connection(conn.redis, settings)
+        conn = PartitionClient(conn.redis, settings)
     return Processor(Store(conn), Pending(conn), conn.settings, Telemetry())
 
 
 @pytest.fixture
-def processor(conn: Connection) -> Processor:
+def processor(conn: PartitionClient) -> Processor:
     """A processor of this test's partition, as a worker builds it."""
     return make_processor(conn)

@@ -11,9 +11,9 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from service.pending import StreamEntries
+from service.core.state import STEP_FIELD, encode_run_state, encode_state
 from service.settings import Settings
-from service.state import STEP_FIELD, encode_run_state, encode_state
+from service.storage.pending import StreamEntries
 
 
 def apart(settings: Settings, suffix: str) -> Settings:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.redis_server import LocalRedis
+from service.dev.redis_server import LocalRedis
 from tests.container.engine import Engine
 
 IMAGE = os.environ.get("IMAGE", "runsteps:0.3.0")

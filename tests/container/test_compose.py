@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from service.redis_server import free_port
-from service.sample import step
+from service.dev.redis_server import free_port
+from service.dev.sample import step
 from tests.container.engine import ROOT, Engine, http_status, wait_for
 
 pytestmark = pytest.mark.container

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
-from service.redis_server import LocalRedis, free_port
-from service.sample import step
+from service.dev.redis_server import LocalRedis, free_port
+from service.dev.sample import step
 from tests.container.engine import Engine, has_started, http_status, wait_for
 
 pytestmark = pytest.mark.container

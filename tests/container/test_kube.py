@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.sample import step
+from service.dev.sample import step
 from tests.container.engine import ROOT, Engine, wait_for
 
 pytestmark = pytest.mark.container

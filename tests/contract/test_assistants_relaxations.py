@@ -26,9 +26,9 @@ from contracts.stream_events import (
     StreamEventName,
     classify_entry,
 )
-from service.decode import decode_entry
-from service.derive import step_op
-from service.fastpath import decode_fast
+from service.core.decode import decode_entry
+from service.core.fastpath import decode_fast
+from service.core.ops import step_op
 
 from .samples import CODE_INTERPRETER, completed, failed, step, tool_step
 from .test_fastpath import _assert_subset, _both_shapes

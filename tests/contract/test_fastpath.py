@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from bench.workload import build
 from contracts.run_step import RunStep
 from contracts.stream_events import INBOUND, RunStepEvent, StepEntry
-from service.decode import Rejection, decode_entry
-from service.fastpath import FastStep, decode_fast
-from service.sample import sample_entries
+from service.core.decode import Rejection, decode_entry
+from service.core.fastpath import FastStep, decode_fast
+from service.dev.sample import sample_entries
 
 from .samples import (
     CODE_INTERPRETER,

@@ -17,7 +17,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.fastpath import decode_fast
+from service.core.fastpath import decode_fast
 
 from .test_fastpath import _assert_subset
 

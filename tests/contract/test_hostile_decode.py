@@ -1,15 +1,16 @@
 """Each hostile entry is refused at decode time with the exact DLQ kind and a precise reason.
 
 The entries are in tests/hostile.py (shared with the system test); here each is decoded as
-the worker would after reading it from Redis: repeated field names kept (service/replies.py).
+the worker would after reading it from Redis: repeated field names kept
+(service/storage/replies.py).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from service.decode import Rejection, decode_entry
-from service.replies import renamed_repeats
+from service.core.decode import Rejection, decode_entry
+from service.storage.replies import renamed_repeats
 from tests.hostile import HOSTILE, MAX_PAYLOAD_BYTES, Hostile
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from contracts.producer import DONE_DATA, entry_from_sdk_event, entry_from_sse
 from contracts.stream_events import IgnoredEntry, RunEntry, StepEntry, classify_entry
-from service.fastpath import decode_fast
+from service.core.fastpath import decode_fast
 
 from .samples import completed
 

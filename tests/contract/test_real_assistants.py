@@ -20,7 +20,7 @@ from contracts.stream_events import (
     StepEntry,
     classify_entry,
 )
-from service.fastpath import decode_fast
+from service.core.fastpath import decode_fast
 
 from .test_fastpath import _assert_subset
 
@@ -90,7 +90,7 @@ _TIMES = ("created_at", "completed_at", "failed_at", "cancelled_at", "expired_at
 
 
 def _left_to_pydantic(step: RunStep, body: dict[str, Any]) -> bool:
-    """The rarer shapes service/fastpath.py leaves to pydantic on purpose: an activities step
+    """The rarer shapes service/core/fastpath.py leaves to pydantic on purpose: an activities step
     (Azure AI Agents), a tool call of a type the contracts do not model (Azure's mcp, ...),
     times written as integral floats (open-assistant-api's `1718612132.0`)."""
     if any(isinstance(body.get(name), float) for name in _TIMES):

@@ -34,7 +34,7 @@ from contracts.derived import (
     RunStarted,
     RunTransitionRejected,
 )
-from service.decode import Rejection, decode_entry
+from service.core.decode import Rejection, decode_entry
 from tests.contract.samples import step
 
 NAMES = {

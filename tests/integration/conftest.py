@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from service.app import Worker, build_worker
 from service.settings import Settings
+from service.worker.app import Worker, build_worker
 
 
 @pytest.fixture(params=[2.0, 0.0], ids=["linger", "no-linger"])

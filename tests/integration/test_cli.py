@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from service.cli import main
-from service.connection import Connection
-from service.keys import partitions
-from service.queries import MAX_PAGE
-from service.redis_server import free_port
-from service.sample import T0, step
+from service.dev.redis_server import free_port
+from service.dev.sample import T0, step
+from service.edge.cli import main
 from service.settings import Settings
+from service.storage.client import PartitionClient
+from service.storage.keys import partitions
+from service.storage.reads import MAX_PAGE
 from tests.conftest import make_processor
 from tests.helpers import PAGE_SLACK, fetch, seed_big_run
 from tests.system.workers import ROOT, worker_env
@@ -63,7 +63,7 @@ def _use(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def _process(settings: Settings, *bodies: dict[str, object]) -> None:
     redis = Redis.from_url(settings.redis_url)
-    conn = Connection(redis, settings)
+    conn = PartitionClient(redis, settings)
     try:
         await conn.ensure_group()
         await conn.load_scripts()

@@ -11,11 +11,11 @@ from redis.asyncio import Redis
 
 from contracts.derived import DERIVED, Source, event_id_for
 from contracts.limits import MAX_TOKENS
-from service.connection import Connection
-from service.derive import ReportedRun, run_op, step_op
-from service.lifecycle import RUNS, STEPS, Action, decide
-from service.sample import T0
-from service.store import Store
+from service.core.lifecycle import RUNS, STEPS, Action, decide
+from service.core.ops import ReportedRun, run_op, step_op
+from service.dev.sample import T0
+from service.storage.client import PartitionClient
+from service.storage.store import Store
 from tests.helpers import read_json
 
 
@@ -57,7 +57,7 @@ async def _commit_step(store: Store, n: int, run_id: str, status: str) -> str:
 
 @pytest.mark.parametrize(("current", "incoming"), _pairs(STEPS.codes))
 async def test_script_decides_steps_as_decide(
-    conn: Connection, current: str | None, incoming: str
+    conn: PartitionClient, current: str | None, incoming: str
 ) -> None:
     """For every (tracked, incoming) pair the script takes `decide`'s action, and a
     refused status delivered again is not refused twice."""
@@ -80,7 +80,7 @@ async def _commit_run(store: Store, n: int, run_id: str, status: str) -> str:
 
 @pytest.mark.parametrize(("current", "incoming"), _pairs(RUNS.codes))
 async def test_script_decides_runs_as_decide(
-    conn: Connection, current: str | None, incoming: str
+    conn: PartitionClient, current: str | None, incoming: str
 ) -> None:
     """For every (tracked, incoming) pair of run statuses the script takes `decide`'s
     action."""
@@ -91,7 +91,7 @@ async def test_script_decides_runs_as_decide(
     assert action == decide(RUNS, current, incoming).action
 
 
-async def test_a_round_of_tool_calls_is_published_once(conn: Connection, redis: Redis) -> None:
+async def test_a_round_of_tool_calls_is_published_once(conn: PartitionClient, redis: Redis) -> None:
     """requires_action redelivered after the run moved on does not publish the round again."""
     store = Store(conn)
     for n, status in enumerate(["queued", "requires_action", "in_progress", "requires_action"]):
@@ -106,7 +106,7 @@ _ODD_THREAD = '","from_status":"x","occurred_at":1,'
 
 
 async def test_the_script_builds_the_start_of_a_step_first_seen_ended(
-    conn: Connection, redis: Redis
+    conn: PartitionClient, redis: Redis
 ) -> None:
     """A step first seen ended gets the start an observed in_progress would have published:
     same bytes, same deterministic event_id, even with quotes and JSON-like text in its ids."""
@@ -124,7 +124,7 @@ async def test_the_script_builds_the_start_of_a_step_first_seen_ended(
 
 
 async def test_the_script_builds_the_start_of_a_run_first_seen_ended(
-    conn: Connection, redis: Redis
+    conn: PartitionClient, redis: Redis
 ) -> None:
     """The same for a run first seen terminal."""
     await _commit_run(Store(conn), 1, _ODD_RUN, "failed")
@@ -137,7 +137,7 @@ async def test_the_script_builds_the_start_of_a_run_first_seen_ended(
 
 @pytest.mark.parametrize("kind", ["step", "run"])
 async def test_the_script_builds_a_rejected_second_end(
-    conn: Connection, redis: Redis, kind: str
+    conn: PartitionClient, redis: Redis, kind: str
 ) -> None:
     """A second, different terminal status publishes one transition_rejected in the
     contract's shape, with its deterministic event_id (qualified by the refused status)."""
@@ -172,7 +172,7 @@ async def test_the_script_builds_a_rejected_second_end(
 
 
 async def test_run_totals_are_exact_at_the_bound_and_never_wrap(
-    conn: Connection, redis: Redis
+    conn: PartitionClient, redis: Redis
 ) -> None:
     """Counts at the decode bound sum exactly; even past it (counts the decoder would refuse)
     a total is never negative: the script writes doubles with %.0f, not %d."""
@@ -192,7 +192,7 @@ async def test_run_totals_are_exact_at_the_bound_and_never_wrap(
 
 
 async def test_user_text_like_the_status_placeholder_is_left_alone(
-    conn: Connection, redis: Redis
+    conn: PartitionClient, redis: Redis
 ) -> None:
     """Only from_status takes the tracked status: a run id, tool call id or error message
     holding the placeholder text comes out as sent."""
@@ -211,7 +211,9 @@ async def test_user_text_like_the_status_placeholder_is_left_alone(
     assert events[2]["from_status"] == "requires_action"
 
 
-async def test_a_round_naming_no_tool_call_is_published(conn: Connection, redis: Redis) -> None:
+async def test_a_round_naming_no_tool_call_is_published(
+    conn: PartitionClient, redis: Redis
+) -> None:
     """requires_action without tool call ids still publishes run.requires_action."""
     await _commit_run(Store(conn), 0, "r-empty", "in_progress")
     run = ReportedRun("r-empty", "thread_1", "asst_1", "requires_action", T0, None, [])

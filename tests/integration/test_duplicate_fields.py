@@ -1,7 +1,7 @@
 """An entry with two `data` fields is refused, on every path that reads entries.
 
 redis-py folds an entry's fields into a dict, keeping the last of a repeated name; the
-worker's clients keep the repeats (service/replies.py) so decode can refuse the entry.
+worker's clients keep the repeats (service/storage/replies.py) so decode can refuse the entry.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import json
 
 from redis.asyncio import Redis
 
-from service.app import Worker
-from service.connection import Connection, connect
-from service.decode import Rejection, decode_entry
-from service.pending import Pending
-from service.replies import keep_duplicate_fields
-from service.sample import step
+from service.core.decode import Rejection, decode_entry
+from service.dev.sample import step
 from service.settings import Settings
+from service.storage.client import PartitionClient, connect
+from service.storage.pending import Pending
+from service.storage.replies import keep_duplicate_fields
+from service.worker.app import Worker
 from tests.helpers import entries, fetch, produce, read_json, settle, xadd_raw
 
 FIRST = json.dumps(step("s_first", "in_progress", run_id="run_dup")).encode()
@@ -47,12 +47,14 @@ async def test_the_subscriber_dead_letters_an_entry_with_two_data_fields(
     assert [(e["type"], e["step_id"]) for e in events] == [("run_step.started", "s_ok")]
 
 
-async def test_own_pending_and_claims_see_both_copies(settings: Settings, conn: Connection) -> None:
+async def test_own_pending_and_claims_see_both_copies(
+    settings: Settings, conn: PartitionClient
+) -> None:
     """The recovery reads (XREADGROUP by id, XAUTOCLAIM) keep the repeat too."""
     settings = settings.model_copy(update={"claim_idle_ms": 0})
     client = connect(settings)
     try:
-        pending = Pending(Connection(client, settings))
+        pending = Pending(PartitionClient(client, settings))
         dup_id = await _add_twice(client, settings.source_stream)
         await fetch(conn.redis, settings.source_stream, settings.group, "gone")  # now pending
         for fields in (

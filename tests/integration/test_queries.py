@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from service.connection import Connection
-from service.queries import MAX_PAGE, find_run
+from service.storage.client import PartitionClient
+from service.storage.reads import MAX_PAGE, find_run
 from tests.helpers import PAGE_SLACK, seed_big_run
 
 STEPS = 100_000
 
 
 async def test_huge_run_is_read_in_bounded_pages_that_cover_it(
-    conn: Connection, redis: Redis
+    conn: PartitionClient, redis: Redis
 ) -> None:
     """A 100,000-step run comes a page of at most about `limit` (capped at 1000) steps at a
     time, however large the `limit` asked for; following `next_cursor` yields every step."""

@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 
 from contracts.derived import DERIVED
 from contracts.responses_producer import ResponsesForwarder
-from service.app import Worker, build_worker
 from service.settings import Settings
+from service.worker.app import Worker, build_worker
 from tests.helpers import apart, read_json, settle
 
 DATA = Path(__file__).resolve().parents[1] / "data"

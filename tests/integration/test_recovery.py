@@ -14,18 +14,19 @@ from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
 
 from contracts.derived import Source
-from service.app import build_worker
-from service.connection import Connection
-from service.derive import Op, stall_member, step_op
-from service.pending import Pending
-from service.process import Processor
-from service.queries import replay_dlq, run_state, step_state
-from service.recovery import Recovery
-from service.redis_server import LocalRedis
-from service.sample import T0, step
+from service.core.ops import Op, stall_member, step_op
+from service.dev.redis_server import LocalRedis
+from service.dev.sample import T0, step
 from service.settings import Settings
-from service.store import DeadLetter, Store
-from service.telemetry import Telemetry
+from service.storage.client import PartitionClient
+from service.storage.deadletters import replay_dlq
+from service.storage.pending import Pending
+from service.storage.reads import run_state, step_state
+from service.storage.store import DeadLetter, Store
+from service.worker.app import build_worker
+from service.worker.process import Processor
+from service.worker.recovery import Recovery
+from service.worker.telemetry import Telemetry
 from tests.conftest import make_processor
 from tests.helpers import drained, entries, fetch, produce, read_json, wait_until
 
@@ -41,14 +42,14 @@ class FailingStore(Store):
         return await super().commit(runs, acks, dead)
 
 
-def failing(conn: Connection, s: Settings) -> Processor:
+def failing(conn: PartitionClient, s: Settings) -> Processor:
     """A processor whose commits of boom* steps fail."""
-    conn = Connection(conn.redis, s)
+    conn = PartitionClient(conn.redis, s)
     return Processor(FailingStore(conn), Pending(conn), s, Telemetry())
 
 
 async def test_entry_failing_every_delivery_is_dead_lettered(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """An entry whose processing keeps failing goes to the DLQ after the cap, others pass."""
     s = settings.model_copy(update={"claim_idle_ms": 1, "max_deliveries": 3})
@@ -75,7 +76,7 @@ async def test_entry_failing_every_delivery_is_dead_lettered(
 
 
 async def test_restarted_consumer_finishes_its_own_pending(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """Entries a consumer fetched before it died are finished when it starts again."""
     await produce(redis, settings, step("own1", "in_progress"), step("own2", "in_progress"))
@@ -90,7 +91,7 @@ async def test_restarted_consumer_finishes_its_own_pending(
 
 
 async def test_dead_consumers_entries_are_claimed(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """A live worker claims and finishes the entries a dead consumer held."""
     s = settings.model_copy(update={"claim_idle_ms": 1})
@@ -109,14 +110,14 @@ async def _claimed(recovery: Recovery) -> bool:
 
 
 async def test_hand_back_makes_entries_claimable_at_once(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """After a graceful hand-back, another consumer claims without waiting the idle time."""
     s = settings.model_copy(update={"claim_idle_ms": 60_000})
     await produce(redis, s, step("h1", "in_progress"), step("h2", "in_progress"))
     await fetch(redis, s.source_stream, s.group, "leaving")
     other = s.model_copy(update={"consumer": "staying"})
-    recovery = Recovery(make_processor(Connection(redis, other)))
+    recovery = Recovery(make_processor(PartitionClient(redis, other)))
     assert await recovery.claim_once() == 0  # not idle for 60 s yet
     assert await Pending(conn).hand_back("leaving") == 2
     assert await recovery.claim_once() == 2
@@ -124,7 +125,7 @@ async def test_hand_back_makes_entries_claimable_at_once(
 
 
 async def test_stalled_step_published_once_across_workers(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """A step in progress past the stall time yields one run_step.stalled, however many scan."""
     s = settings.model_copy(update={"stall_after_s": 1})
@@ -140,7 +141,7 @@ async def test_stalled_step_published_once_across_workers(
     # One commit call started and ended `quick`: it leaves no stall index member.
     assert await redis.zcard(conn.keys.stalls) == 1
     assert await redis.zscore(conn.keys.stalls, stall_member("run_demo", "slow")) is not None
-    scanners = [Recovery(make_processor(Connection(redis, s))) for _ in range(4)]
+    scanners = [Recovery(make_processor(PartitionClient(redis, s))) for _ in range(4)]
     later = int(time.time()) + 5
     published = await asyncio.gather(*(r.scan_stalls(now=later) for r in scanners))
     assert sum(published) == 1
@@ -154,7 +155,7 @@ async def test_stalled_step_published_once_across_workers(
 
 @pytest.mark.parametrize("source", [Source.ASSISTANTS, Source.RESPONSES])
 async def test_a_stalled_step_names_its_own_dialect(
-    conn: Connection, redis: Redis, settings: Settings, source: Source
+    conn: PartitionClient, redis: Redis, settings: Settings, source: Source
 ) -> None:
     """run_step.stalled carries the source the step came from, from its stored state, even
     for a Responses item whose type is also an Assistants step type."""
@@ -173,7 +174,7 @@ async def test_a_stalled_step_names_its_own_dialect(
 
 
 async def test_unreadable_stall_member_is_dropped_not_fatal(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """A stall index member that names no run (an earlier build's format) never stops a scan."""
     s = settings.model_copy(update={"stall_after_s": 1})
@@ -186,7 +187,7 @@ async def test_unreadable_stall_member_is_dropped_not_fatal(
 
 
 async def test_stale_stall_members_are_pruned_and_never_hide_a_stall(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """600 index members whose step state is gone or ended, all due before a real stalled
     step, are removed by the scan, and the real stall is still published in that scan."""
@@ -204,7 +205,7 @@ async def test_stale_stall_members_are_pruned_and_never_hide_a_stall(
 
 
 async def test_terminal_state_expires_and_live_state_does_not(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """A run's state expires RUNSTEPS_STATE_TTL_S after its last step ended; while a step is
     in progress it does not expire, and a run that starts a step again stops expiring."""
@@ -231,7 +232,7 @@ async def test_terminal_state_expires_and_live_state_does_not(
 
 
 async def test_replay_dlq_resubmits_then_removes(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """replay-dlq puts dead-lettered entries back on the source; fixed, they are processed.
     A DLQ entry whose error field is unreadable is skipped and left in place."""
@@ -297,7 +298,7 @@ async def _consumers(redis: Redis, s: Settings) -> dict[str, int]:
 
 
 async def test_dead_consumers_are_removed_only_with_nothing_pending(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """Idle consumers with nothing pending leave the group; one holding entries and the
     caller itself stay."""
@@ -333,7 +334,7 @@ async def test_deliveries_refused_by_a_full_redis_do_not_count(settings: Setting
         update={"redis_url": server.url, "claim_idle_ms": 1, "max_deliveries": 2}
     )
     try:
-        conn = Connection(redis, s)
+        conn = PartitionClient(redis, s)
         await conn.ensure_group()
         await conn.load_scripts()
         await produce(redis, s, step("m1", "in_progress"), step("m1", "completed", ended_at=T0 + 1))

@@ -7,11 +7,11 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from service.app import build_worker
-from service.connection import Connection
-from service.sample import step
+from service.dev.sample import step
 from service.settings import Settings
-from service.trim import trim_source
+from service.storage.client import PartitionClient
+from service.storage.trim import trim_source
+from service.worker.app import build_worker
 from tests.helpers import drained, entries, fetch, produce, wait_until
 
 NODE = 100
@@ -45,7 +45,7 @@ async def ids_left(redis: Redis, stream: str) -> list[bytes]:
 
 
 async def test_acked_entries_past_retention_are_trimmed_newer_kept(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """Entries the group acked go once older than the retention; recent acked ones stay."""
     old = await add_old(redis, settings.source_stream, 1000)
@@ -58,7 +58,9 @@ async def test_acked_entries_past_retention_are_trimmed_newer_kept(
     assert len([i for i in left if i not in set(old)]) == 50  # every recent entry kept
 
 
-async def test_pending_entries_are_kept(conn: Connection, redis: Redis, settings: Settings) -> None:
+async def test_pending_entries_are_kept(
+    conn: PartitionClient, redis: Redis, settings: Settings
+) -> None:
     """An entry delivered and not acked stays, and so does every entry after it."""
     old = await add_old(redis, settings.source_stream, 1000)
     await fetch(redis, settings.source_stream, settings.group, "slow")  # 1000 delivered
@@ -70,7 +72,7 @@ async def test_pending_entries_are_kept(conn: Connection, redis: Redis, settings
 
 
 async def test_entries_never_delivered_are_kept(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """Entries past the group's last-delivered-id (lag) stay, however old."""
     old = await add_old(redis, settings.source_stream, 1000)
@@ -82,7 +84,7 @@ async def test_entries_never_delivered_are_kept(
 
 
 async def test_another_group_behind_keeps_its_entries_and_lag(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """A second group on the stream that is behind keeps what it has not acked or read, and
     its lag stays exact."""
@@ -100,7 +102,7 @@ async def test_another_group_behind_keeps_its_entries_and_lag(
 
 
 async def test_a_group_that_read_nothing_keeps_everything(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """A group with no deliveries yet (last-delivered-id 0-0) holds the whole stream."""
     old = await add_old(redis, settings.source_stream, 500)
@@ -111,11 +113,11 @@ async def test_a_group_that_read_nothing_keeps_everything(
 
 
 async def test_nothing_trimmed_without_our_group_or_stream(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """No stream: nothing to do, no error; our group gone (being recreated): nothing goes."""
     other = settings.model_copy(update={"source_stream": settings.source_stream + ".none"})
-    assert await trim_source(Connection(redis, other)) == 0
+    assert await trim_source(PartitionClient(redis, other)) == 0
     old = await add_old(redis, settings.source_stream, 500)
     await read_and_ack(redis, settings, 500)
     await redis.xgroup_destroy(settings.source_stream, settings.group)
@@ -124,7 +126,7 @@ async def test_nothing_trimmed_without_our_group_or_stream(
 
 
 async def test_worker_trims_what_it_processed(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """A running worker trims the source stream by itself once entries are processed."""
     s = settings.model_copy(update={"source_retention_s": 0, "stall_scan_s": 0.05})

@@ -14,13 +14,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from contracts.derived import DERIVED, RunUsage
 from contracts.partitioning import partition_for
-from service.app import Worker, build_worker
-from service.connection import Connection
-from service.keys import partitions
-from service.process import Processor
-from service.queries import run_state, step_state
-from service.sample import SAMPLE_EXPECTED, T0, sample_entries, step
+from service.dev.sample import SAMPLE_EXPECTED, T0, sample_entries, step
 from service.settings import Settings
+from service.storage.client import PartitionClient
+from service.storage.keys import partitions
+from service.storage.reads import run_state, step_state
+from service.worker.app import Worker, build_worker
+from service.worker.process import Processor
 from tests.conftest import make_processor
 from tests.helpers import (
     drained,
@@ -194,7 +194,7 @@ async def test_delta_is_accepted_not_a_status_change(
 
 
 async def test_redelivered_entry_is_only_acked(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """An entry processed twice (a claim after a stall) has its effects once."""
     await produce(redis, settings, step("r1", "completed", ended_at=T0 + 1, usage=(2, 3)))
@@ -209,7 +209,7 @@ async def test_redelivered_entry_is_only_acked(
 
 
 async def test_same_step_many_times_in_one_batch(
-    conn: Connection, processor: Processor, redis: Redis, settings: Settings
+    conn: PartitionClient, processor: Processor, redis: Redis, settings: Settings
 ) -> None:
     """Several events of one step in one batch chain correctly within the batch."""
     await produce(
@@ -263,7 +263,7 @@ async def test_a_pinned_replica_reads_only_its_partitions(
 
 @pytest.mark.parametrize("together", [True, False], ids=["one-batch", "two-batches"])
 async def test_a_step_naming_another_thread_is_dead_lettered(
-    conn: Connection, redis: Redis, settings: Settings, together: bool
+    conn: PartitionClient, redis: Redis, settings: Settings, together: bool
 ) -> None:
     """A step whose thread or assistant contradicts its run's is not applied and lands in
     the DLQ as identity_mismatch; the run keeps its identity, other steps and runs go on."""
@@ -321,7 +321,7 @@ def _response_event(status: str, conversation: str, items: int = 0) -> dict[str,
 
 
 async def test_a_response_naming_another_conversation_is_held_whole(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """An entry that carries items and their response, naming another conversation than the
     run's, is dead-lettered whole: none of its items is applied either."""
@@ -342,7 +342,7 @@ async def test_a_response_naming_another_conversation_is_held_whole(
 
 
 async def test_a_response_with_thousands_of_items_is_applied_once(
-    conn: Connection, redis: Redis, settings: Settings
+    conn: PartitionClient, redis: Redis, settings: Settings
 ) -> None:
     """A response closing 4,100 items in one entry (well under the payload limit) is one
     commit that succeeds: each event once, and once again delivered, nothing more."""

@@ -25,11 +25,11 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from contracts.partitioning import partition_for
-from service.app import build_worker
-from service.keys import partitions
-from service.redis_server import LocalCluster, LocalRedis, find_redis_server
-from service.sample import SAMPLE_EXPECTED, T0, sample_entries, step
+from service.dev.redis_server import LocalCluster, LocalRedis, find_redis_server
+from service.dev.sample import SAMPLE_EXPECTED, T0, sample_entries, step
 from service.settings import Settings
+from service.storage.keys import partitions
+from service.worker.app import build_worker
 from tests.helpers import drained, outcome_counts, read_json, wait_until
 from tests.system.workers import start_worker, stop_worker
 

@@ -24,10 +24,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from service.app import build_worker
-from service.redis_server import free_port
-from service.sample import step
+from service.dev.redis_server import free_port
+from service.dev.sample import step
 from service.settings import Settings
+from service.worker.app import build_worker
 from tests.helpers import produce, request, settle, wait_until
 from tests.ops.test_http import serving
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from service.redis_server import free_port
+from service.dev.redis_server import free_port
 from service.settings import Settings
 from tests.helpers import wait_until
 from tests.system.workers import start_worker, stop_worker

@@ -24,8 +24,8 @@ import kubernetes_validate  # type: ignore[import-untyped]  # ships no type info
 import pytest
 import yaml
 
-from service.keys import partitions
 from service.settings import Settings
+from service.storage.keys import partitions
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -17,14 +17,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from contracts.partitioning import partition_for
-from service.app import Worker, build_app, build_worker
-from service.keys import partitions
-from service.metrics import Metrics
-from service.queries import MAX_PAGE
-from service.redis_server import LocalRedis
-from service.sample import T0, step
+from service.dev.redis_server import LocalRedis
+from service.dev.sample import T0, step
+from service.edge.http import build_app
+from service.edge.metrics import Metrics
 from service.settings import Settings
-from service.store import Store
+from service.storage.keys import partitions
+from service.storage.reads import MAX_PAGE
+from service.storage.store import Store
+from service.worker.app import Worker, build_worker
 from tests.helpers import (
     PAGE_SLACK,
     answers,

@@ -17,11 +17,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis.asyncio import Redis
 
-from service.app import build_worker
+from service.dev.sample import step
+from service.edge.logs import ID_FIELDS, JsonFormatter, configure_logging
 from service.errors import ConfigError
-from service.logs import ID_FIELDS, JsonFormatter, configure_logging
-from service.sample import step
 from service.settings import Settings
+from service.worker.app import build_worker
 from tests.helpers import drained, wait_until
 from tests.system.workers import start_worker, stop_worker
 

@@ -29,10 +29,10 @@ from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from service.app import build_worker
-from service.redis_server import LocalRedis, free_port
-from service.sample import SAMPLE_EXPECTED, sample_entries
+from service.dev.redis_server import LocalRedis, free_port
+from service.dev.sample import SAMPLE_EXPECTED, sample_entries
 from service.settings import Settings
+from service.worker.app import build_worker
 from tests.helpers import drained, outcome_counts, wait_until
 
 KeyPair = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]

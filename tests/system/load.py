@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from contracts.derived import DerivedType, event_id_for
-from service.sample import T0, step
+from service.dev.sample import T0, step
 from tests.helpers import read_json
 
 TERMINALS = ["completed", "completed", "completed", "failed", "cancelled", "expired"]

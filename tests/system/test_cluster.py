@@ -12,9 +12,9 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 
 from contracts.partitioning import partition_for
-from service.keys import Partition, partitions
-from service.redis_server import LocalCluster
+from service.dev.redis_server import LocalCluster
 from service.settings import Settings
+from service.storage.keys import Partition, partitions
 from tests.helpers import drained, wait_until
 from tests.system.load import SUMMARIES, Load, tally
 from tests.system.workers import start_worker, stop_worker

@@ -19,11 +19,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from service.app import build_worker
-from service.redis_server import LocalRedis
-from service.sample import step
+from service.core.state import decode_state
+from service.dev.redis_server import LocalRedis
+from service.dev.sample import step
 from service.settings import Settings
-from service.state import decode_state
+from service.worker.app import build_worker
 from tests.helpers import apart, entries, wait_until
 from tests.system.load import SUMMARIES, Load, produce, run_totals, tally
 from tests.system.workers import start_worker, stop_worker, wait_drained

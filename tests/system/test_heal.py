@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from service.redis_server import LocalRedis, free_port
+from service.dev.redis_server import LocalRedis, free_port
 from service.settings import Settings
 from tests.helpers import answers, request, wait_until
 from tests.system.load import Load, produce, tally

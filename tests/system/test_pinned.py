@@ -10,9 +10,9 @@ import pytest
 from redis.asyncio import Redis
 
 from contracts.partitioning import partition_for
-from service.keys import partitions
-from service.sample import T0, step
+from service.dev.sample import T0, step
 from service.settings import Settings
+from service.storage.keys import partitions
 from tests.helpers import drained, read_json, wait_until
 from tests.system.workers import start_worker, stop_worker
 

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from redis.asyncio import Redis
 
-from service.sample import T0, step
+from service.dev.sample import T0, step
 from service.settings import Settings
 from tests.helpers import read_json
 from tests.system.load import produce

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from service.cli import _runner, main
+from service.edge.cli import _runner, main
 from service.errors import ConfigError
 
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.lifecycle import RUNS, STEPS, Action, Decision, Machine, Outcome, decide
-from service.lifecycle import transition_table as table_of
+from service.core.lifecycle import RUNS, STEPS, Action, Decision, Machine, Outcome, decide
+from service.core.lifecycle import transition_table as table_of
 
 IP = "in_progress"
 TERMINAL = sorted(STEPS.terminal)

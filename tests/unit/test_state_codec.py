@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.lifecycle import RUNS, STEPS
-from service.state import decode_run_state, decode_state, encode_run_state, encode_state
+from service.core.lifecycle import RUNS, STEPS
+from service.core.state import decode_run_state, decode_state, encode_run_state, encode_state
 
 _TIME = st.integers(0, 2**40)
 _TEXT = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=30)

@@ -8,6 +8,7 @@ by `App` before FastStream's own routes. The AsyncAPI page comes from `asyncapi.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -15,18 +16,17 @@ from urllib.parse import parse_qsl
 from faststream.asgi import AsgiFastStream, AsgiResponse, Request, get
 from pydantic import BaseModel
 
-from .asyncapi import render_asyncapi_html
-from .errors import INFRASTRUCTURE_ERRORS
-from .metrics import CONTENT_TYPE
+from service.edge.asyncapi import render_asyncapi_html
+from service.edge.metrics import CONTENT_TYPE, Metrics
+from service.errors import INFRASTRUCTURE_ERRORS
+from service.worker.app import Worker
 
 if TYPE_CHECKING:
     from faststream.asgi.types import ASGIApp, Receive, Scope, Send
     from faststream.specification.base import SpecificationFactory
 
-    from .app import Worker
-    from .metrics import Metrics
 
-__all__ = ["App", "prefix_routes", "routes"]
+__all__ = ["App", "build_app", "prefix_routes", "routes"]
 
 DOCS_PATH = "/docs/asyncapi"
 
@@ -147,3 +147,30 @@ class App(AsgiFastStream):
                     await route(scope, receive, send)
                     return
         await super().__call__(scope, receive, send)
+
+
+def build_app(worker: Worker) -> AsgiFastStream:
+    """The deployable ASGI app: the worker plus its HTTP routes on one port."""
+    from importlib.metadata import version
+
+    from faststream.specification import AsyncAPI
+
+    metrics = Metrics(worker.telemetry, lambda: worker.redis, worker.parts, worker.settings.group)
+    spec = AsyncAPI(
+        title="runsteps",
+        version=version("runsteps"),
+        description="Tracks OpenAI-style run-step lifecycles from a Redis stream and "
+        "publishes derived events.",
+    )
+    return App(
+        worker.broker,
+        asgi_routes=routes(worker, metrics, spec),
+        prefix_routes=prefix_routes(worker),
+        specification=spec,
+        asyncapi_path=None,  # our own page: FastStream's loads its viewer from a CDN
+        logger=logging.getLogger("runsteps.app"),
+        on_startup=[worker.on_startup],
+        after_startup=[worker.after_startup],
+        on_shutdown=[worker.on_shutdown],
+        after_shutdown=[worker.after_shutdown],
+    )

@@ -13,21 +13,21 @@ from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
 
-from .keys import Keys, Partition, partitions
-from .replies import keep_duplicate_fields
-from .scripts import SCRIPTS
+from service.storage.keys import Keys, Partition, partitions
+from service.storage.replies import keep_duplicate_fields
+from service.storage.scripts import SCRIPTS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .settings import Settings
+    from service.settings import Settings
 
-__all__ = ["Connection", "connect", "fast_packing"]
+__all__ = ["PartitionClient", "connect", "fast_packing"]
 
 
 def connect(settings: Settings) -> Redis:
     """The redis-py client for `settings`: a cluster client when RUNSTEPS_CLUSTER is set;
-    its stream reads keep repeated field names (service/replies.py)."""
+    its stream reads keep repeated field names (service/storage/replies.py)."""
     if settings.cluster:
         # RedisCluster speaks the same commands; typed as Redis so the modules have one type.
         cluster = RedisCluster.from_url(settings.redis_url, socket_connect_timeout=5)
@@ -66,7 +66,7 @@ def fast_packing(pool: ConnectionPool) -> ConnectionPool:
     return pool
 
 
-class Connection:
+class PartitionClient:
     """Redis access for one partition: its streams, its group, its key names.
 
     Scripts run by EVALSHA without redis-py's per-pipeline SCRIPT EXISTS round trip; they

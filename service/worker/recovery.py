@@ -18,18 +18,17 @@ import time
 from typing import TYPE_CHECKING
 
 from contracts.derived import DerivedType, Source, StepStalled, event_id_for
-
-from .derive import stall_member
-from .errors import INFRASTRUCTURE_ERRORS
-from .heal import group_lost
-from .queries import step_state
-from .trim import trim_source
+from service.core.ops import stall_member
+from service.errors import INFRASTRUCTURE_ERRORS
+from service.storage.reads import step_state
+from service.storage.trim import trim_source
+from service.worker.heal import group_lost
 
 if TYPE_CHECKING:
-    from .pending import Pending
-    from .process import Entry, Processor
-    from .settings import Settings
-    from .store import Store
+    from service.settings import Settings
+    from service.storage.pending import Pending
+    from service.storage.store import Store
+    from service.worker.process import Entry, Processor
 
 __all__ = ["Recovery"]
 

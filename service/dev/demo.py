@@ -11,12 +11,17 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from .app import build_worker
-from .errors import RedisServerNotFoundError
-from .queries import read_streams
-from .redis_server import LocalRedis
-from .sample import RESPONSES_EXPECTED, SAMPLE_EXPECTED, responses_entries, sample_entries
-from .settings import Settings
+from service.dev.redis_server import LocalRedis
+from service.dev.sample import (
+    RESPONSES_EXPECTED,
+    SAMPLE_EXPECTED,
+    responses_entries,
+    sample_entries,
+)
+from service.errors import RedisServerNotFoundError
+from service.settings import Settings
+from service.storage.reads import read_streams
+from service.worker.app import build_worker
 
 __all__ = ["run_demo"]
 

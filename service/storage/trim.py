@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .scripts import TRIM
+from service.storage.scripts import TRIM
 
 if TYPE_CHECKING:
-    from .connection import Connection
+    from service.storage.client import PartitionClient
 
 __all__ = ["trim_source"]
 
@@ -23,7 +23,7 @@ _MAX_CALLS = 50
 and a large backlog (the stream grew before trimming was on) goes over a few passes."""
 
 
-async def trim_source(conn: Connection) -> int:
+async def trim_source(conn: PartitionClient) -> int:
     """Trim `conn`'s source stream of entries no group needs any more; the number removed."""
     s, stream = conn.settings, conn.part.source_stream
     retention_ms = s.source_retention_s * 1000

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from .scripts import REAP
+from service.storage.scripts import REAP
 
 if TYPE_CHECKING:
-    from .connection import Connection
+    from service.storage.client import PartitionClient
 
 __all__ = ["Pending", "StreamEntries"]
 
@@ -28,7 +28,7 @@ def _id_key(entry_id: bytes) -> tuple[int, int]:
 class Pending:
     """The pending-entry commands of one partition's consumer group."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: PartitionClient) -> None:
         self.conn = conn
 
     async def own_pending(self, consumer: str, after: bytes, count: int) -> StreamEntries:

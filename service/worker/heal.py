@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Protocol
 from redis.exceptions import ResponseError
 
 if TYPE_CHECKING:
-    from .connection import Connection
-    from .settings import Settings
-    from .telemetry import Telemetry
+    from service.settings import Settings
+    from service.storage.client import PartitionClient
+    from service.worker.telemetry import Telemetry
 
 __all__ = ["Healer", "Subscriber", "group_lost"]
 
@@ -53,7 +53,7 @@ class Healer:
 
     def __init__(
         self,
-        readers: list[tuple[Connection, Subscriber]],
+        readers: list[tuple[PartitionClient, Subscriber]],
         settings: Settings,
         telemetry: Telemetry,
     ) -> None:
@@ -93,7 +93,7 @@ class Healer:
             await asyncio.wait_for(conn.redis.ping(), timeout=2.0)
         self.consuming_at = time.monotonic()
 
-    async def restore_group(self, conn: Connection) -> None:
+    async def restore_group(self, conn: PartitionClient) -> None:
         """Create `conn`'s group again if it is gone; logged and counted once per loss."""
         if await conn.ensure_group():
             self.telemetry.groups_recreated += 1

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from contracts.derived import DeadLetterKind, Source
 from contracts.partitioning import partition_for
 from contracts.stream_events import RunEntry, StepEntry
-
-from .decode import (
+from service.core.decode import (
+    IGNORED_OTHER,
     Decoded,
     ErrorReport,
     Ignored,
@@ -27,16 +27,16 @@ from .decode import (
     decode_entry,
     reported_run,
 )
-from .derive import Op, ReportedStep, published, run_op, step_op
-from .errors import INFRASTRUCTURE_ERRORS
-from .fastpath import FastStep
-from .lifecycle import Action, Outcome
-from .store import DeadLetter, Store
-from .telemetry import IGNORED_OTHER, Telemetry
+from service.core.fastpath import FastStep
+from service.core.lifecycle import Action, Outcome
+from service.core.ops import Op, ReportedStep, published, run_op, step_op
+from service.errors import INFRASTRUCTURE_ERRORS
+from service.storage.store import DeadLetter, Store
+from service.worker.telemetry import Telemetry
 
 if TYPE_CHECKING:
-    from .pending import Pending
-    from .settings import Settings
+    from service.settings import Settings
+    from service.storage.pending import Pending
 
 __all__ = ["Entry", "Processor"]
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from service.settings import Settings
 
 __all__ = ["ID_FIELDS", "JsonFormatter", "configure_logging"]
 

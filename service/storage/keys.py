@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from contracts.partitioning import partition_stream
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from service.settings import Settings
 
 __all__ = ["Keys", "Partition", "partitions"]
 

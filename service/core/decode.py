@@ -32,16 +32,27 @@ from contracts.stream_events import (
     StepEntry,
     classify,
 )
+from service.core.fastpath import FastStep, decode_fast
+from service.core.ops import ReportedRun
 
-from .derive import ReportedRun
-from .fastpath import FastStep, decode_fast
-from .replies import DUPLICATE_PREFIX
-from .telemetry import IGNORED_OTHER
-
-__all__ = ["Decoded", "ErrorReport", "Ignored", "Rejection", "Responses", "decode_entry"]
+__all__ = [
+    "DUPLICATE_PREFIX",
+    "IGNORED_OTHER",
+    "Decoded",
+    "ErrorReport",
+    "Ignored",
+    "Rejection",
+    "Responses",
+    "decode_entry",
+]
 
 DATA_FIELD = b"data"
-_DATA_COPY = b":" + DATA_FIELD  # how a renamed copy of it ends (service/replies.py)
+DUPLICATE_PREFIX = b"\x00dup"
+"""The start of a renamed copy of a repeated field name (service/storage/replies.py renames
+them as Redis replies are parsed, so that decoding can refuse the entry)."""
+IGNORED_OTHER = "other"
+"""The label of ignored events whose name is not one the protocols define."""
+_DATA_COPY = b":" + DATA_FIELD  # how a renamed copy of it ends (service/storage/replies.py)
 
 # The ignored events whose contract model (IgnoredEvent) accepts any `data`: no model is
 # built for them. A step delta's envelope is validated (RunStepDeltaEvent).

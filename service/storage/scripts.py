@@ -11,8 +11,7 @@ from hashlib import sha1
 from importlib.resources import files
 
 from contracts.derived import NAMESPACE
-
-from .lifecycle import RUNS, STEPS, Machine, transition_table
+from service.core.lifecycle import RUNS, STEPS, Machine, transition_table
 
 __all__ = [
     "COMMIT",
@@ -41,7 +40,7 @@ class Script:
 
 
 def _read(name: str) -> str:
-    return files("service").joinpath(name).read_text()
+    return files("service.storage").joinpath("lua", name).read_text()
 
 
 def _lua_table(name: str, table: dict[str, str]) -> str:
@@ -62,7 +61,7 @@ def commit_source() -> str:
     """commit.lua with its generated tables: decisions by (tracked, incoming) status codes,
     and status names by code."""
     header = [
-        "-- Generated from service/lifecycle.py by service/scripts.py: do not edit here.",
+        "-- Generated from service/core by service/storage/scripts.py: do not edit here.",
         _lua_table("STEP", {k: str(v) for k, v in transition_table(STEPS).items()}),
         _lua_table("RUN", {k: str(v) for k, v in transition_table(RUNS).items()}),
         _lua_table("STEP_NAMES", _names(STEPS)),

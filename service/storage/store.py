@@ -10,11 +10,11 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from .scripts import COMMIT, DEADLETTER, STALL, STALL_PRUNE
+from service.storage.scripts import COMMIT, DEADLETTER, STALL, STALL_PRUNE
 
 if TYPE_CHECKING:
-    from .connection import Connection
-    from .derive import Op
+    from service.core.ops import Op
+    from service.storage.client import PartitionClient
 
 __all__ = ["DeadLetter", "StepRef", "Store"]
 
@@ -69,7 +69,7 @@ def _agreeing(ops: list[Op]) -> list[tuple[str, str, list[Op]]]:
 class Store:
     """One partition's tracked state, written by scripts."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: PartitionClient) -> None:
         self.conn = conn
 
     def _commit_call(self, pipe: Any, runs: dict[str, list[Op]], acks: list[bytes]) -> None:

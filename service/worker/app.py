@@ -19,7 +19,6 @@ from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 from faststream import AckPolicy
-from faststream.asgi import AsgiFastStream
 from faststream.redis import RedisBroker, RedisClusterBroker, StreamSub
 from faststream.redis.exceptions import StreamGroupNotFoundError
 from faststream.redis.message import FAKE_CONSUMER, BatchStreamMessage, RedisBatchStreamMessage
@@ -33,19 +32,18 @@ from redis.exceptions import (
 )
 
 from contracts.stream_events import Inbound
-
-from .connection import Connection, connect
-from .errors import INFRASTRUCTURE_ERRORS, ConfigError, StartupAbortedError
-from .heal import Healer, Subscriber
-from .keys import Partition, partitions
-from .pending import Pending
-from .process import Entry, Processor
-from .queries import find_run, find_step
-from .recovery import Recovery
-from .replies import keep_duplicate_fields
-from .settings import Settings
-from .store import Store
-from .telemetry import Telemetry
+from service.errors import INFRASTRUCTURE_ERRORS, ConfigError, StartupAbortedError
+from service.settings import Settings
+from service.storage.client import PartitionClient, connect
+from service.storage.keys import Partition, partitions
+from service.storage.pending import Pending
+from service.storage.reads import find_run, find_step
+from service.storage.replies import keep_duplicate_fields
+from service.storage.store import Store
+from service.worker.heal import Healer, Subscriber
+from service.worker.process import Entry, Processor
+from service.worker.recovery import Recovery
+from service.worker.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from contracts.queries import RunState, StepState
@@ -106,7 +104,7 @@ class Worker:
         )
         self.redis: Redis | None = None
         self.telemetry = Telemetry()
-        self.conns: list[Connection] = []
+        self.conns: list[PartitionClient] = []
         self.processors: list[Processor] = []
         self.recoveries: list[Recovery] = []
         self.subscribers: dict[int, Subscriber] = {}  # by index into parts: those read
@@ -182,7 +180,7 @@ class Worker:
         self.redis = connect(s)
         # FastStream's subscriber reads with a client of its own: it must keep them too.
         keep_duplicate_fields(await self.broker.connect())
-        self.conns = [Connection(self.redis, s, part) for part in self.parts]
+        self.conns = [PartitionClient(self.redis, s, part) for part in self.parts]
         try:
             for conn in self.conns:
                 await self._connect(conn)
@@ -214,7 +212,7 @@ class Worker:
         for recovery in self.recoveries:
             await recovery.finish_own()
 
-    async def _connect(self, conn: Connection) -> None:
+    async def _connect(self, conn: PartitionClient) -> None:
         backoff = 0.1
         while True:
             try:
@@ -390,33 +388,3 @@ def build_worker(settings: Settings) -> Worker:
             schema=DeadLetterEntry,
         )
     return worker
-
-
-def build_app(worker: Worker) -> AsgiFastStream:
-    """The deployable ASGI app: the worker plus its HTTP routes on one port."""
-    from importlib.metadata import version
-
-    from faststream.specification import AsyncAPI
-
-    from .http import App, prefix_routes, routes
-    from .metrics import Metrics
-
-    metrics = Metrics(worker.telemetry, lambda: worker.redis, worker.parts, worker.settings.group)
-    spec = AsyncAPI(
-        title="runsteps",
-        version=version("runsteps"),
-        description="Tracks OpenAI-style run-step lifecycles from a Redis stream and "
-        "publishes derived events.",
-    )
-    return App(
-        worker.broker,
-        asgi_routes=routes(worker, metrics, spec),
-        prefix_routes=prefix_routes(worker),
-        specification=spec,
-        asyncapi_path=None,  # our own page: FastStream's loads its viewer from a CDN
-        logger=log,
-        on_startup=[worker.on_startup],
-        after_startup=[worker.after_startup],
-        on_shutdown=[worker.on_shutdown],
-        after_shutdown=[worker.after_shutdown],
-    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .lifecycle import RUNS, STEPS
+from service.core.lifecycle import RUNS, STEPS
 
 __all__ = [
     "RUN_FIELD",

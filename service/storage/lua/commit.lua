@@ -1,6 +1,6 @@
 -- A batch of source entries' effects, in one atomic call: every entry is decided here, on
 -- the state it finds, with the transition tables STEP and RUN that service/script.py
--- generates from the pure service/lifecycle.py and puts above this text. The worker never
+-- generates from the pure service/core/lifecycle.py and puts above this text. The worker never
 -- reads state first, so replicas never conflict; two replicas running the same entry, or
 -- one entry delivered twice, meet the state it left: a duplicate or a stale status, which
 -- publish nothing. That is why the batch's entries are acked here, together, at the end.
@@ -10,7 +10,7 @@
 -- goes in chunks (Lua's stack holds ~8,000 values).
 --
 -- A run's hash holds each step's state as field '@<step id>', the run's own state as 'r'
--- (state strings start with the status code; the refused statuses follow: service/state.py),
+-- (state strings start with the status code; the refused statuses follow: service/core/state.py),
 -- 't' and 'a' (thread, assistant), 'n' (subjects in progress: steps, and the run itself),
 -- the usage totals, 'k<code>' (steps ended, by terminal status) and 'ra' (requires_action
 -- rounds already published). It expires TTL seconds after its last subject ended; while
@@ -20,7 +20,7 @@
 -- ARGV: 1 group, 2 derived maxlen, 3 state TTL, 4 number of ids to ack (entries with no
 --       effects), then those ids, then per run group (a run's entries that agree on its
 --       thread and assistant): its number of entries, run id, thread, assistant, and per
---       entry 8 arguments (service/derive.py Op): source entry id (acked here unless it
+--       entry 8 arguments (service/core/ops.py Op): source entry id (acked here unless it
 --       mismatched), head, field, state, start, end, key, extra
 --       (key and extra: a step's usage and run.usage; a waiting run's round and
 --       run.requires_action; an ending run's own totals and run.usage). An entry that ends

@@ -25,9 +25,8 @@ from contracts.derived import (
     Source,
     event_id_for,
 )
-
-from .lifecycle import RUNS, STEPS, Action
-from .state import RUN_FIELD, STEP_FIELD, encode_run_state, encode_state
+from service.core.lifecycle import RUNS, STEPS, Action
+from service.core.state import RUN_FIELD, STEP_FIELD, encode_run_state, encode_state
 
 __all__ = [
     "FROM",

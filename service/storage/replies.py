@@ -15,15 +15,15 @@ from __future__ import annotations
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
+from service.core.decode import DUPLICATE_PREFIX
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from redis.asyncio import Redis
 
-__all__ = ["DUPLICATE_PREFIX", "keep_duplicate_fields", "renamed_repeats"]
+__all__ = ["keep_duplicate_fields", "renamed_repeats"]
 
-DUPLICATE_PREFIX = b"\x00dup"
-"""The start of a renamed copy of a repeated field name."""
 
 _FIELDS = itemgetter(1)  # an entry's [name, value, ...] list
 

@@ -17,16 +17,15 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from contracts.derived import DeadLetterKind, DerivedType
-
-from .lifecycle import Outcome
-from .telemetry import Telemetry
+from service.core.lifecycle import Outcome
+from service.worker.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from redis.asyncio import Redis
 
-    from .keys import Partition
+    from service.storage.keys import Partition
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 

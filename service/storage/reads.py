@@ -1,4 +1,4 @@
-"""Read models for the edge (HTTP query API, `runsteps inspect`) and the DLQ replay.
+"""Read models for the edge (HTTP query API, `runsteps inspect`): reads only.
 
 Nothing on the processing path reads these: they decode the state strings the commit
 script writes into the typed answers of `contracts.queries`.
@@ -6,22 +6,20 @@ script writes into the typed answers of `contracts.queries`.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
 from contracts.partitioning import partition_for
 from contracts.queries import RunState, StepState, TokenTotals, TokenUsage
-
-from .state import RUN_FIELD, STEP_FIELD, decode_run_state, decode_state, parse_number
+from service.core.state import RUN_FIELD, STEP_FIELD, decode_run_state, decode_state, parse_number
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from .connection import Connection
-    from .pending import StreamEntries
+    from service.storage.client import PartitionClient
+    from service.storage.pending import StreamEntries
 
-__all__ = ["find_run", "find_step", "read_streams", "replay_dlq", "run_state", "step_state"]
+__all__ = ["find_run", "find_step", "read_streams", "run_state", "step_state"]
 
 log = logging.getLogger("runsteps.queries")
 
@@ -73,7 +71,7 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
 
 
-async def step_state(conn: Connection, run_id: str, step_id: str) -> StepState | None:
+async def step_state(conn: PartitionClient, run_id: str, step_id: str) -> StepState | None:
     """A step's tracked state, or None if unknown."""
     raw = cast(
         "list[bytes | None]",
@@ -86,7 +84,7 @@ async def step_state(conn: Connection, run_id: str, step_id: str) -> StepState |
 
 
 async def run_state(
-    conn: Connection, run_id: str, cursor: str = "0", limit: int = 100
+    conn: PartitionClient, run_id: str, cursor: str = "0", limit: int = 100
 ) -> RunState | None:
     """A run's tracked state and up to `limit` of its steps from `cursor`, or None."""
     key = conn.keys.run(run_id)
@@ -130,7 +128,7 @@ async def run_state(
     )
 
 
-async def find_step(conns: list[Connection], run_id: str, step_id: str) -> StepState | None:
+async def find_step(conns: list[PartitionClient], run_id: str, step_id: str) -> StepState | None:
     """A step's tracked state, from the partition its run id maps to."""
     if not conns:
         return None
@@ -138,7 +136,7 @@ async def find_step(conns: list[Connection], run_id: str, step_id: str) -> StepS
 
 
 async def find_run(
-    conns: list[Connection], run_id: str, cursor: str = "0", limit: int = 100
+    conns: list[PartitionClient], run_id: str, cursor: str = "0", limit: int = 100
 ) -> RunState | None:
     """A run's tracked state and a page of steps, from the partition its run id maps to."""
     if not conns:
@@ -152,53 +150,3 @@ async def read_streams(
     """XREAD after each cursor (a plain reader of derived/DLQ streams, as any consumer)."""
     reply = await redis.xread(cast("Any", cursors), block=block_ms)
     return [(name.decode(), entries) for name, entries in cast("Any", reply or [])]
-
-
-def _dead_letter_kind(fields: dict[bytes, bytes]) -> str | None:
-    """The `kind` of a DLQ entry's error, or None when its `error` field is unreadable."""
-    try:
-        error = json.loads(fields.get(b"error", b"{}") or b"{}")
-    except ValueError:
-        return None
-    kind = error.get("kind") if isinstance(error, dict) else None
-    return kind if isinstance(kind, str) else None
-
-
-async def replay_dlq(
-    conn: Connection, kind: str | None = None, limit: int | None = None
-) -> tuple[int, int]:
-    """Re-submit dead-lettered entries to the source stream, oldest first.
-
-    Each entry is XADDed back (original `data` and fields, plus `replayed_from`) and XDELed
-    from the DLQ in one MULTI/EXEC, so it is removed only once re-submitted. An entry whose
-    `error` is unreadable is skipped, logged and left in place. Returns (replayed, skipped).
-    """
-    part, redis = conn.part, conn.redis
-    replayed, skipped, cursor = 0, 0, "-"
-    while limit is None or replayed < limit:
-        page = cast("StreamEntries", await redis.xrange(part.dlq_stream, cursor, "+", count=200))
-        if not page:
-            break
-        cursor = "(" + page[-1][0].decode()
-        pipe = conn.pipeline(transaction=True)
-        for dlq_id, fields in page:
-            found = _dead_letter_kind(fields)
-            if found is None:
-                log.warning("DLQ entry %s has an unreadable error field; left in place", dlq_id)
-                skipped += 1
-                continue
-            if kind is not None and found != kind:
-                continue
-            if limit is not None and replayed >= limit:
-                break
-            entry: dict[bytes, bytes] = {
-                k.removeprefix(b"field:"): v for k, v in fields.items() if k.startswith(b"field:")
-            }
-            if found != "missing_data":
-                entry[b"data"] = fields.get(b"data", b"")
-            entry[b"replayed_from"] = dlq_id
-            pipe.xadd(part.source_stream, cast("Any", entry))
-            pipe.xdel(part.dlq_stream, dlq_id)
-            replayed += 1
-        await pipe.execute()
-    return replayed, skipped

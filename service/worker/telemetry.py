@@ -10,10 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["IGNORED_OTHER", "Telemetry"]
-
-IGNORED_OTHER = "other"
-"""The label of ignored events whose name is not one the protocols define."""
+__all__ = ["Telemetry"]
 
 
 @dataclass

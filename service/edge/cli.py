@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
-from .settings import Settings
+from service.settings import Settings
 
 if TYPE_CHECKING:
-    from .connection import Connection
+    from service.storage.client import PartitionClient
 
 __all__ = ["main"]
 
@@ -26,7 +26,7 @@ __all__ = ["main"]
 def _runner(choice: str) -> Callable[[Coroutine[Any, Any, None]], None]:
     """What runs the worker's main coroutine: uvloop's loop (less CPU per entry on the hot
     path's socket I/O; bench/README.md has the measurement) or asyncio's own."""
-    from .errors import ConfigError
+    from service.errors import ConfigError
 
     if choice == "asyncio":
         return asyncio.run
@@ -43,7 +43,7 @@ def _settings() -> Settings:
     """Settings from the RUNSTEPS_* variables; an invalid one is a ConfigError naming it."""
     from pydantic import ValidationError
 
-    from .errors import ConfigError
+    from service.errors import ConfigError
 
     try:
         return Settings()
@@ -58,9 +58,10 @@ def _settings() -> Settings:
 
 
 def _worker(_: argparse.Namespace) -> int:
-    from .app import build_app, build_worker
-    from .errors import ConfigError
-    from .logs import configure_logging
+    from service.edge.http import build_app
+    from service.edge.logs import configure_logging
+    from service.errors import ConfigError
+    from service.worker.app import build_worker
 
     settings = _settings()
     configure_logging(settings)
@@ -100,23 +101,23 @@ def _worker(_: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from service.dev.demo import run_demo
 
     return run_demo(args.redis_url, args.timeout)
 
 
-def _connections(settings: Settings) -> tuple[Redis, list[Connection]]:
-    from .connection import Connection, connect
-    from .keys import partitions
+def _connections(settings: Settings) -> tuple[Redis, list[PartitionClient]]:
+    from service.storage.client import PartitionClient, connect
+    from service.storage.keys import partitions
 
     redis = connect(settings)
-    return redis, [Connection(redis, settings, part) for part in partitions(settings)]
+    return redis, [PartitionClient(redis, settings, part) for part in partitions(settings)]
 
 
 async def _inspect(args: argparse.Namespace) -> int:
     from pydantic import BaseModel
 
-    from .queries import find_run, find_step
+    from service.storage.reads import find_run, find_step
 
     redis, conns = _connections(_settings())
     found: BaseModel | None
@@ -138,7 +139,7 @@ async def _inspect(args: argparse.Namespace) -> int:
 
 
 async def _replay_dlq(args: argparse.Namespace) -> int:
-    from .queries import replay_dlq
+    from service.storage.deadletters import replay_dlq
 
     redis, conns = _connections(_settings())
     count = skipped = 0
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     schema = sub.add_parser("schema", help="write JSON Schema of inputs and derived events")
     schema.add_argument("--out", default="schema", help="directory to write into")
     args = parser.parse_args(argv)
-    from .errors import ConfigError
+    from service.errors import ConfigError
 
     try:
         return _dispatch(parser, args)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .errors import RedisServerNotFoundError
+from service.errors import RedisServerNotFoundError
 
 __all__ = ["LocalCluster", "LocalRedis", "find_redis_server"]
 

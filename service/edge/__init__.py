@@ -1,0 +1,1 @@
+"""The edge: HTTP (probes, query API, AsyncAPI page), Prometheus metrics, logs, the CLI."""

@@ -1,0 +1,2 @@
+"""The worker: the only FastStream wiring, the per-partition pipeline, recovery and stall
+loops, healing and the telemetry they count into."""
