@@ -15,6 +15,11 @@ Two ways to price, for the two places usage is known:
   cached rate, reasoning tokens as output unless the model has a price of their own.
 - `per_token`: a linear price vector for the commit script, which multiplies the token
   totals it keeps in Redis (Python never sees them). `TokenPrices` says when it is exact.
+
+Longer than most modules because both share one lookup (file entries, then the library's
+snapshot, a bounded cache) and the short way `cost` takes past the library's general
+calculation (about 15 times faster), which must match it; the file's format is its own
+module, `prices_file`.
 """
 
 from __future__ import annotations
@@ -22,14 +27,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
-from pathlib import Path
-from re import Pattern
-from typing import TYPE_CHECKING, Annotated, Any
+from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from service.errors import ConfigError
+from service.core.prices_file import PriceEntry, read_prices_file
 
 if TYPE_CHECKING:
     from genai_prices.data_snapshot import DataSnapshot
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 
     from service.settings import Settings
 
-__all__ = ["PriceEntry", "Priced", "Prices", "PricesFile", "TokenPrices", "TokenUsage"]
+__all__ = ["Priced", "Prices", "TokenPrices", "TokenUsage"]
 
 _NANO = 1_000_000_000
 _PER = Decimal(1_000_000)  # prices are per million tokens
@@ -45,8 +47,6 @@ _PER = Decimal(1_000_000)  # prices are per million tokens
 # caches grow with every model name it is asked about) start afresh: a producer sending
 # endless unique model names cannot grow the worker's memory.
 _CACHED = 4096
-
-_Price = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +76,7 @@ class Priced:
 
     priced_model: str  # the price table's model id (or the prices file's `model`)
     provider: str  # the library's provider id, or `prices_file`
-    nano_usd: int  # the cost in 1e-9 US dollars, rounded half to even
+    nano_usd: int  # the cost in 1e-9 US dollars, rounded half up
 
     @property
     def cost_usd(self) -> float:
@@ -90,10 +90,11 @@ class TokenPrices:
     """A model's prices as a linear vector, in nano-dollars (1e-9 USD) per token.
 
     For the commit script, which knows only token totals: cost in nano-dollars =
-    (input - cached) * `input` + cached * `cached_input` + output * `output`, rounded to an
-    integer (`nano_usd` does exactly this). In nano-dollars every price with at most three
-    decimals per million tokens (all of OpenAI's) is an exact double, so is each product
-    below 2**53, and the sum is exact.
+    (input - cached) * `input` + cached * `cached_input` + output * `output`, rounded half
+    up to an integer, math.floor(x + 0.5) (`nano_usd` does exactly this). In nano-dollars
+    every price with at most three decimals per million tokens (all of OpenAI's) is an
+    integer, halves and quarters (four or five decimals) are exact doubles too; so is each
+    product below 2**53 and so the sum: the result is `Prices.cost`'s to the nano-dollar.
 
     `exact` is False when the vector cannot say what `Prices.cost` would: the model has
     tiered prices (the rate depends on the input tokens of each request, which a run's
@@ -135,91 +136,18 @@ class TokenPrices:
         return math.floor(cost + 0.5)
 
 
-class PriceEntry(BaseModel):
-    """One price of `RUNSTEPS_PRICES_FILE`, in US dollars per million tokens."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    model: str = Field(
-        min_length=1,
-        description="the model id (case-insensitive); reported as `priced_model`",
-    )
-    match: Pattern[str] | None = Field(
-        None,
-        description="a regular expression searched in the model name instead of `model`, "
-        "e.g. '^ft:gpt-4o-mini:acme:' (anchor it with ^ and $)",
-    )
-    provider: str | None = Field(
-        None,
-        min_length=1,
-        description="applies only when the run's provider hint is this one (case-insensitive)",
-    )
-    valid_from: date | None = Field(
-        None,
-        alias="from",
-        description="applies to runs created on or after this day (UTC); before it, the "
-        "file's older entries or the bundled prices",
-    )
-    input_usd_per_mtok: _Price
-    cached_input_usd_per_mtok: _Price | None = Field(
-        None, description="cached input tokens; unset: priced as input"
-    )
-    output_usd_per_mtok: _Price
-
-    def applies(self, model: str, provider: str | None, day: date) -> bool:
-        """Whether this entry prices `model` for a run created on `day`."""
-        if self.provider is not None and (provider or "").lower() != self.provider.lower():
-            return False
-        if self.valid_from is not None and day < self.valid_from:
-            return False
-        if self.match is not None:
-            return self.match.search(model) is not None
-        return model.lower() == self.model.lower()
-
-
-class PricesFile(BaseModel):
-    """The document `RUNSTEPS_PRICES_FILE` holds (README: *Prices*)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    prices: list[PriceEntry]
-
-
-def read_prices_file(path: Path) -> PricesFile:
-    """The prices file at `path`, validated; a ConfigError naming the problem in one line."""
-    import yaml
-
-    where = f"RUNSTEPS_PRICES_FILE: {path}"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{where}: cannot be read ({_one_line(exc)})") from None
-    try:
-        document = yaml.safe_load(text)  # YAML, or JSON (which YAML reads too)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not YAML or JSON ({_one_line(exc)})") from None
-    try:
-        return PricesFile.model_validate(document)
-    except ValidationError as exc:
-        problems = [
-            ".".join(map(str, e["loc"])) + ": " + e["msg"] if e["loc"] else e["msg"]
-            for e in exc.errors()
-        ]
-        raise ConfigError(f"{where}: " + "; ".join(problems)) from None
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())
-
-
 def _day(at: datetime | float) -> datetime:
     if isinstance(at, datetime):
         return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-    return datetime.fromtimestamp(at, tz=UTC)
+    try:
+        return datetime.fromtimestamp(at, tz=UTC)
+    except (OverflowError, OSError, ValueError):  # past the calendar: its first or last day
+        return (datetime.max if at > 0 else datetime.min).replace(tzinfo=UTC)
 
 
 def _nano(usd: Decimal) -> int:
-    return int((usd * _NANO).to_integral_value(ROUND_HALF_EVEN))
+    # Half up, as the commit script's math.floor(x + 0.5) rounds.
+    return int((usd * _NANO).to_integral_value(ROUND_HALF_UP))
 
 
 def _per_token(price_per_mtok: Decimal) -> float:
@@ -280,19 +208,21 @@ class Prices:
         model_price = info.get_prices(when)
         if not _has_token_prices(model_price):
             return None
-        from genai_prices.types import Usage
+        total = _token_cost(model_price, usage)
+        if total is None:  # prices the short way cannot apply: the library's own calculation
+            from genai_prices.types import Usage
 
-        tokens = Usage(
-            input_tokens=usage.input_tokens,
-            cache_read_tokens=usage.cached_input_tokens,
-            output_tokens=usage.output_tokens,
-            output_reasoning_tokens=usage.reasoning_tokens,
-        )
-        try:
-            price = info.calc_price(tokens, source, genai_request_timestamp=when)
-        except ValueError:  # usage the library refuses for this model's units
-            return None
-        return Priced(info.id, source.id, _nano(price.total_price))
+            tokens = Usage(
+                input_tokens=usage.input_tokens,
+                cache_read_tokens=usage.cached_input_tokens,
+                output_tokens=usage.output_tokens,
+                output_reasoning_tokens=usage.reasoning_tokens,
+            )
+            try:
+                total = info.calc_price(tokens, source, genai_request_timestamp=when).total_price
+            except ValueError:  # usage the library refuses for this model's units
+                return None
+        return Priced(info.id, source.id, _nano(total))
 
     def per_token(
         self, model: str | None, at: datetime | float, provider: str | None = None
@@ -389,6 +319,62 @@ def _base(price: Any) -> Decimal:
     if price is None:
         return Decimal(0)
     return price.base if isinstance(price, TieredPrices) else Decimal(price)
+
+
+# The usage keys we report, by the price key that prices them (all per million tokens).
+_REPORTED = {
+    "input_mtok": "input_tokens",
+    "cache_read_mtok": "cached_input_tokens",
+    "output_mtok": "output_tokens",
+    "output_reasoning_mtok": "reasoning_tokens",
+}
+
+
+@cache
+def _families() -> dict[str, str]:
+    """The unit family (tokens, requests, tool_calls, ...) of each of the library's price keys."""
+    from genai_prices.data_units import unit_data
+
+    return {unit["price_key"]: unit["dimensions"]["family"] for unit in unit_data.values()}
+
+
+def _token_cost(model_price: ModelPrice, usage: TokenUsage) -> Decimal | None:
+    """`usage` at `model_price` in US dollars, as the library computes it, or None where
+    that takes the library itself (tiered prices, other token prices, a per-request fee).
+
+    The library is general (any unit, any mix) and takes about half a millisecond a call;
+    for the usual prices of the four token counts we report it comes down to: a priced
+    part (cached, reasoning) is taken out of its total and priced at its own rate, an
+    unpriced part stays in its total. Units we report nothing for (web searches, audio
+    seconds, ...) cost nothing. tests/unit/test_prices.py holds both ways equal.
+    """
+    families = _families()
+    prices: dict[str, Decimal] = {}
+    for key, price in vars(model_price).items():
+        if price is None or key.startswith("_"):
+            continue
+        if key in _REPORTED:
+            if not isinstance(price, Decimal):
+                return None  # tiered
+            prices[key] = price
+        elif families.get(key) in (None, "tokens", "requests"):
+            return None  # an unknown unit, another token price, or a fee per request
+    inp, out = prices.get("input_mtok"), prices.get("output_mtok")
+    if inp is None or out is None:
+        return None
+    cached, reasoning = prices.get("cache_read_mtok"), prices.get("output_reasoning_mtok")
+    total = Decimal(0)
+    if cached is None:
+        total += usage.input_tokens * inp
+    else:
+        total += (usage.input_tokens - usage.cached_input_tokens) * inp
+        total += usage.cached_input_tokens * cached
+    if reasoning is None:
+        total += usage.output_tokens * out
+    else:
+        total += (usage.output_tokens - usage.reasoning_tokens) * out
+        total += usage.reasoning_tokens * reasoning
+    return total / _PER
 
 
 def _has_token_prices(model_price: ModelPrice) -> bool:

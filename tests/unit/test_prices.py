@@ -9,16 +9,18 @@ import subprocess
 import sys
 import threading
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from genai_prices import Usage, calc_price, data_snapshot
+from genai_prices.data import providers
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.core.prices import Priced, Prices, TokenUsage, read_prices_file
+from service.core.prices import Priced, Prices, TokenUsage
+from service.core.prices_file import read_prices_file
 from service.errors import ConfigError
 from service.settings import Settings
 
@@ -27,6 +29,9 @@ DAY = datetime(2025, 5, 1, tzinfo=UTC)
 USAGE = TokenUsage(
     input_tokens=12_000, output_tokens=3_000, cached_input_tokens=4_000, reasoning_tokens=1_000
 )
+
+
+_BUNDLED = Prices()
 
 
 def nano(input_usd: str, cached_usd: str, output_usd: str, usage: TokenUsage = USAGE) -> int:
@@ -101,6 +106,47 @@ def test_the_cost_is_the_librarys_own(prices: Prices) -> None:
         priced = prices.cost(model, provider, DAY, USAGE)
         assert priced is not None
         assert Decimal(priced.nano_usd) / 10**9 == expected, model
+
+
+def test_every_bundled_model_costs_what_the_library_says() -> None:
+    """Each model of every provider, on two days, with and without cache and reasoning:
+    cost() is calc_price's total to the nano-dollar (cost() takes a shorter way)."""
+    usages = [USAGE, TokenUsage(input_tokens=777, output_tokens=333)]
+    compared = 0
+    for provider in providers:
+        for model in provider.models:
+            for day in (datetime(2024, 9, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)):
+                for usage in usages:
+                    try:
+                        expected = calc_price(
+                            Usage(
+                                input_tokens=usage.input_tokens,
+                                cache_read_tokens=usage.cached_input_tokens,
+                                output_tokens=usage.output_tokens,
+                                output_reasoning_tokens=usage.reasoning_tokens,
+                            ),
+                            model.id,
+                            provider_id=provider.id,
+                            genai_request_timestamp=day,
+                        )
+                    except (LookupError, ValueError):
+                        continue  # not found under its own id, or usage it refuses
+                    priced = _BUNDLED.cost(model.id, provider.id, day, usage)
+                    if priced is None:  # listed without a price for tokens
+                        assert expected.model_price.input_mtok is None
+                        assert expected.model_price.output_mtok is None
+                        continue
+                    assert (priced.provider, priced.priced_model) == (
+                        expected.provider.id,
+                        expected.model.id,
+                    )
+                    nano_usd = (expected.total_price * 10**9).quantize(Decimal(1), ROUND_HALF_UP)
+                    assert priced.nano_usd == nano_usd, (
+                        provider.id,
+                        model.id,
+                    )
+                    compared += 1
+    assert compared > 2000
 
 
 def test_a_historic_date_takes_that_days_price(prices: Prices) -> None:
@@ -183,9 +229,6 @@ def test_the_vector_prices_totals_exactly_as_cost_does(
     assert vector.exact
     assert vector.priced_model == priced.priced_model
     assert vector.nano_usd(usage) == priced.nano_usd
-
-
-_BUNDLED = Prices()
 
 
 def test_the_vector_is_in_nano_dollars_per_token(prices: Prices) -> None:
@@ -394,3 +437,24 @@ def test_no_prices_file_means_the_bundled_prices() -> None:
     """RUNSTEPS_PRICES_FILE unset (or empty, as the ConfigMap has it): bundled prices only."""
     assert Settings(prices_file="").prices_file is None
     assert Prices.load(Settings()).entries == ()
+
+
+@pytest.mark.parametrize("at", [2.0**53, -1e20, float("nan"), 0.0])
+def test_a_time_past_the_calendar_still_prices(prices: Prices, at: float) -> None:
+    """A creation time no datetime holds takes the first or last prices, never raises."""
+    priced = prices.cost("gpt-4o", None, at, USAGE)
+    assert priced is not None
+    assert prices.per_token("gpt-4o", at) is not None
+
+
+def test_half_a_nano_dollar_rounds_up_both_ways(tmp_path: Path) -> None:
+    """$0.0375 per million is 37.5 nano-dollars a token: 3 tokens cost 113, by either path."""
+    prices = Prices.load(
+        write(tmp_path, "prices: [{model: m, input_usd_per_mtok: 0.0375, output_usd_per_mtok: 0}]")
+    )
+    usage = TokenUsage(input_tokens=3)
+    vector = prices.per_token("m", DAY)
+    assert vector is not None
+    assert vector.input == 37.5
+    assert vector.nano_usd(usage) == 113
+    assert prices.cost("m", None, DAY, usage) == Priced("m", "prices_file", 113)
