@@ -33,6 +33,7 @@ from redis.exceptions import (
 
 from contracts.stream_events import Inbound
 from service.core.batch import Entry
+from service.core.prices import Prices
 from service.errors import INFRASTRUCTURE_ERRORS, ConfigError, StartupAbortedError
 from service.settings import Settings
 from service.storage.client import PartitionClient, connect
@@ -105,7 +106,9 @@ class Worker:
             socket_connect_timeout=5,
         )
         self.redis: Redis | None = None
-        self.telemetry = Telemetry()
+        self.telemetry = Telemetry(max_labels=settings.metrics_max_labels)
+        # Read now, so a bad RUNSTEPS_PRICES_FILE stops start-up (exit 2) before any I/O.
+        self.prices = Prices.load(settings)
         self.conns: list[PartitionClient] = []
         self.processors: list[Processor] = []
         self.recoveries: list[Recovery] = []
