@@ -135,7 +135,7 @@ EVENT_STATUS: dict[str, StepStatus | None] = {
     StepEventName.CANCELLED: StepStatus.CANCELLED,
     StepEventName.EXPIRED: StepStatus.EXPIRED,
 }
-"""Step event name -> the status its step must have (None: a delta, no status)."""
+"""Step event name -> the status it implies its step has (None: a delta, no status)."""
 
 RUN_EVENT_STATUS: dict[str, RunStatus] = {
     StreamEventName.RUN_CREATED: RunStatus.QUEUED,  # a run is created queued
@@ -149,7 +149,7 @@ RUN_EVENT_STATUS: dict[str, RunStatus] = {
     StreamEventName.RUN_CANCELLED: RunStatus.CANCELLED,
     StreamEventName.RUN_EXPIRED: RunStatus.EXPIRED,
 }
-"""Run event name -> the status its run must have."""
+"""Run event name -> the status it implies its run has (the run's own status wins)."""
 
 IGNORED_EVENTS: frozenset[str] = frozenset(
     {
@@ -351,7 +351,8 @@ class StepEntry:
 
     @property
     def status_mismatch(self) -> bool:
-        """True when the envelope's event implies another status than the step has."""
+        """True when the envelope's event implies another status than the step has (the
+        step's own status is the truth: it is tracked by it)."""
         return self.event is not None and EVENT_STATUS[self.event] is not self.step.status
 
 
@@ -364,7 +365,9 @@ class RunEntry:
 
     @property
     def status_mismatch(self) -> bool:
-        """True when the envelope's event implies another status than the run has."""
+        """True when the envelope's event implies another status than the run has (the run's
+        own status is the truth: OpenAI streamed `thread.run.completed` carrying an
+        `incomplete` run, tests/data/assistants/ruby-openai_streamed_incomplete_run.jsonl)."""
         return self.event is not None and RUN_EVENT_STATUS[self.event] is not self.run.status
 
 
@@ -399,8 +402,9 @@ def classify_entry(data: bytes | str) -> Classified:
     Returns a StepEntry (a bare step or a `thread.run.step.*` envelope), a RunEntry (a bare
     run or a `thread.run.*` envelope), an IgnoredEntry (threads, messages, deltas, `done`,
     unknown `thread.*` events) or an ErrorEntry (an `error` event). An envelope whose event
-    contradicts its object's status is returned as such, `status_mismatch` True: the caller
-    decides what to do with it. Raises pydantic.ValidationError when `data` is not JSON
+    contradicts its object's status is returned as such, `status_mismatch` True: the object
+    is what it says it is (the worker tracks it by its own status and counts the
+    disagreement). Raises pydantic.ValidationError when `data` is not JSON
     (error type "json_invalid") or no valid entry (the errors point at the offending field).
     """
     return classify(INBOUND.validate_json(data))

@@ -78,6 +78,7 @@ class Batch:
     consumed: int = 0
     ignored: Counter[str] = field(default_factory=Counter)  # by event name
     error_events: int = 0
+    status_mismatches: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def ops(self) -> Iterator[Op]:
         """Every op, runs in order: the order of the commit script's action letters."""
@@ -171,6 +172,9 @@ class Processor:
                 dead = DeadLetter(source_id, fields, rejection.to_json(), rejection.kind)
                 batch.dead.append(dead)
                 continue
+            if isinstance(decoded, StepEntry | RunEntry) and decoded.status_mismatch:
+                subject = decoded.step if isinstance(decoded, StepEntry) else decoded.run
+                batch.status_mismatches[(str(decoded.event), str(subject.status))] += 1
             for op in ops:
                 batch.runs.setdefault(op.run_id, []).append(op)
             if not ops:
@@ -229,6 +233,7 @@ class Processor:
         telemetry = self.telemetry
         telemetry.consumed += batch.consumed
         telemetry.error_events += batch.error_events
+        telemetry.status_mismatches.update(batch.status_mismatches)
         for event, n in batch.ignored.items():
             known = event in telemetry.ignored or len(telemetry.ignored) < 100
             telemetry.ignored[event if known else IGNORED_OTHER] += n  # bounded
