@@ -7,14 +7,19 @@ import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from service.core.layout import STEP_PREFIX
 from service.core.state import encode_run_state, encode_state
+from service.edge.metrics import Metrics
 from service.settings import Settings
 from service.storage.pending import StreamEntries
+
+if TYPE_CHECKING:
+    from service.worker.app import Worker
 
 
 def apart(settings: Settings, suffix: str) -> Settings:
@@ -151,3 +156,16 @@ async def xadd_raw(redis: Redis, stream: str, *fields: bytes | str) -> bytes:
     # redis-py leaves execute_command untyped.
     reply = await redis.execute_command("XADD", stream, "*", *fields)  # type: ignore[no-untyped-call]
     return bytes(reply)
+
+
+async def scrape(worker: Worker, name: str) -> dict[tuple[str, ...], float]:
+    """The samples of metric `name` a scrape of `worker`'s /metrics shows, by their label
+    values (in the order of the label names, sorted)."""
+    metrics = Metrics(worker.telemetry, lambda: worker.redis, worker.parts, worker.settings.group)
+    exposition = (await metrics.render()).decode()
+    return {
+        tuple(v for _, v in sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == name
+    }

@@ -113,6 +113,14 @@ class _StatsCollector:
         )
         yield _family(
             CounterMetricFamily,
+            "runsteps_status_mismatches",
+            "Envelopes whose event name implies another status than their run or step has, "
+            "by event and the object's status (tracked by the object's own status)",
+            ["event", "status"],
+            sorted(telemetry.status_mismatches.items()),
+        )
+        yield _family(
+            CounterMetricFamily,
             "runsteps_events_ignored",
             "Source events with no lifecycle meaning (deltas, message events, ...), acked",
             ["event"],

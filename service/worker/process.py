@@ -122,6 +122,7 @@ class Processor:
         telemetry = self.telemetry
         telemetry.consumed += batch.consumed - len(batch.failed)
         telemetry.error_events += batch.error_events
+        telemetry.status_mismatches.update(batch.status_mismatches)
         for message in batch.errors:
             log.warning("a producer forwarded an error event: %s", message[:200])
         for event, n in batch.ignored.items():

@@ -96,6 +96,9 @@ class Telemetry:
     decisions: Counter[str] = field(default_factory=Counter)  # by lifecycle.Outcome
     dead_letters: Counter[str] = field(default_factory=Counter)  # by DeadLetterKind
     ignored: Counter[str] = field(default_factory=Counter)  # by event name, or `other`
+    # Envelopes whose event name implies another status than their object has (tracked by
+    # the object's own), by (event name, object status): both from closed sets.
+    status_mismatches: Counter[tuple[str, str]] = field(default_factory=Counter)
     # Called after each committed batch with (entries, seconds from decode to reply).
     observe: Callable[[int, float], None] | None = None
     # Distinct values kept per free-form label (RUNSTEPS_METRICS_MAX_LABELS).
