@@ -14,6 +14,7 @@ from enum import StrEnum
 from service.core.lifecycle import RUNS, STEPS
 
 __all__ = [
+    "BY_RUN_MARK",
     "ENDED_FIELDS",
     "IN_PROGRESS",
     "SEP",
@@ -32,6 +33,10 @@ STEP_PREFIX = "@"
 
 TOOLS_PREFIX = "T"
 """A step's tool calls (as its events list them) are field `T<step id>`, once known."""
+
+BY_RUN_MARK = "*"
+"""Leads a step's refused statuses (core.state) once its run's end ended it: its own end,
+arriving later, is then stale."""
 
 SEP = "|"
 """Separates the fields of a state string (`core.state`): its status code comes first."""

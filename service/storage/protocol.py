@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from service.core.lifecycle import Action
 from service.core.published import Kind
@@ -25,7 +25,15 @@ if TYPE_CHECKING:
     from service.core.ops import Op
     from service.storage.client import PartitionClient
 
-__all__ = ["BATCH_ARGS", "GROUP_ARGS", "RUN_ARGS", "STEP_ARGS", "CommitCall", "commit_call"]
+__all__ = [
+    "BATCH_ARGS",
+    "GROUP_ARGS",
+    "RUN_ARGS",
+    "STEP_ARGS",
+    "CommitCall",
+    "Committed",
+    "commit_call",
+]
 
 BATCH_ARGS = ("group", "maxlen", "ttl", "acks")
 """The batch's arguments: consumer group, derived stream MAXLEN, state TTL (seconds), and
@@ -95,6 +103,15 @@ def _agreeing(ops: list[Op]) -> list[tuple[str, str, list[Op]]]:
     return groups
 
 
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What a commit did: each op with its action, in the order sent, and the types of the
+    step ends it published for steps their run's end closed (ended_by_run)."""
+
+    actions: list[tuple[Op, Action]]
+    closed: list[str]
+
+
 @dataclass(slots=True)
 class CommitCall:
     """One commit script call: its keys and arguments, and the ops in the order sent."""
@@ -103,14 +120,17 @@ class CommitCall:
     args: list[Any] = field(default_factory=list)
     sent: list[Op] = field(default_factory=list)
 
-    def read(self, reply: bytes) -> list[tuple[Op, Action]]:
-        """Each op sent, with the action the script took for it."""
-        letters = reply.decode()
+    def read(self, reply: list[Any]) -> Committed:
+        """Each op sent, with the action the script took for it, and the types of the step
+        ends published for steps their run's end closed."""
+        letters = cast("bytes", reply[0]).decode()
+        closed = [t.decode() for t in cast("list[bytes]", reply[1])]
         if len(letters) != len(self.sent):
             raise RuntimeError(
                 f"the commit script answered {len(letters)} actions for {len(self.sent)} ops"
             )
-        return [(op, _ACTIONS[letter]) for op, letter in zip(self.sent, letters, strict=True)]
+        pairs = [(op, _ACTIONS[letter]) for op, letter in zip(self.sent, letters, strict=True)]
+        return Committed(pairs, closed)
 
 
 def commit_call(

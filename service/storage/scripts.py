@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from hashlib import sha1
 from importlib.resources import files
 
-from contracts.derived import NAMESPACE
+from contracts.derived import NAMESPACE, STEP_END_TYPES
 from service.core.layout import (
+    BY_RUN_MARK,
     ENDED_FIELDS,
     IN_PROGRESS,
     SEP,
@@ -25,8 +26,9 @@ from service.core.layout import (
     TOTALS,
     RunField,
 )
-from service.core.lifecycle import RUNS, STEPS, Action, Machine, transition_table
+from service.core.lifecycle import RUNS, STEPS, Action, Machine, ended_by_run, transition_table
 from service.core.published import PUBLISHES, Kind
+from service.core.state import STEP_TYPE_CODES
 from service.storage.protocol import RUN_ARGS, STEP_ARGS
 
 __all__ = [
@@ -84,6 +86,16 @@ def _publishes(kind: Kind) -> dict[str, dict[str, bool]]:
     }
 
 
+def _by_run() -> dict[str, dict[str, str]]:
+    return {
+        dialect: {
+            RUNS.codes[status]: STEPS.codes[ended_by_run(status, dialect == "responses")]
+            for status in sorted(RUNS.terminal)
+        }
+        for dialect in ("assistants", "responses")
+    }
+
+
 def header() -> str:
     """The Lua header every script starts with, generated from the declarations."""
     assert SEP not in _LUA_MAGIC, "SEP is used in Lua patterns"
@@ -101,6 +113,10 @@ def header() -> str:
         ("STEP", {k: str(v) for k, v in sorted(transition_table(STEPS).items())}),
         ("RUN", {k: str(v) for k, v in sorted(transition_table(RUNS).items())}),
         ("STEP_NAMES", _names(STEPS)),  # status code -> status
+        ("STEP_TYPE_NAMES", {c: t for t, c in STEP_TYPE_CODES.items()}),  # Assistants types
+        ("STEP_END_TYPES", {STEPS.codes[s]: t.value for s, t in STEP_END_TYPES.items()}),
+        ("BY_RUN", _by_run()),  # dialect -> run's end code -> its open steps' end code
+        ("BY_RUN_MARK", BY_RUN_MARK),
         ("RUN_NAMES", _names(RUNS)),
         ("ACT", {a.name: a.value for a in Action}),
         ("PUBLISHES", {"step": _publishes(Kind.STEP), "run": _publishes(Kind.RUN)}),

@@ -91,8 +91,10 @@ class Processor:
         return failures
 
     async def _apply(self, entries: list[Entry], batch: Batch) -> None:
-        done = await self.store.apply(batch.runs, batch.acks, batch.dead)
+        committed = await self.store.apply(batch.runs, batch.acks, batch.dead)
+        done = committed.actions
         self._count(batch, done)
+        self.telemetry.derived.update(committed.closed)
         if any(action is Action.IDENTITY_MISMATCH for _, action in done):
             await self._dead_letter_mismatched(done, dict(entries))
         if self.telemetry.observe is not None:

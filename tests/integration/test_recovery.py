@@ -16,7 +16,6 @@ from redis.exceptions import OutOfMemoryError
 from contracts.derived import Source
 from service.core.batch import DeadLetter
 from service.core.layout import stall_member
-from service.core.lifecycle import Action
 from service.core.ops import Op, step_op
 from service.dev.redis_server import LocalRedis
 from service.dev.sample import T0, step
@@ -24,6 +23,7 @@ from service.settings import Settings
 from service.storage.client import PartitionClient
 from service.storage.deadletters import replay_dlq
 from service.storage.pending import Pending
+from service.storage.protocol import Committed
 from service.storage.reads import run_state, step_state
 from service.storage.store import Store
 from service.worker.app import build_worker
@@ -39,7 +39,7 @@ class FailingStore(Store):
 
     async def apply(
         self, runs: dict[str, list[Op]], acks: list[bytes], dead: list[DeadLetter]
-    ) -> list[tuple[Op, Action]]:
+    ) -> Committed:
         if any(op.field.startswith("@boom") for ops in runs.values() for op in ops):
             raise RuntimeError("injected script failure")
         return await super().apply(runs, acks, dead)

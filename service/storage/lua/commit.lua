@@ -21,14 +21,22 @@ local nacks = tonumber(ARGV[4])
 -- The run-wide fields read once per group, in this order (positions below).
 local FIXED = {F.live, F.thread, F.assistant, F.rounds, TOTALS[1], TOTALS[2], TOTALS[3],
                TOTALS[4], ENDED[1], ENDED[2], ENDED[3], ENDED[4], ENDED[5], F.model, F.priced,
-               F.prices}
+               F.prices, F.state}
 local AT_LIVE, AT_THREAD, AT_ASSISTANT, AT_ROUNDS, AT_TOTALS, AT_ENDED = 1, 2, 3, 4, 4, 8
-local AT_MODEL, AT_PRICED, AT_PRICES = 14, 15, 16
-local STEP_BYTE = string.byte(STEP_PREFIX)
+local AT_MODEL, AT_PRICED, AT_PRICES, AT_RUN = 14, 15, 16, 17
+local STEP_BYTE, TOOLS_BYTE = string.byte(STEP_PREFIX), string.byte(TOOLS_PREFIX)
+local BY_RUN_BYTE = string.byte(BY_RUN_MARK)
+-- A step's state string: status, refused, created_at, type, ended, then the rest.
+local STATE_PARTS = '^(.)' .. SEP .. '([^' .. SEP .. ']*)' .. SEP .. '([^' .. SEP .. ']*)'
+  .. SEP .. '([^' .. SEP .. ']*)' .. SEP .. '[^' .. SEP .. ']*' .. SEP .. '(.*)$'
+-- A run's state string: status, refused, created_at, ended (seconds after created_at).
+local RUN_STATE_PARTS = '^.' .. SEP .. '[^' .. SEP .. ']*' .. SEP .. '([^' .. SEP .. ']*)' .. SEP
+  .. '([^' .. SEP .. ']*)$'
 local REFUSED = '^.' .. SEP .. '([^' .. SEP .. ']*)'  -- a state's refused statuses' codes
 -- Token totals are doubles, written with '%.0f' (never '%d', which wraps past 2^63): exact
 -- up to 2^53-1, which counts bounded at decode (contracts/limits.py) keep for 2^20 steps.
 local results = {}
+local closed_types = {}  -- the types of the step ends runs published for their open steps
 local adds, rems = {}, {}  -- stall index changes: one ZADD and one ZREM for the batch
 local acks, held = {}, {}  -- entries to ack; entries not to (their identity mismatched)
 for i = 5, 4 + nacks do acks[#acks + 1] = ARGV[i] end
@@ -123,6 +131,50 @@ local function built_rejection(step, run_id, subject, finish, from, to)
     .. '; terminal statuses are final"}')
 end
 
+-- A number as core/state.py writes it: an integer without a point, else its shortest form.
+local function number(n)
+  if n == math.floor(n) then return string.format('%d', n) end
+  return string.format('%.17g', n)
+end
+
+-- When an ended run ended, as a JSON number, from its state string (nil if not kept).
+local function run_ended_at(run_state)
+  local created, ended = string.match(run_state, RUN_STATE_PARTS)
+  if created and created ~= '' and ended and ended ~= '' then
+    return number(tonumber(created) + tonumber(ended))
+  end
+  return nil
+end
+
+-- The end a step still in progress takes from its run's end (`run_code`, `occurred` the run
+-- end's occurred_at as written): its new state string and its end event, ended_by_run.
+-- Its thread and assistant are the run's (`thread`, `assistant`: JSON) for an Assistants
+-- step; a Responses item's events name none.
+local function ended_by_run(run_id, step_id, now, run_code, occurred, thread, assistant,
+                            tools)
+  local _, refused, created, type_, rest = string.match(now, STATE_PARTS)
+  local assistants = STEP_TYPE_NAMES[type_] ~= nil  -- Assistants types are one-letter codes
+  local to = BY_RUN[assistants and 'assistants' or 'responses'][run_code]
+  local at, since = tonumber(occurred), tonumber(created)
+  local duration = (at and since) and math.max(0, at - since) or nil
+  local state = to .. SEP .. BY_RUN_MARK .. refused .. SEP .. created .. SEP .. type_ .. SEP
+    .. (duration and number(duration) or '') .. SEP .. rest
+  local type_name = STEP_END_TYPES[to]
+  local step_type = assistants and STEP_TYPE_NAMES[type_]
+    or (string.byte(type_, 1) == 61 and string.sub(type_, 2) or type_)  -- '=': core/state.py
+  local event = '{"type":"' .. type_name .. '","event_id":"'
+    .. event_id(run_id, step_id, type_name, '') .. '","source":"'
+    .. (assistants and 'assistants' or 'responses') .. '","step_id":' .. cjson.encode(step_id)
+    .. ',"run_id":' .. cjson.encode(run_id) .. ',"thread_id":'
+    .. (assistants and thread or 'null') .. ',"assistant_id":'
+    .. (assistants and assistant or 'null') .. ',"tools":' .. (tools or '[]')
+    .. ',"from_status":"in_progress","to_status":"' .. STEP_NAMES[to] .. '","occurred_at":'
+    .. occurred .. ',"step_type":' .. cjson.encode(step_type) .. ',"duration_s":'
+    .. (duration and number(duration) or 'null')
+    .. ',"usage":null,"last_error":null,"ended_by_run":true}'
+  return to, state, event
+end
+
 local at = 5 + nacks  -- the next argument to read
 local key_at = 3  -- the last run hash's key
 local nargs = #ARGV
@@ -146,6 +198,7 @@ while at <= nargs do
   end
   local got = chunked('HMGET', run, want, 4000)
   local current = {}  -- each subject's state string, as this group leaves it
+  current[F.state] = got[AT_RUN]
   for f, pos in pairs(want_at) do
     current[f] = got[pos]
   end
@@ -171,10 +224,29 @@ while at <= nargs do
     for c = 1, #ENDED do loaded[c] = tonumber(got[AT_ENDED + c]) or 0 end
     return loaded
   end
+  local function json_or_null(value)
+    return (value and value ~= '') and cjson.encode(value) or 'null'
+  end
+  -- Ends `step_id` (state `now`) with its run's end: state, counts, stall index; its event
+  -- goes into `into`, published before the run's own end.
+  local function close(step_id, now, run_code, occurred, into)
+    local f = STEP_PREFIX .. step_id
+    local to, state, event = ended_by_run(run_id, step_id, now, run_code, occurred,
+      json_or_null(got[AT_THREAD] or (not clash and thread) or nil),
+      json_or_null(got[AT_ASSISTANT] or (not clash and assistant) or nil),
+      current[TOOLS_PREFIX .. step_id] or redis.call('HGET', run, TOOLS_PREFIX .. step_id))
+    set(f, state)
+    counts = counts or load_counts()
+    counts[ENDED_AT[to]] = counts[ENDED_AT[to]] + 1
+    into[#into + 1] = event
+    closed_types[#closed_types + 1] = STEP_END_TYPES[to]
+    return f
+  end
   for _ = 1, nops do
     local field, source_id, status, names, state, deadline, start_event, end_event, usage,
       usage_event, tools, round, wait_event, model, priced_model, prices, usage_cost
     local step = string.byte(ARGV[at], 1) == STEP_BYTE
+    local run_closed, late_closed  -- step ends a run's end (or a late start) published
     if step then
       field, source_id, status, names, state, deadline, start_event, end_event, usage,
         usage_event, tools = unpack(ARGV, at, at + STEP_ARGS - 1)
@@ -208,7 +280,9 @@ while at <= nargs do
     -- The state's effects of the action.
     if act == ACT.REJECT then
       local refused = string.match(now, REFUSED)
-      if string.find(refused, status, 1, true) then
+      if string.byte(refused, 1) == BY_RUN_BYTE then
+        act = ACT.LATE  -- ended by its run: its own end comes too late
+      elseif string.find(refused, status, 1, true) then
         act = ACT.DUPLICATE  -- refused already: one rejection per status
       else
         set(field, string.sub(now, 1, 2) .. refused .. status .. string.sub(now, 3 + #refused))
@@ -216,10 +290,20 @@ while at <= nargs do
       end
     elseif act == ACT.START or act == ACT.WAIT_START then
       set(field, state)
-      live = live + 1
-      if step then
-        adds[#adds + 1] = deadline
-        adds[#adds + 1] = stall_member(run_id, subject)
+      local run_now = current[F.state]
+      local run_code = run_now and string.sub(run_now, 1, 1)
+      if step and run_code and BY_RUN.assistants[run_code] then
+        -- Its run has ended already: the step takes the run's end at once.
+        late_closed = {}
+        close(subject, state, run_code, run_ended_at(run_now) or
+          string.match(start_event, ',"occurred_at":([^,}]*)'), late_closed)
+        ended = true
+      else
+        live = live + 1
+        if step then
+          adds[#adds + 1] = deadline
+          adds[#adds + 1] = stall_member(run_id, subject)
+        end
       end
     elseif act == ACT.MOVE or act == ACT.AWAIT then
       set(field, state)
@@ -229,6 +313,36 @@ while at <= nargs do
       if act == ACT.END then
         live = live - 1
         if step then rems[#rems + 1] = stall_member(run_id, subject) end
+      end
+      if not step and live > 0 then
+        -- No step outlives its run: those still in progress take its end. (A run that
+        -- ends with none open, live = 0, reads nothing more.)
+        local occurred = string.match(end_event, ',"occurred_at":([^,]*),')
+        run_closed = {}
+        local all = redis.call('HGETALL', run)
+        local open = {}
+        for i = 1, #all, 2 do
+          local f = all[i]
+          if string.byte(f, 1) == STEP_BYTE and not touched[f] then
+            if string.sub(all[i + 1], 1, 1) == IN_PROGRESS then
+              open[#open + 1] = f
+              current[f] = all[i + 1]
+            end
+          elseif string.byte(f, 1) == TOOLS_BYTE and not current[f] then
+            current[f] = all[i + 1]  -- its calls, for its end event
+          end
+        end
+        for _, f in ipairs(out) do
+          if string.byte(f, 1) == STEP_BYTE and string.sub(current[f], 1, 1) == IN_PROGRESS then
+            open[#open + 1] = f
+          end
+        end
+        for _, f in ipairs(open) do
+          local step_id = string.sub(f, 2)
+          close(step_id, current[f], status, occurred, run_closed)
+          live = live - 1
+          rems[#rems + 1] = stall_member(run_id, step_id)
+        end
       end
       counts = counts or load_counts()
       if step then
@@ -273,6 +387,9 @@ while at <= nargs do
       if publishes.wait then
         publish(spliced(wait_event, act == ACT.AWAIT and RUN_NAMES[have] or nil))
       end
+      if late_closed then
+        for _, event in ipairs(late_closed) do publish(event) end
+      end
       if step then
         if publishes['end'] then publish(end_event) end
         if publishes.usage and usage ~= '' then
@@ -285,6 +402,9 @@ while at <= nargs do
             usage_cost or '')
         end
         if publishes['end'] then
+          if run_closed then
+            for _, event in ipairs(run_closed) do publish(event) end
+          end
           publish(string.format(
             '%s,"steps":{"completed":%d,"failed":%d,"cancelled":%d,"expired":%d,'
             .. '"incomplete":%d}}', spliced(end_event, act == ACT.END and RUN_NAMES[have]
@@ -351,4 +471,4 @@ end
 for i = 1, #acked, 1000 do
   redis.call('XACK', source, group, unpack(acked, i, math.min(i + 999, #acked)))
 end
-return table.concat(results)
+return {table.concat(results), closed_types}
