@@ -139,6 +139,12 @@ class App(AsgiFastStream):
         super().__init__(*brokers, **options)
         self.prefix_routes = list(prefix_routes)
 
+    async def _start_broker(self) -> None:
+        """Nothing to do: the worker's start-up hook started its subscribers already
+        (`Worker.start_consuming`), so the app reports itself started only once it consumes.
+        FastStream would start the broker after reporting started, where a failure leaves
+        the process up with nothing consuming."""
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Prefix routes first, then FastStream's exact routes and lifespan."""
         if scope["type"] == "http":
@@ -169,7 +175,7 @@ def build_app(worker: Worker) -> AsgiFastStream:
         specification=spec,
         asyncapi_path=None,  # our own page: FastStream's loads its viewer from a CDN
         logger=logging.getLogger("runsteps.app"),
-        on_startup=[worker.on_startup],
+        on_startup=[worker.on_startup, worker.start_consuming],
         after_startup=[worker.after_startup],
         on_shutdown=[worker.on_shutdown],
         after_shutdown=[worker.after_shutdown],
