@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         ge=0,
         description="source entries every consumer group has acked are trimmed once this old",
     )
+    memory_pressure_ratio: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Redis's used memory over its maxmemory from which source entries every "
+        "consumer group has acked are trimmed whatever their age",
+    )
     claim_idle_ms: PositiveInt = Field(30_000, description="pending idle time before a claim")
     max_deliveries: PositiveInt = Field(5, description="deliveries before an entry is dead")
     partitions: PositiveInt = Field(1, description="source streams <stream>:{p}, p < N")

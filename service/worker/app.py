@@ -28,6 +28,7 @@ from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
     NoPermissionError,
+    OutOfMemoryError,
     ResponseError,
 )
 
@@ -41,7 +42,7 @@ from service.storage.reads import find_run, find_step
 from service.storage.replies import keep_duplicate_fields
 from service.storage.store import Store
 from service.worker.heal import Healer, Subscriber
-from service.worker.process import Entry, Processor
+from service.worker.process import Batch, Entry, Processor
 from service.worker.recovery import Recovery
 from service.worker.telemetry import Telemetry
 
@@ -115,6 +116,7 @@ class Worker:
         self.config_error: ConfigError | None = None
         self.aborted = False  # stopped by a signal before start-up completed
         self._stop = asyncio.Event()
+        self._stopping = asyncio.Event()  # shutdown began: a refused commit is not retried
 
     async def step(self, run_id: str, step_id: str) -> StepState | None:
         """A step's tracked state, from the partition its run id maps to."""
@@ -292,6 +294,7 @@ class Worker:
 
     async def on_shutdown(self) -> None:
         """Stop the recovery loops before the broker stops the subscribers."""
+        self._stopping.set()
         for task in self._loop_tasks:
             task.cancel()
         if self._loop_tasks:
@@ -312,7 +315,41 @@ class Worker:
         processor = self.processors[index]
         batch = processor.prepare(entries)
         await self._committed(index)
-        self._commits[index] = asyncio.create_task(processor.process(entries, batch))
+        self._commits[index] = asyncio.create_task(self._commit(processor, entries, batch))
+
+    async def _commit(
+        self, processor: Processor, entries: list[Entry], batch: Batch | None
+    ) -> dict[bytes, str]:
+        """Commit one batch; refused for memory (maxmemory, `noeviction`), commit it again,
+        backing off, until it goes through or shutdown begins.
+
+        The next batch waits for it, so nothing more is fetched meanwhile: refused batches
+        would otherwise pile up in the pending list and, the oldest of them bounding the
+        trim, keep the recovery loop from freeing the memory every group has acked.
+        """
+        backoff, refused_at = 0.05, 0.0
+        while True:
+            try:
+                failures = await processor.process(entries, batch)
+            except OutOfMemoryError:
+                if self._stopping.is_set():
+                    raise
+                if not refused_at:
+                    refused_at = time.monotonic()
+                    log.warning(
+                        "redis refused a commit: out of memory (maxmemory); reading paused, "
+                        "the commit retried until memory is freed"
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            if refused_at:
+                log.info(
+                    "commit went through after %.1fs; reading resumed",
+                    time.monotonic() - refused_at,
+                )
+            return failures
 
     async def _committed(self, index: int, timeout_s: float | None = None) -> None:
         """Wait for partition `index`'s commit in flight, if any. If Redis failed it, its

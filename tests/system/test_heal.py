@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -205,6 +206,41 @@ async def test_subscriber_start_failing_for_good_ends_the_process(
         err = stop_worker(w1)
     assert w1.returncode not in (None, 0), err
     assert "NOPERM" in err or "permission" in err, err
+
+
+async def test_draining_a_backlog_at_maxmemory_lets_producers_write_again(
+    server: LocalRedis, private: Redis
+) -> None:
+    """A backlog filling Redis to near maxmemory (noeviction): the worker trims what every
+    group acked regardless of the retention while memory is tight, so it drains the backlog
+    and producers can write again; every event once, the early trimming counted."""
+    port = free_port()
+    s = private_settings(server, http_port=port, claim_idle_ms=2000)
+    load = Load.build(steps=6000, copies=2, seed=28)
+    data = load.shuffled()
+    await private.xgroup_create(s.source_stream, s.group, id="0", mkstream=True)
+    await produce(private, s.source_stream, data)
+    used = int((await private.info("memory"))["used_memory"])
+    await private.config_set("maxmemory-policy", "noeviction")
+    # Room for the backlog, not for its effects beside it (derived events, states).
+    await private.config_set("maxmemory", str(used + 2_000_000))
+    w1 = start_worker(s, "w1")
+    try:
+        await wait_drained(private, s, timeout_s=90)
+        later = Load.build(steps=300, seed=29, prefix="p")
+        await produce(private, s.source_stream, later.shuffled())  # refused while memory is full
+        await wait_drained(private, s)
+        both = Load(seed=0, required=load.required | later.required)
+        result = await tally(private, s.derived_stream, both, len(data) + len(later.entries))
+        assert_exact("backlog drained at maxmemory, then producers write again", result)
+        _, _, body = await request(f"http://127.0.0.1:{port}", "/metrics")
+        early = re.search(rb"^runsteps_source_trimmed_early_total (\S+)$", body, re.MULTILINE)
+        assert early is not None
+        assert float(early.group(1)) > 0
+    finally:
+        err = stop_worker(w1)
+    assert w1.returncode == 0, err
+    assert "near maxmemory" in err
 
 
 async def test_killed_worker_is_removed_from_the_group(redis: Redis, settings: Settings) -> None:
