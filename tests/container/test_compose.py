@@ -110,6 +110,10 @@ def stack(engine: Engine, image: str, tmp_path: Path) -> Iterator[Stack]:
     stack = Stack(engine, project, port, compose, env)
     try:
         stack.up()
+        networks = engine.networks(f"com.docker.compose.project={project}")
+        assert networks, f"compose made no network for project {project}"
+        for network in networks:
+            engine.check_dns(network)  # the worker finds `redis` by name
         yield stack
     finally:
         stack.down(check=False)

@@ -125,6 +125,7 @@ def pods(engine: Engine, image: str, tmp_path_factory: pytest.TempPathFactory) -
 
     engine.run("network", "create", network)
     try:
+        engine.check_dns(network)  # the worker finds `redis` by name
         engine.run("secret", "create", secret["metadata"]["name"], str(secret_file))
         engine.run("kube", "play", "--network", network, str(redis_file))
         engine.run("kube", "play", "--network", network, str(worker_file))
