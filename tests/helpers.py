@@ -122,13 +122,16 @@ Response = tuple[int, dict[str, str], bytes]
 """An HTTP answer: (status, headers, body)."""
 
 
-async def request(base: str, path: str, method: str = "GET") -> Response:
+async def request(
+    base: str, path: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> Response:
     """One HTTP/1.1 request on a fresh connection: (status, headers, body)."""
     host, port = base.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     try:
         writer.write(
-            f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+            f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n".encode()
         )
         await writer.drain()
         raw = await asyncio.wait_for(reader.read(), timeout=10)

@@ -88,7 +88,8 @@ class Telemetry:
     failed: int = 0  # entries whose processing raised; left pending
     reclaimed: int = 0  # pending entries taken over from other consumers
     error_events: int = 0  # `error` events the producers forwarded
-    source_trimmed: int = 0  # source entries trimmed: acked by every group, past retention
+    source_trimmed: int = 0  # source entries trimmed: acked by every group, past retention or early
+    source_trimmed_early: int = 0  # of those, trimmed before it: Redis near its maxmemory
     stall_index_pruned: int = 0  # stall index members of steps gone or no longer in progress
     groups_recreated: int = 0  # consumer groups found gone and created again
     consumers_removed: int = 0  # dead consumers (long idle, nothing pending) deleted
