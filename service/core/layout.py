@@ -22,6 +22,7 @@ __all__ = [
     "TOOLS_PREFIX",
     "TOTALS",
     "RunField",
+    "budget_member",
     "stall_member",
     "step_field",
     "tools_field",
@@ -74,6 +75,12 @@ order `contracts.derived.StepCounts` lists them."""
 IN_PROGRESS = STEPS.codes["in_progress"]
 """The code a step's state string starts with while it can stall (runs use the same code)."""
 assert RUNS.codes["in_progress"] == IN_PROGRESS
+
+
+def budget_member(source: str, run_id: str) -> str:
+    """A run's member in the seconds-budget index: its dialect's first letter and its id
+    (the commit script builds the same)."""
+    return f"{source[0]}:{run_id}"
 
 
 def tools_field(step_id: str) -> str:

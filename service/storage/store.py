@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from service.storage.deadletters import dead_letter_call
 from service.storage.protocol import Committed, commit_call
-from service.storage.scripts import COMMIT, STALL, STALL_PRUNE
+from service.storage.scripts import BUDGET, COMMIT, STALL, STALL_PRUNE
 
 if TYPE_CHECKING:
     from service.core.batch import DeadLetter
@@ -116,6 +116,28 @@ class Store:
             lambda pipe: pipe.evalsha(STALL_PRUNE.sha, len(keys), *keys, *args)
         )
         return [named[int(i) - 1][1] for i in cast("list[int]", kept)]
+
+    async def due_budgets(self, now: float, limit: int) -> list[tuple[str, str, float]]:
+        """Up to `limit` runs in progress past the seconds budget: (member, run id, when the
+        budget was passed), for `publish_budget`."""
+        conn = self.conn
+        due = cast(
+            "list[tuple[bytes, float]]",
+            await conn.redis.zrangebyscore(
+                conn.keys.budgets, "-inf", now, start=0, num=limit, withscores=True
+            ),
+        )
+        return [(m.decode(), m.decode().partition(":")[2], score) for m, score in due]
+
+    async def publish_budget(
+        self, member: str, run_id: str, *, ids: bytes, budget: str, value: str, now: str
+    ) -> bool:
+        """Publish the seconds budget's event for a run still in progress, once overall."""
+        conn = self.conn
+        keys = [conn.keys.budgets, conn.keys.run(run_id), conn.part.derived_stream]
+        args = [member, run_id, ids, budget, value, now, conn.settings.derived_maxlen]
+        [published] = await conn.execute(lambda pipe: pipe.evalsha(BUDGET.sha, 3, *keys, *args))
+        return bool(published)
 
     async def publish_stall(self, member: str, run_id: str, step_id: str, event: bytes) -> bool:
         """Publish `event` if this call takes the step off the stall index (once overall)."""

@@ -94,7 +94,7 @@ class Processor:
         committed = await self.store.apply(batch.runs, batch.acks, batch.dead)
         done = committed.actions
         self._count(batch, done)
-        self.telemetry.derived.update(committed.closed)
+        self._count_also(committed.also)
         if any(action is Action.IDENTITY_MISMATCH for _, action in done):
             await self._dead_letter_mismatched(done, dict(entries))
         if self.telemetry.observe is not None:
@@ -140,6 +140,14 @@ class Processor:
         for op, action in done:
             for type_ in published(op.kind, action, op.end_type, op.usage != ""):
                 derived[type_] += 1
+
+    def _count_also(self, also: list[str]) -> None:
+        """Count what the commit published beyond the actions' declaration."""
+        for published_type in also:
+            type_, _, limit = published_type.partition("|")
+            self.telemetry.derived[type_] += 1
+            if limit:
+                self.telemetry.budget_exceeded(limit)
 
     async def _dead_letter_mismatched(
         self, done: list[tuple[Op, Action]], fields: dict[bytes, dict[bytes, bytes]]

@@ -17,10 +17,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
+
+import orjson
 
 from contracts.derived import DerivedType, Source, StepStalled, event_id_for
-from service.core.layout import stall_member
+from service.core.layout import RunField, stall_member
 from service.errors import INFRASTRUCTURE_ERRORS
 from service.storage.reads import step_state
 from service.storage.trim import memory_use, trim_source
@@ -138,6 +140,38 @@ class Recovery:
             telemetry.source_trimmed_early += trimmed
         return trimmed
 
+    async def scan_budgets(self, now: float | None = None) -> int:
+        """Publish run.budget_exceeded (seconds) for each run still in progress past
+        RUNSTEPS_BUDGET_SECONDS (once across workers); 0 when that budget is off."""
+        budget = self.settings.budget_seconds
+        if budget is None:
+            return 0
+        now = time.time() if now is None else now
+        published = 0
+        conn = self.store.conn
+        for member, run_id, passed_at in await self.store.due_budgets(now, limit=500):
+            thread, assistant = cast(
+                "list[bytes | None]",
+                await conn.redis.hmget(
+                    conn.keys.run(run_id), RunField.THREAD.value, RunField.ASSISTANT.value
+                ),
+            )
+            ids = orjson.dumps({
+                "source": Source.RESPONSES if member[0] == "r" else Source.ASSISTANTS,
+                "run_id": run_id,
+                "thread_id": thread.decode() if thread else None,
+                "assistant_id": assistant.decode() if assistant else None,
+            })[1:-1]  # fmt: skip
+            value = round(now - (passed_at - budget), 3)
+            if await self.store.publish_budget(
+                member, run_id, ids=ids, budget=repr(budget), value=repr(value),
+                now=repr(round(now, 3)),
+            ):  # fmt: skip
+                published += 1
+                self.processor.telemetry.derived[DerivedType.RUN_BUDGET_EXCEEDED] += 1
+                self.processor.telemetry.budget_exceeded("seconds")
+        return published
+
     async def scan_stalls(self, now: int | None = None) -> int:
         """Publish run_step.stalled for every step past its deadline (once across workers)."""
         s = self.settings
@@ -187,6 +221,7 @@ class Recovery:
                     next_claim = time.monotonic() + (0 if claimed else claim_every)
                 if scan_due:
                     await self.scan_stalls()
+                    await self.scan_budgets()
                     next_stall_scan = time.monotonic() + s.stall_scan_s
                 if time.monotonic() >= next_reap:
                     await self.remove_dead_consumers()

@@ -15,15 +15,21 @@
 -- KEYS and ARGV: service/storage/protocol.py, which builds them (STEP_ARGS and RUN_ARGS are
 -- how many arguments one op takes; the two unpack() lines below name them in its order).
 -- Returns one action letter per op, in order: what was done (lifecycle.Action).
-local derived, source, stalls = KEYS[1], KEYS[2], KEYS[3]
-local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
-local nacks = tonumber(ARGV[4])
+local derived, source, stalls, budget_index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local group, maxlen, ttl = ARGV[BATCH.group], ARGV[BATCH.maxlen], ARGV[BATCH.ttl]
+local nacks = tonumber(ARGV[BATCH.acks])
+-- The run budgets (nil: off), and as given, for the events' JSON.
+local BUDGET = {}
+for _, limit in ipairs({'tokens', 'usd', 'steps', 'seconds'}) do
+  local given = ARGV[BATCH['budget_' .. limit]]
+  if given ~= '' then BUDGET[limit] = {tonumber(given), given} end
+end
 -- The run-wide fields read once per group, in this order (positions below).
 local FIXED = {F.live, F.thread, F.assistant, F.rounds, TOTALS[1], TOTALS[2], TOTALS[3],
                TOTALS[4], ENDED[1], ENDED[2], ENDED[3], ENDED[4], ENDED[5], F.model, F.priced,
-               F.prices, F.state}
+               F.prices, F.state, F.started, F.exceeded}
 local AT_LIVE, AT_THREAD, AT_ASSISTANT, AT_ROUNDS, AT_TOTALS, AT_ENDED = 1, 2, 3, 4, 4, 8
-local AT_MODEL, AT_PRICED, AT_PRICES, AT_RUN = 14, 15, 16, 17
+local AT_MODEL, AT_PRICED, AT_PRICES, AT_RUN, AT_STARTED, AT_EXCEEDED = 14, 15, 16, 17, 18, 19
 local STEP_BYTE, TOOLS_BYTE = string.byte(STEP_PREFIX), string.byte(TOOLS_PREFIX)
 local BY_RUN_BYTE = string.byte(BY_RUN_MARK)
 -- A step's state string: status, refused, created_at, type, ended, then the rest.
@@ -36,10 +42,13 @@ local REFUSED = '^.' .. SEP .. '([^' .. SEP .. ']*)'  -- a state's refused statu
 -- Token totals are doubles, written with '%.0f' (never '%d', which wraps past 2^63): exact
 -- up to 2^53-1, which counts bounded at decode (contracts/limits.py) keep for 2^20 steps.
 local results = {}
-local closed_types = {}  -- the types of the step ends runs published for their open steps
+-- What was published beyond PUBLISHES (the protocol's Committed.also): the types of the
+-- step ends runs' ends published, and 'run.budget_exceeded|<limit>'.
+local also = {}
+local badds, brems = {}, {}  -- seconds-budget index changes
 local adds, rems = {}, {}  -- stall index changes: one ZADD and one ZREM for the batch
 local acks, held = {}, {}  -- entries to ack; entries not to (their identity mismatched)
-for i = 5, 4 + nacks do acks[#acks + 1] = ARGV[i] end
+for i = BATCH.acks + 1, BATCH.acks + nacks do acks[#acks + 1] = ARGV[i] end
 
 local function publish(data)
   redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', data)
@@ -53,6 +62,7 @@ end
 -- run.usage: the template the entry carries, closed with these totals, the run's model and
 -- `cost` (its cost fields), or else the totals priced at the run's prices ('in,cached,out'
 -- nano-dollars per token: totals do not say which input was cached, so all is input).
+-- Returns the cost in US dollars, as written, or nil.
 local function publish_usage(template, totals, model, priced, prices, cost)
   if cost == '' then
     local input, _, output = string.match(prices or '', '^([^,]+),([^,]+),([^,]+)$')
@@ -67,6 +77,13 @@ local function publish_usage(template, totals, model, priced, prices, cost)
     '%s,"prompt_tokens":%.0f,"completion_tokens":%.0f,"total_tokens":%.0f,"steps_counted":%d,'
     .. '"model":%s,%s}', template, totals[1], totals[2], totals[3], totals[4], model or 'null',
     cost))
+  return string.match(cost, '^"cost_usd":([^,]+),')
+end
+
+-- The cost or duration a run's end reports, as written, or nil.
+local function reported(end_event, name)
+  local value = string.match(end_event, ',"' .. name .. '":([%d%.eE+-]+)')
+  return value
 end
 
 -- `command key f1 f2 ...` over `list`, in chunks of `n` (unpack's bound): HSET, ZADD, ...
@@ -95,15 +112,6 @@ local function spliced(template, name)
   local value = name and ('"' .. name .. '"') or 'null'
   return string.sub(template, 1, at + FROM_VALUE_AT - 1) .. value
     .. string.sub(template, at + #FROM_FIELD)
-end
-
--- contracts.derived.event_id_for: the UUIDv5 of 'run|step|type|qualifier' in NAMESPACE.
-local function event_id(run_id, subject, type_, qualifier)
-  local h = redis.sha1hex(NAMESPACE .. run_id .. '|' .. subject .. '|' .. type_ .. '|' .. qualifier)
-  local variant = tonumber(string.sub(h, 17, 17), 16) % 4 + 1
-  return string.sub(h, 1, 8) .. '-' .. string.sub(h, 9, 12) .. '-5' .. string.sub(h, 14, 16)
-    .. '-' .. string.sub('89ab', variant, variant) .. string.sub(h, 18, 20) .. '-'
-    .. string.sub(h, 21, 32)
 end
 
 -- An event of an ending entry that the worker did not build: its type and id, the ids
@@ -175,8 +183,8 @@ local function ended_by_run(run_id, step_id, now, run_code, occurred, thread, as
   return to, state, event
 end
 
-local at = 5 + nacks  -- the next argument to read
-local key_at = 3  -- the last run hash's key
+local at = BATCH.acks + 1 + nacks  -- the next argument to read
+local key_at = 4  -- the last run hash's key
 local nargs = #ARGV
 while at <= nargs do
   key_at = key_at + 1
@@ -209,6 +217,9 @@ while at <= nargs do
   local live_before, ended = live, false
   local rounds = got[AT_ROUNDS] or ''
   local current_model = got[AT_MODEL]  -- as JSON, or nil
+  local started = tonumber(got[AT_STARTED]) or 0  -- steps started, for the steps budget
+  local started_before = started
+  local exceeded = got[AT_EXCEEDED] or ''  -- budgets passed: each published once
   local current_priced, current_prices = got[AT_PRICED], got[AT_PRICES]
   local out, touched = {}, {}  -- fields to write, in first-written order
   local function set(f, v)
@@ -239,14 +250,30 @@ while at <= nargs do
     counts = counts or load_counts()
     counts[ENDED_AT[to]] = counts[ENDED_AT[to]] + 1
     into[#into + 1] = event
-    closed_types[#closed_types + 1] = STEP_END_TYPES[to]
+    also[#also + 1] = STEP_END_TYPES[to]
     return f
+  end
+  -- A budget passed: its event (once per run and limit) goes into `into`.
+  local function exceed(limit, value, event, into)
+    local budget = BUDGET[limit]
+    if not budget or tonumber(value) <= budget[1] then return end
+    if string.find(',' .. exceeded .. ',', ',' .. limit .. ',', 1, true) then return end
+    exceeded = exceeded == '' and limit or (exceeded .. ',' .. limit)
+    set(F.exceeded, exceeded)
+    local ids = '"source":"' .. string.match(event, '"source":"(%a+)"') .. '","run_id":'
+      .. cjson.encode(run_id) .. ',"thread_id":'
+      .. json_or_null(got[AT_THREAD] or (not clash and thread) or nil) .. ',"assistant_id":'
+      .. json_or_null(got[AT_ASSISTANT] or (not clash and assistant) or nil)
+    into[#into + 1] = budget_event(run_id, ids, current_model, limit, budget[2], value,
+      string.match(event, ',"occurred_at":([^,}]*)'))
+    also[#also + 1] = 'run.budget_exceeded|' .. limit
   end
   for _ = 1, nops do
     local field, source_id, status, names, state, deadline, start_event, end_event, usage,
       usage_event, tools, round, wait_event, model, priced_model, prices, usage_cost
     local step = string.byte(ARGV[at], 1) == STEP_BYTE
     local run_closed, late_closed  -- step ends a run's end (or a late start) published
+    local passed = {}  -- budget events this entry's op published, after its own
     if step then
       field, source_id, status, names, state, deadline, start_event, end_event, usage,
         usage_event, tools = unpack(ARGV, at, at + STEP_ARGS - 1)
@@ -303,6 +330,11 @@ while at <= nargs do
         if step then
           adds[#adds + 1] = deadline
           adds[#adds + 1] = stall_member(run_id, subject)
+        elseif BUDGET.seconds then
+          local since = tonumber(string.match(start_event, ',"occurred_at":([^,}]*)'))
+          badds[#badds + 1] = since + BUDGET.seconds[1]
+          badds[#badds + 1] = budget_member(string.match(start_event, '"source":"(%a+)"'),
+            run_id)
         end
       end
     elseif act == ACT.MOVE or act == ACT.AWAIT then
@@ -313,6 +345,15 @@ while at <= nargs do
       if act == ACT.END then
         live = live - 1
         if step then rems[#rems + 1] = stall_member(run_id, subject) end
+      end
+      if not step then
+        if BUDGET.seconds then
+          brems[#brems + 1] = budget_member(string.match(end_event, '"source":"(%a+)"'), run_id)
+        end
+        local duration = reported(end_event, 'duration_s')
+        if duration then exceed('seconds', duration, end_event, passed) end
+        local cost = reported(end_event, 'cost_usd')
+        if cost then exceed('usd', cost, end_event, passed) end
       end
       if not step and live > 0 then
         -- No step outlives its run: those still in progress take its end. (A run that
@@ -363,6 +404,13 @@ while at <= nargs do
         totals = {tonumber(p), tonumber(c), tonumber(t), ended_steps}
       end
     end
+    if step and (act == ACT.START or act == ACT.BEGIN_END) then
+      started = started + 1
+      exceed('steps', started, act == ACT.START and start_event or end_event, passed)
+    end
+    if totals and usage ~= '' and (act == ACT.END or act == ACT.BEGIN_END) then
+      exceed('tokens', string.format('%.0f', totals[3]), end_event, passed)
+    end
     if tools and tools ~= '' and (act == ACT.START or act == ACT.END
         or act == ACT.BEGIN_END) then
       set(TOOLS_PREFIX .. subject, tools)  -- for stalls, queries and the run's end
@@ -393,13 +441,15 @@ while at <= nargs do
       if step then
         if publishes['end'] then publish(end_event) end
         if publishes.usage and usage ~= '' then
-          publish_usage(usage_event, totals, current_model, current_priced, current_prices,
-            usage_cost or '')
+          local cost = publish_usage(usage_event, totals, current_model, current_priced,
+            current_prices, usage_cost or '')
+          if cost then exceed('usd', cost, end_event, passed) end
         end
       else
         if publishes.usage and usage ~= '' then
-          publish_usage(usage_event, totals, current_model, current_priced, current_prices,
-            usage_cost or '')
+          local cost = publish_usage(usage_event, totals, current_model, current_priced,
+            current_prices, usage_cost or '')
+          if cost then exceed('usd', cost, end_event, passed) end
         end
         if publishes['end'] then
           if run_closed then
@@ -417,6 +467,7 @@ while at <= nargs do
           names_of[status]))
       end
     end
+    for _, event in ipairs(passed) do publish(event) end
     results[#results + 1] = act
   end
   if #out > 0 then
@@ -430,6 +481,9 @@ while at <= nargs do
     end
     if not clash and not got[AT_ASSISTANT] and assistant ~= '' then
       fields[#fields + 1], fields[#fields + 2] = F.assistant, assistant
+    end
+    if started ~= started_before then
+      fields[#fields + 1], fields[#fields + 2] = F.started, tostring(started)
     end
     if live ~= live_before then
       live = math.max(0, live)
@@ -463,6 +517,8 @@ end
 -- step is never removed and then added: it ends only once.)
 chunked('ZADD', stalls, adds, 1000)  -- score-member pairs: n is even
 chunked('ZREM', stalls, rems, 1000)
+chunked('ZADD', budget_index, badds, 1000)
+chunked('ZREM', budget_index, brems, 1000)
 -- An entry's ops are all held or none (they share its identity); held wins over acked.
 local acked = {}
 for _, sid in ipairs(acks) do
@@ -471,4 +527,4 @@ end
 for i = 1, #acked, 1000 do
   redis.call('XACK', source, group, unpack(acked, i, math.min(i + 999, #acked)))
 end
-return {table.concat(results), closed_types}
+return {table.concat(results), also}
