@@ -17,11 +17,11 @@ from service.core.batch import Batch, DeadLetter, Entry, Partitioning, build_bat
 from service.core.decode import IGNORED_OTHER, Rejection
 from service.core.lifecycle import Action
 from service.core.prices import Prices, bundled_prices
-from service.core.published import published
+from service.core.published import Kind, published
 from service.errors import INFRASTRUCTURE_ERRORS
 
 if TYPE_CHECKING:
-    from service.core.ops import Op
+    from service.core.ops import Ended, Op
     from service.settings import Settings
     from service.storage.pending import Pending
     from service.storage.store import Store
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["Entry", "Processor"]
 
 log = logging.getLogger("runsteps.process")
+
+_ENDS = frozenset((Action.END, Action.BEGIN_END))
 
 
 class Processor:
@@ -140,6 +142,22 @@ class Processor:
         for op, action in done:
             for type_ in published(op.kind, action, op.end_type, op.usage != ""):
                 derived[type_] += 1
+            ended = op.ended
+            if ended is not None and action in _ENDS:
+                self._count_ended(op.kind, ended)
+
+    def _count_ended(self, kind: Kind, ended: Ended) -> None:
+        """The domain metrics of a step or run that this commit ended."""
+        telemetry = self.telemetry
+        if kind is Kind.STEP:
+            types = [type_ for _, type_, _ in ended.tools]
+            telemetry.step_ended(ended.source, ended.step_type or "", types, ended.duration_s)
+            for _, type_, name in ended.tools:
+                telemetry.tool_call_ended(name, ended.status, type_)
+            return
+        telemetry.run_ended(ended.source, ended.status, ended.model, ended.usage, ended.cost_usd)
+        if ended.usage is not None and ended.cost_usd is None:
+            telemetry.unpriced(ended.model)
 
     def _count_also(self, also: list[str]) -> None:
         """Count what the commit published beyond the actions' declaration."""
