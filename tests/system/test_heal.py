@@ -223,7 +223,7 @@ async def test_draining_a_backlog_at_maxmemory_lets_producers_write_again(
     used = int((await private.info("memory"))["used_memory"])
     await private.config_set("maxmemory-policy", "noeviction")
     # Room for the backlog, not for its effects beside it (derived events, states).
-    await private.config_set("maxmemory", str(used + 2_000_000))
+    await private.config_set("maxmemory", str(used + 4_000_000))
     w1 = start_worker(s, "w1")
     try:
         await wait_drained(private, s, timeout_s=90)
