@@ -7,6 +7,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -14,6 +15,7 @@ from redis.asyncio import Redis
 
 from service.core.layout import STEP_PREFIX
 from service.core.state import encode_run_state, encode_state
+from service.dev.sample import T0
 from service.edge.metrics import Metrics
 from service.settings import Settings
 from service.storage.pending import StreamEntries
@@ -172,3 +174,33 @@ async def scrape(worker: Worker, name: str) -> dict[tuple[str, ...], float]:
         for sample in family.samples
         if sample.name == name
     }
+
+
+@dataclass
+class UsageDouble:
+    """A step's usage, as the worker reads it."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@dataclass
+class StepDouble:
+    """A reported step (core.reported.ReportedStep) with just the fields the worker reads."""
+
+    id: str
+    run_id: str
+    status: str
+    thread_id: str | None = "thread_1"
+    assistant_id: str | None = "asst_1"
+    type: str = "tool_calls"
+    created_at: int = T0
+    usage: UsageDouble | None = None
+    last_error: Any = None
+    tools: tuple[tuple[str, str, str | None], ...] = ()
+
+    @property
+    def terminal_at(self) -> int | None:
+        """Five seconds after creation, once terminal."""
+        return None if self.status == "in_progress" else T0 + 5

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -17,34 +16,7 @@ from service.core.reported import ReportedRun
 from service.dev.sample import T0
 from service.storage.client import PartitionClient
 from service.storage.store import Store
-from tests.helpers import read_json
-
-
-@dataclass
-class _Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-@dataclass
-class _Step:
-    """A reported step with just the fields the worker reads."""
-
-    id: str
-    run_id: str
-    status: str
-    thread_id: str | None = "thread_1"
-    assistant_id: str | None = "asst_1"
-    type: str = "tool_calls"
-    created_at: int = T0
-    usage: _Usage | None = None
-    last_error: Any = None
-    tools: tuple[tuple[str, str, str | None], ...] = ()
-
-    @property
-    def terminal_at(self) -> int | None:
-        return None if self.status == "in_progress" else T0 + 5
+from tests.helpers import StepDouble, UsageDouble, read_json
 
 
 def _pairs(codes: dict[str, str]) -> list[tuple[str | None, str]]:
@@ -52,7 +24,7 @@ def _pairs(codes: dict[str, str]) -> list[tuple[str | None, str]]:
 
 
 async def _commit_step(store: Store, n: int, run_id: str, status: str) -> str:
-    op = step_op(f"1-{n}".encode(), _Step("s", run_id, status, usage=_Usage(1, 2, 3)),
+    op = step_op(f"1-{n}".encode(), StepDouble("s", run_id, status, usage=UsageDouble(1, 2, 3)),
                  Source.ASSISTANTS, T0 + 600)  # fmt: skip
     return await store.commit({run_id: [op]}, [], [])
 
@@ -112,11 +84,13 @@ async def test_the_script_builds_the_start_of_a_step_first_seen_ended(
 ) -> None:
     """A step first seen ended gets the start an observed in_progress would have published:
     same bytes, same deterministic event_id, even with quotes and JSON-like text in its ids."""
-    step = _Step('step "1"', _ODD_RUN, "completed", thread_id=_ODD_THREAD)
+    step = StepDouble('step "1"', _ODD_RUN, "completed", thread_id=_ODD_THREAD)
     op = step_op(b"1-1", step, Source.ASSISTANTS, T0 + 600)
     assert await Store(conn).commit({step.run_id: [op]}, [], []) == Action.BEGIN_END
-    observed = step_op(b"1-0", _Step(step.id, step.run_id, "in_progress", thread_id=_ODD_THREAD),
-                       Source.ASSISTANTS, T0 + 600)  # fmt: skip
+    observed = step_op(
+        b"1-0", StepDouble(step.id, step.run_id, "in_progress", thread_id=_ODD_THREAD),
+        Source.ASSISTANTS, T0 + 600,
+    )  # fmt: skip
     start, end = await read_json(redis, conn.part.derived_stream)
     assert start == json.loads(observed.start_event)
     assert end["type"] == "run_step.completed"
@@ -146,8 +120,10 @@ async def test_the_script_builds_a_rejected_second_end(
     store = Store(conn)
     if kind == "step":
         for n, status in enumerate(["completed", "failed"]):
-            op = step_op(f"1-{n}".encode(), _Step("s 1", _ODD_RUN, status, thread_id=_ODD_THREAD),
-                         Source.ASSISTANTS, T0 + 600)  # fmt: skip
+            op = step_op(
+                f"1-{n}".encode(), StepDouble("s 1", _ODD_RUN, status, thread_id=_ODD_THREAD),
+                Source.ASSISTANTS, T0 + 600,
+            )  # fmt: skip
             await store.commit({_ODD_RUN: [op]}, [], [])
     else:
         for n, status in enumerate(["completed", "failed"]):
@@ -182,7 +158,7 @@ async def test_run_totals_are_exact_at_the_bound_and_never_wrap(
     a total is never negative: the script writes doubles with %.0f, not %d."""
     store = Store(conn)
     for n, (run_id, count) in enumerate([("r-max", MAX_TOKENS)] * 3 + [("r-huge", 2**62)] * 4):
-        step = _Step(f"s{n}", run_id, "completed", usage=_Usage(count, count, 2 * count))
+        step = StepDouble(f"s{n}", run_id, "completed", usage=UsageDouble(count, count, 2 * count))
         await store.commit(
             {run_id: [step_op(f"1-{n}".encode(), step, Source.ASSISTANTS, T0)]}, [], []
         )

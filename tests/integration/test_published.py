@@ -4,8 +4,6 @@ the events `core.published` declares, and the worker's telemetry counts exactly 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -19,36 +17,11 @@ from service.dev.sample import T0
 from service.storage.client import PartitionClient
 from service.worker.telemetry import Telemetry
 from tests.conftest import make_processor
-from tests.helpers import read_json
-
-
-@dataclass
-class _Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-@dataclass
-class _Step:
-    id: str
-    run_id: str
-    status: str
-    usage: _Usage | None = None
-    thread_id: str | None = "thread_1"
-    assistant_id: str | None = "asst_1"
-    type: str = "tool_calls"
-    created_at: int = T0
-    last_error: Any = None
-    tools: tuple[tuple[str, str, str | None], ...] = ()
-
-    @property
-    def terminal_at(self) -> int | None:
-        return None if self.status == "in_progress" else T0 + 5
+from tests.helpers import StepDouble, UsageDouble, read_json
 
 
 def _step(status: str, usage: bool = False, thread: str = "thread_1") -> Op:
-    step = _Step("s1", "run_1", status, _Usage(1, 2, 3) if usage else None, thread)
+    step = StepDouble("s1", "run_1", status, thread, usage=UsageDouble(1, 2, 3) if usage else None)
     return step_op(b"1-0", step, Source.ASSISTANTS, T0 + 600)
 
 

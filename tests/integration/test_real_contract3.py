@@ -4,7 +4,6 @@ carries are those the recorded payloads hold, read here without the service's ow
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +12,13 @@ from redis.asyncio import Redis
 
 from service.core.prices import TokenUsage, bundled_prices
 from service.settings import Settings
-from service.worker.app import Worker, build_worker
-from tests.helpers import read_json, settle
+from service.worker.app import Worker
 from tests.integration.test_real_traffic import (
     ASSISTANTS,
     DATA,
     RESPONSES,
     _assistants,
+    _replay,
     _responses,
 )
 
@@ -27,24 +26,6 @@ DATA_ASSISTANTS, DATA_RESPONSES = DATA / "assistants", DATA / "responses"
 
 RUN_TYPES = ("run.started", "run.requires_action", "run.completed", "run.failed",
              "run.cancelled", "run.expired", "run.incomplete", "run.usage")  # fmt: skip
-
-
-@pytest.fixture
-async def worker(settings: Settings) -> AsyncIterator[Worker]:
-    """A worker on this test's streams."""
-    w = build_worker(settings)
-    await w.start()
-    yield w
-    await w.stop()
-
-
-async def _replay(redis: Redis, settings: Settings, entries: list[bytes]) -> list[dict[str, Any]]:
-    pipe = redis.pipeline(transaction=False)
-    for data in entries:
-        pipe.xadd(settings.source_stream, {"data": data})
-    await pipe.execute()
-    await settle(redis, settings)
-    return await read_json(redis, settings.derived_stream)
 
 
 Calls = frozenset[tuple[str, str, Any]]
