@@ -23,9 +23,10 @@ $(VENV)/.installed: pyproject.toml requirements-dev.lock
 
 install: $(VENV)/.installed
 
-# Re-resolve both locks from pyproject.toml (UPGRADE=1: newest allowed releases too).
+# Re-resolve both locks from pyproject.toml (UPGRADE=1: newest allowed releases too). The
+# image's lock holds the `otel` extra: one image runs `worker` and `export-otel`.
 lock: install
-	$(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra otel --universal --python-version 3.11 \
 		--generate-hashes --quiet $(if $(UPGRADE),--upgrade) -o requirements.lock
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
 		--generate-hashes --quiet $(if $(UPGRADE),--upgrade) -o requirements-dev.lock

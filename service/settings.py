@@ -103,6 +103,18 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="the worker's event loop; auto: uvloop when installed"
     )
+    # `runsteps export-otel` (service/export/): OTLP itself is configured by the standard
+    # OTEL_* variables; these say what it reads and where its refusals go.
+    export_group: str = Field("runsteps-otel", description="the exporter's group on derived")
+    export_dlq_stream: str = Field(
+        "runsteps.export.dlq", description="derived entries the exporter cannot map, and why"
+    )
+    export_provider_name: str = Field(
+        "openai", description="gen_ai.provider.name of every span (e.g. azure.ai.openai)"
+    )
+    export_retry_max_s: float = Field(
+        30.0, gt=0, description="longest wait between attempts while the OTLP backend fails"
+    )
 
     @model_validator(mode="after")
     def _owned_partitions_exist(self) -> Self:
