@@ -3,17 +3,15 @@ worker process and an exporter process killed with SIGKILL mid-stream, then rest
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
 from redis.asyncio import Redis
 
-from service.dev.redis_server import free_port
 from service.settings import Settings
-from tests.helpers import drained, read_json, request, wait_until
+from tests.helpers import read_json, request
 from tests.otlp import OtlpReceiver
-from tests.system.exporters import acked_by, expected_spans, start_exporter
+from tests.system.exporters import expected_spans, export_killed_midway
 from tests.system.load import SUMMARIES, produce
 from tests.system.test_real_streams import _streams
 from tests.system.workers import start_worker, stop_worker, wait_drained
@@ -42,43 +40,17 @@ async def test_sigkill_mid_stream_then_restart_gives_every_span_once(
         assert stop_worker(worker) is not None
     events = await read_json(redis, settings.derived_stream)
     total = len(events)
-    small = settings.model_copy(update={"batch_size": 5})
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
 
-    first = start_exporter(small, "x1", receiver.endpoint, port)
-    try:
-
-        async def some_acked() -> bool:
-            assert first.poll() is None, stop_worker(first)
-            return await acked_by(redis, settings.derived_stream, settings.export_group) >= 20
-
-        await wait_until(some_acked, timeout_s=60, what="the exporter to ack some batches")
-    finally:
-        first.kill()
-        first.wait()
-        if first.stderr:
-            first.stderr.close()
-    acked_at_kill = await acked_by(redis, settings.derived_stream, settings.export_group)
-    assert acked_at_kill < total, "killed mid-stream, not after the end"
-
-    second = start_exporter(small, "x1", receiver.endpoint, port)
-    try:
-
-        async def done() -> bool:
-            assert second.poll() is None, stop_worker(second)
-            return await drained(redis, settings.derived_stream, settings.export_group)
-
-        await wait_until(done, timeout_s=120, what="the restarted exporter to ack everything")
+    async def serving(base: str) -> None:
         status, _, _ = await request(base, "/healthz")
         assert status == 200
         status, _, metrics = await request(base, "/metrics")
         assert status == 200
         assert b"runsteps_export_spans_total" in metrics
         assert f'runsteps_export_lag{{stream="{settings.derived_stream}"}} 0.0'.encode() in metrics
-    finally:
-        errors = await asyncio.to_thread(stop_worker, second)
-    assert second.returncode == 0, errors
+
+    acked_at_kill = await export_killed_midway(redis, settings, receiver.endpoint, serving)
+    assert acked_at_kill < total, "killed mid-stream, not after the end"
 
     expected = expected_spans(events)
     received = receiver.received()
