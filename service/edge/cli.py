@@ -112,7 +112,7 @@ def _export_otel(_: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from service.dev.demo import run_demo
 
-    return run_demo(args.redis_url, args.timeout)
+    return run_demo(args.redis_url, args.timeout, args.export_otel)
 
 
 def _connections(settings: Settings) -> tuple[Redis, list[PartitionClient]]:
@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="private Redis + worker + sample run, events printed")
     demo.add_argument("--redis-url", default=None, help="use this Redis instead of a private one")
     demo.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for events")
+    demo.add_argument(
+        "--export-otel", action="store_true", help="then send its runs as traces (OTEL_* vars)"
+    )
     inspect = sub.add_parser("inspect", help="print a run's (or one of its steps') state")
     inspect.add_argument("--run", required=True, help="the run id: its steps and usage totals")
     inspect.add_argument("step_id", nargs="?", help="only this step of the run")

@@ -8,8 +8,12 @@ acked before the backend said yes; refusals in the exporter's own dead-letter st
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +32,7 @@ from service.worker.app import build_worker
 from tests.helpers import drained, entries, pending, read_json, settle, wait_until
 from tests.otlp import OtlpReceiver, ReceivedSpan
 
+ROOT = Path(__file__).resolve().parents[2]
 CLIENT, INTERNAL = 3, 1  # OTLP span kinds
 ERROR = 2  # OTLP status code
 
@@ -256,3 +261,26 @@ async def test_every_partition_is_exported(
         await exporter.stop()
     assert {s.trace_id for s in receiver.received()} == {hex_trace(r) for r in runs}
     assert await redis.xlen(f"{settings.export_dlq_stream}:{{2}}") == 1
+
+
+def test_demo_exports_its_runs_as_traces(receiver: OtlpReceiver) -> None:
+    """`runsteps demo --export-otel` sends both demo runs to the OTLP endpoint of the
+    standard variable and names their trace ids; without the flag it says how to."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNSTEPS_", "OTEL_"))}
+    env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = receiver.endpoint
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "demo", "--export-otel"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {s.trace_id for s in receiver.received()} == {
+        hex_trace("run_demo"),
+        hex_trace("resp_demo"),
+    }
+    assert hex_trace("run_demo") in done.stdout
+    plain = subprocess.run(
+        [sys.executable, "-m", "service", "demo"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    assert "runsteps demo --export-otel" in plain.stdout
