@@ -16,6 +16,7 @@ run in 2**64 that hashes to it gets 1 instead.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 __all__ = ["span_id_for", "trace_id_for"]
 
@@ -25,11 +26,20 @@ def _digest(text: str, size: int) -> int:
     return value or 1
 
 
+# A run's ids are asked for by each of its steps: remembered for the runs seen lately.
+@lru_cache(maxsize=16_384)
 def trace_id_for(run_id: str) -> int:
     """The trace id of a run (its run span and every step span share it)."""
     return _digest(f"runsteps.trace|{run_id}", 16)
 
 
+@lru_cache(maxsize=16_384)
+def _run_span_id(run_id: str) -> int:
+    return _digest(f"runsteps.span|{run_id}||", 8)
+
+
 def span_id_for(run_id: str, step_id: str = "", tool_call_id: str = "") -> int:
     """The span id of a run (no step), of a step, or of one tool call of a step."""
+    if not step_id and not tool_call_id:
+        return _run_span_id(run_id)
     return _digest(f"runsteps.span|{run_id}|{step_id}|{tool_call_id}", 8)

@@ -19,7 +19,7 @@ events map too, with fewer attributes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -52,6 +52,11 @@ _MAX_NS = 2**64 - 1
 # tool the provider runs on the agent's behalf (`extension`), a retrieval store
 # (`datastore`). The tool's own type is kept as `runsteps.tool.type`.
 _TOOL_TYPES = {"function": "function", "custom": "function", "file_search": "datastore"}
+
+_TOKENS = (
+    ("gen_ai.usage.input_tokens", "prompt_tokens", "input_tokens"),
+    ("gen_ai.usage.output_tokens", "completion_tokens", "output_tokens"),
+)
 
 Attributes = dict[str, str | bool | int | float]
 Extent = tuple[float, float]
@@ -86,10 +91,15 @@ class SpanRecord:
 
 
 def _get(obj: Any, name: str) -> Any:
-    """A field of a model or a dict, None when absent (contract version 2 events)."""
-    if isinstance(obj, Mapping):
+    """A field of a model or a dict, None when absent (contract version 2 events).
+
+    A pydantic model keeps its fields in `__dict__`: reading it there skips the model's
+    slow path for a missing attribute (this runs for every event)."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
         return obj.get(name)
-    return getattr(obj, name, None)
+    return vars(obj).get(name) if hasattr(obj, "__dict__") else getattr(obj, name, None)
 
 
 def _ns(seconds: float) -> int:
@@ -134,12 +144,10 @@ def _tokens(attrs: Attributes, usage: Any) -> None:
     """gen_ai.usage.*: Assistants' prompt/completion tokens or Responses' input/output."""
     if usage is None:
         return
-    for attr, names in (
-        ("gen_ai.usage.input_tokens", ("prompt_tokens", "input_tokens")),
-        ("gen_ai.usage.output_tokens", ("completion_tokens", "output_tokens")),
-    ):
-        value = next((v for n in names if isinstance(v := _get(usage, n), int)), None)
-        if value is not None:
+    fields = usage if isinstance(usage, dict) else vars(usage)
+    for attr, first, second in _TOKENS:
+        value = fields.get(first, fields.get(second))
+        if isinstance(value, int):
             attrs[attr] = value
 
 
