@@ -10,7 +10,7 @@ IMAGE ?= runsteps:0.3.0
 BASE ?=
 export IMAGE BASE
 
-.PHONY: install lock redis chromium demo test check lint types bench \
+.PHONY: install lock redis chromium demo test test-fast check lint types bench \
 	image image-test ops-test testcontainers-test phoenix-test
 
 # Every dependency from the hash-checked lock, then the project itself (editable, no deps).
@@ -42,6 +42,10 @@ demo: install redis
 
 test: install redis chromium
 	$(PY) -m pytest
+
+# The edit-test loop: unit and contract tests, no servers (seconds).
+test-fast: install
+	$(PY) -m pytest -q tests/unit tests/contract
 
 lint: install
 	$(VENV)/bin/ruff check service contracts tests bench deploy

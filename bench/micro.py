@@ -26,7 +26,8 @@ from contracts.run_step import RunStep
 from contracts.stream_events import INBOUND, StepEntry
 from service.core.decode import decode_entry
 from service.core.fastpath import FastStep
-from service.core.ops import ReportedStep, step_op
+from service.core.ops import step_op
+from service.core.reported import ReportedStep
 
 from .workload import Workload
 

@@ -26,7 +26,8 @@ import uvloop
 from service.settings import Settings
 from service.storage.client import PartitionClient
 from service.storage.pending import Pending
-from service.storage.scripts import commit_source
+from service.storage.protocol import commit_call
+from service.storage.scripts import COMMIT
 from service.storage.store import Store
 from service.worker.process import Processor
 from service.worker.telemetry import Telemetry
@@ -40,23 +41,13 @@ _XADD = "redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', data)"
 
 def scripts() -> dict[str, str]:
     """The commit script and its two cut-down variants, by name."""
-    source = commit_source()
+    source = COMMIT.source
     assert _XADD in source, "commit.lua's publish() changed: update bench/scriptcost.py"
     return {
         "commit": source,
         "arguments only": "do return '' end\n" + source,
         "no XADD": source.replace(_XADD, ""),
     }
-
-
-class _Recorder:
-    """Stands in for a pipeline: keeps the commit call instead of sending it."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, tuple[Any, ...]]] = []
-
-    def evalsha(self, _sha: str, nkeys: int, *rest: Any) -> None:
-        self.calls.append((nkeys, rest))
 
 
 async def run(events: int, rounds: int) -> None:
@@ -70,12 +61,13 @@ async def run(events: int, rounds: int) -> None:
             (f"{1_700_000_000_000 + i}-0".encode(), {b"data": p})
             for i, p in enumerate(workload.payloads)
         ]
-        recorder = _Recorder()
+        calls: list[tuple[int, tuple[Any, ...]]] = []
         for at in range(0, len(entries), BATCH):  # the worker's decoding and exact call
-            batch = processor._decode(entries[at : at + BATCH])
-            store._commit_call(recorder, batch.runs, batch.acks)
-        sent = sum(len(a) for _, args in recorder.calls for a in args if isinstance(a, bytes | str))
-        print(f"{events:,} entries in {len(recorder.calls)} calls, {sent / events:.0f} bytes each")
+            batch = processor.build(entries[at : at + BATCH])
+            call = commit_call(store.conn, batch.runs, batch.acks)
+            calls.append((len(call.keys), (*call.keys, *call.args)))
+        sent = sum(len(a) for _, args in calls for a in args if isinstance(a, bytes | str))
+        print(f"{events:,} entries in {len(calls)} calls, {sent / events:.0f} bytes each")
         per_entry: dict[str, list[float]] = {name: [] for name in scripts()}
         for _ in range(rounds):
             for name, source in scripts().items():
@@ -83,7 +75,7 @@ async def run(events: int, rounds: int) -> None:
                 sha = await redis.script_load(source)
                 await redis.xgroup_create(settings.source_stream, settings.group, mkstream=True)
                 before = cpu_seconds(server.proc.pid)
-                for nkeys, args in recorder.calls:
+                for nkeys, args in calls:
                     await redis.evalsha(sha, nkeys, *args)
                 per_entry[name].append((cpu_seconds(server.proc.pid) - before) / events * 1e6)
         for name, values in per_entry.items():

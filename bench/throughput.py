@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from service.core.state import STEP_FIELD
+from service.core.layout import STEP_PREFIX
 from service.storage.keys import partitions
 
 from .consumers import consume_baseline, faststream_validator
@@ -156,7 +156,7 @@ async def _steps(redis: Redis, pattern: str) -> tuple[int, int]:
         for key in runs[at : at + 500]:
             pipe.hkeys(key)
         for fields in await pipe.execute():
-            steps += sum(1 for f in fields if f.startswith(STEP_FIELD.encode()))
+            steps += sum(1 for f in fields if f.startswith(STEP_PREFIX.encode()))
     return steps, len(runs)
 
 
@@ -171,7 +171,7 @@ async def _memory(redis: Redis, s: Settings, workload: Workload, before: int) ->
     await redis.delete(*streams)
     after = await used_memory(redis)
     steps, runs = await _steps(redis, keys.run("*"))
-    completed = STEP_FIELD + workload.completed_step
+    completed = STEP_PREFIX + workload.completed_step
     state = await redis.hget(keys.run(workload.run_id), completed) or b""
     return Memory(
         steps=steps,

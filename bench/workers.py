@@ -43,7 +43,7 @@ class WorkerProcess:
         """`root`: the source tree to run the worker from (another build's, to compare)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTEPS_")}
         for name, value in settings.model_dump().items():
-            env[f"RUNSTEPS_{name.upper()}"] = str(value)
+            env[f"RUNSTEPS_{name.upper()}"] = "" if value is None else str(value)  # "": unset
         env["RUNSTEPS_CONSUMER"] = consumer
         self.consumer = consumer
         self._text = ""

@@ -7,7 +7,14 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, BeforeValidator, Field, PositiveInt, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.connection import parse_url
 
@@ -35,6 +42,14 @@ def _redis_url(url: str) -> str:
     # unknown scheme) is refused now; its messages never repeat the password.
     parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
     return url
+
+
+def _empty_is_unset(value: object) -> object:
+    # An optional setting the ConfigMap lists at its default holds "": unset, not invalid.
+    return None if value == "" else value
+
+
+_Unset = BeforeValidator(_empty_is_unset)
 
 
 class Settings(BaseSettings):
@@ -102,6 +117,34 @@ class Settings(BaseSettings):
     otel_enabled: bool = Field(False, description="OpenTelemetry tracing of consumed batches")
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="the worker's event loop; auto: uvloop when installed"
+    )
+    # What runs cost and how far they may go. Every budget is off when unset (or ""); a run
+    # past one is reported once per limit (run.budget_exceeded), never stopped.
+    prices_file: Annotated[Path | None, _Unset] = Field(
+        None,
+        description="YAML or JSON prices adding to or overriding the bundled ones (negotiated "
+        "rates, fine-tuned or self-hosted models); read and validated at start-up",
+    )
+    budget_tokens: Annotated[PositiveInt | None, _Unset] = Field(
+        None, description="a run's total tokens past this: run.budget_exceeded (tokens)"
+    )
+    budget_usd: Annotated[PositiveFloat | None, _Unset] = Field(
+        None,
+        allow_inf_nan=False,
+        description="a run's cost in US dollars past this: run.budget_exceeded (usd)",
+    )
+    budget_steps: Annotated[PositiveInt | None, _Unset] = Field(
+        None, description="a run's steps started past this: run.budget_exceeded (steps)"
+    )
+    budget_seconds: Annotated[PositiveFloat | None, _Unset] = Field(
+        None,
+        allow_inf_nan=False,
+        description="a run in progress longer than this: run.budget_exceeded (seconds)",
+    )
+    metrics_max_labels: PositiveInt = Field(
+        100,
+        description="distinct tool names, models (and other free-form values) per metric "
+        "label; the rest are counted as `other`",
     )
     # `runsteps export-otel` (service/export/): OTLP itself is configured by the standard
     # OTEL_* variables; these say what it reads and where its refusals go.

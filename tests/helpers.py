@@ -11,7 +11,8 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from service.core.state import STEP_FIELD, encode_run_state, encode_state
+from service.core.layout import STEP_PREFIX
+from service.core.state import encode_run_state, encode_state
 from service.settings import Settings
 from service.storage.pending import StreamEntries
 
@@ -105,7 +106,7 @@ async def seed_big_run(redis: Redis, run_key: str, steps: int) -> None:
     pipe = redis.pipeline(transaction=False)
     for start in range(0, steps, 10_000):
         fields = {
-            f"{STEP_FIELD}step_{i:06d}": state for i in range(start, min(start + 10_000, steps))
+            f"{STEP_PREFIX}step_{i:06d}": state for i in range(start, min(start + 10_000, steps))
         }
         pipe.hset(run_key, mapping=cast("Any", fields))
     pipe.hset(run_key, mapping={"r": encode_run_state("completed", 1_700_000_000), "n": 0})

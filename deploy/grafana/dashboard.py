@@ -18,6 +18,7 @@ from grafanalib.core import (
     Dashboard,
     DataSourceInput,
     GridPos,
+    RowPanel,
     Stat,
     Target,
     Templating,
@@ -47,8 +48,97 @@ def series(
     )
 
 
+def row(title: str, y: int) -> RowPanel:
+    """A row heading the panels below it (not collapsed: they stay on the top level)."""
+    return RowPanel(title=title, gridPos=GridPos(h=1, w=24, x=0, y=y))
+
+
+FAILED_RATIO = (
+    f'sum by (tool) (rate(runsteps_tool_calls_ended_total{{status="failed"}}{RATE}))'
+    f" / sum by (tool) (rate(runsteps_tool_calls_ended_total{RATE}))"
+)
+
+
+def agents(y: int) -> list[Any]:
+    """Two rows on what the agents did: steps and tool calls; runs, tokens, cost, budgets."""
+    return [
+        row("Agents: steps and tool calls", y),
+        series(
+            "Step duration p95 by tool type",
+            {
+                "{{tool_type}}": "histogram_quantile(0.95, sum by (le, tool_type) "
+                f"(rate(runsteps_step_duration_seconds_bucket{RATE})))"
+            },
+            (0, y + 1, 12, 8),
+            unit="s",
+        ),
+        series(
+            "Steps ended /s by source and step type",
+            {
+                "{{source}} {{step_type}}": "sum by (source, step_type) "
+                f"(rate(runsteps_step_duration_seconds_count{RATE}))"
+            },
+            (12, y + 1, 12, 8),
+            unit="ops",
+        ),
+        series(
+            "Tool calls ended /s by tool and status",
+            {
+                "{{tool}} {{status}}": "sum by (tool, status) "
+                f"(rate(runsteps_tool_calls_ended_total{RATE}))"
+            },
+            (0, y + 9, 12, 8),
+            unit="ops",
+        ),
+        series(
+            "Failed share of each tool's calls",
+            {"{{tool}}": FAILED_RATIO},
+            (12, y + 9, 12, 8),
+            unit="percentunit",
+        ),
+        row("Agents: runs, tokens, cost and budgets", y + 17),
+        series(
+            "Runs ended /s by source and status",
+            {
+                "{{source}} {{status}}": "sum by (source, status) "
+                f"(rate(runsteps_runs_ended_total{RATE}))"
+            },
+            (0, y + 18, 12, 8),
+            unit="ops",
+        ),
+        series(
+            "Runs ended /s by model",
+            {"{{model}}": f"sum by (model) (rate(runsteps_runs_ended_total{RATE}))"},
+            (12, y + 18, 12, 8),
+            unit="ops",
+        ),
+        series(
+            "Tokens /s by model and kind (cached_input is part of input, reasoning of output)",
+            {"{{model}} {{kind}}": f"sum by (model, kind) (rate(runsteps_tokens_total{RATE}))"},
+            (0, y + 26, 12, 8),
+        ),
+        series(
+            "Cost per hour by model",
+            {"{{model}}": f"sum by (model) (increase(runsteps_cost_usd_total{HOUR}))"},
+            (12, y + 26, 12, 8),
+            unit="currencyUSD",
+        ),
+        series(
+            "Budgets exceeded (per hour) by limit",
+            {"{{limit}}": f"sum by (limit) (increase(runsteps_budget_exceeded_total{HOUR}))"},
+            (0, y + 34, 12, 8),
+        ),
+        series(
+            "Events without a price (per hour) by model",
+            {"{{model}}": f"sum by (model) (increase(runsteps_unpriced_total{HOUR}))"},
+            (12, y + 34, 12, 8),
+        ),
+    ]
+
+
 def build() -> Dashboard:
-    """The dashboard: backlog per partition, throughput, DLQ, latency, stalls, Redis."""
+    """The dashboard: backlog per partition, throughput, DLQ, latency, stalls, Redis; then
+    what the agents did: steps, tool calls, runs, tokens, cost, budgets."""
     return Dashboard(
         title="runsteps",
         uid="runsteps",
@@ -148,6 +238,7 @@ def build() -> Dashboard:
                 (12, 28, 12, 8),
                 unit="ops",
             ),
+            *agents(36),
         ],
     ).auto_panel_ids()
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from contracts.derived import DeadLetterError, DeadLetterKind
+from contracts.derived import DeadLetterError, DeadLetterKind, Source
 from contracts.responses import ItemPhase, OutputItem, ResponseObject, item_phase
 from contracts.responses_events import (
     RESPONSES_EVENT,
@@ -33,7 +33,7 @@ from contracts.stream_events import (
     classify,
 )
 from service.core.fastpath import FastStep, decode_fast
-from service.core.ops import ReportedRun
+from service.core.reported import Item, ItemError, Reported, ReportedRun
 
 __all__ = [
     "DUPLICATE_PREFIX",
@@ -42,8 +42,9 @@ __all__ = [
     "ErrorReport",
     "Ignored",
     "Rejection",
-    "Responses",
+    "Subjects",
     "decode_entry",
+    "reported",
 ]
 
 DATA_FIELD = b"data"
@@ -89,39 +90,24 @@ class Rejection:
         ).model_dump_json()
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """A Responses output item as a step (`derive.ReportedStep`)."""
+Decoded = FastStep | StepEntry | RunEntry | Reported | Ignored | ErrorReport | Rejection
+"""What one entry is: an Assistants step (fast path or contract) or run, a Responses event's
+items and response, an ignored event, a forwarded error event, or a rejection."""
 
-    id: str
-    run_id: str
-    status: str
-    type: str
-    created_at: int | float
-    terminal_at: int | float | None
-    last_error: _Error | None
-    thread_id: str | None = None
-    assistant_id: str | None = None
-    usage: None = None  # items report no usage: their response does
+Subjects = FastStep | StepEntry | RunEntry | Reported
+"""The decoded entries that move steps or runs (`reported` reads them alike)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Error:
-    code: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Responses:
-    """A Responses event that moves items (steps) and maybe its response (the run)."""
-
-    items: tuple[Item, ...]
-    run: ReportedRun | None
-
-
-Decoded = FastStep | StepEntry | RunEntry | Responses | Ignored | ErrorReport | Rejection
-"""What one entry is: a step (fast path or contract), a run, Responses steps and run, an
-ignored event, a forwarded error event, or a rejection."""
+def reported(decoded: Subjects) -> Reported:
+    """What the worker reads of a decoded entry, whichever its dialect: the one place both
+    dialects' steps and runs become `Reported` (a Responses event already is one)."""
+    if isinstance(decoded, Reported):
+        return decoded
+    if isinstance(decoded, StepEntry):
+        return Reported(Source.ASSISTANTS, (decoded.step,))
+    if isinstance(decoded, RunEntry):
+        return Reported(Source.ASSISTANTS, (), reported_run(decoded.run))
+    return Reported(Source.ASSISTANTS, (decoded,))
 
 
 _INT_PAST_64_BITS = "an integer past 64 bits"
@@ -227,13 +213,13 @@ def reported_run(run: Run) -> ReportedRun:
     )
 
 
-def _item_error(item: OutputItem) -> _Error | None:
+def _item_error(item: OutputItem) -> ItemError | None:
     error = item.error
     if error is None:
         return None
     if isinstance(error, dict):
-        return _Error(str(error.get("code") or "error"), str(error.get("message") or ""))
-    return _Error("error", str(error))
+        return ItemError(str(error.get("code") or "error"), str(error.get("message") or ""))
+    return ItemError("error", str(error))
 
 
 def _item(
@@ -288,7 +274,7 @@ def _responses(value: dict[str, Any], seen_at: float) -> Decoded:
     if isinstance(event, OutputItemEvent):
         phase = item_phase(event.item, closed=event.closed) or ItemPhase.IN_PROGRESS
         item = _item(event.item, event.response_id, phase, seen_at, seen_at)
-        return Responses((item,), None)
+        return Reported(Source.RESPONSES, (item,))
     assert isinstance(event, ResponseLifecycleEvent)
     response = event.response
     run = _response_run(response)
@@ -308,4 +294,5 @@ def _responses(value: dict[str, Any], seen_at: float) -> Decoded:
             for output in response.output
             if (phase := item_phase(output, closed=True) or ItemPhase.COMPLETED)
         )
-    return Responses(items, run)
+    # Items name no conversation: the event carrying their response names its one.
+    return Reported(Source.RESPONSES, items, run, (run.thread_id or "", run.assistant_id or ""))

@@ -30,18 +30,27 @@ class Outcome(StrEnum):
 
 
 class Action(StrEnum):
-    """One letter per distinct effect of a decision: the commit script's vocabulary."""
+    """What the commit script did with one op: its reply holds one letter per op.
+
+    By design each value is its name's first letter (a unit test holds them to it), so a
+    reply like "SEEL" reads as START, END, END, LATE.
+    """
 
     START = "S"  # create the state; publish the start
-    START_WAIT = "W"  # create the state; publish the start, then run.requires_action
+    WAIT_START = "W"  # create the state; publish the start, then run.requires_action
     MOVE = "M"  # store the new non-terminal status; publish nothing
-    MOVE_WAIT = "A"  # store it; publish run.requires_action (unless published already)
+    AWAIT = "A"  # store it (requires_action); publish run.requires_action for a new round
     END = "E"  # store the terminal status; publish the end
     BEGIN_END = "B"  # first seen terminal: publish the start, then the end
     REJECT = "R"  # publish one transition_rejected, unless this status was refused before
-    NOTHING = "D"  # duplicate or stale: only the ack
-    STALE = "T"  # (reported apart from duplicates, for the metrics)
-    MISMATCH = "I"  # names another thread/assistant than its run's: not applied, not acked
+    DUPLICATE = "D"  # nothing new: only the ack
+    LATE = "L"  # non-terminal after terminal (stale): only the ack
+    IDENTITY_MISMATCH = "I"  # names another thread/assistant than its run's: not applied
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """The lifecycle outcome this action carries out (None: not applied at all)."""
+        return _OUTCOMES.get(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,17 +102,30 @@ class Decision:
         """The commit script's letter for this decision."""
         match self.outcome:
             case Outcome.STARTED:
-                return Action.START_WAIT if self.waits else Action.START
+                return Action.WAIT_START if self.waits else Action.START
             case Outcome.MOVED:
-                return Action.MOVE_WAIT if self.waits else Action.MOVE
+                return Action.AWAIT if self.waits else Action.MOVE
             case Outcome.FINISHED:
                 return Action.BEGIN_END if self.starts else Action.END
             case Outcome.REJECTED:
                 return Action.REJECT
             case Outcome.STALE:
-                return Action.STALE
+                return Action.LATE
             case _:
-                return Action.NOTHING
+                return Action.DUPLICATE
+
+
+_OUTCOMES: dict[Action, Outcome] = {
+    Action.START: Outcome.STARTED,
+    Action.WAIT_START: Outcome.STARTED,
+    Action.MOVE: Outcome.MOVED,
+    Action.AWAIT: Outcome.MOVED,
+    Action.END: Outcome.FINISHED,
+    Action.BEGIN_END: Outcome.FINISHED,
+    Action.REJECT: Outcome.REJECTED,
+    Action.DUPLICATE: Outcome.DUPLICATE,
+    Action.LATE: Outcome.STALE,
+}
 
 
 def decide(

@@ -2,19 +2,20 @@
 
 The worker never reads state before committing: the commit script decides each entry on
 the state it finds (the table comes from `lifecycle`), so an entry carries the events its
-decision will most likely publish, ready to append: a starting entry its start, an ending
-one its end and run.usage; run.requires_action (with `%FROM%` where the tracked status
-goes). The rare ones, the start of a subject first seen ended and a rejected second end, the
-script builds from the end's ids (commit.lua), so no entry ships events it seldom needs.
-An event is its type and id, its subject's ids (serialised once per entry, shared by
-its events), then its own fields, in the exact shape and field order of the
-`contracts.derived` models; the tests validate every event the worker writes against them.
+decision will most likely publish (`core.published` says which, by action), ready to
+append: a starting entry its start, an ending one its end and run.usage;
+run.requires_action (with `%FROM%` where the tracked status goes). The rare ones, the start
+of a subject first seen ended and a rejected second end, the script builds from the end's
+ids (commit.lua), so no entry ships events it seldom needs. An event is its type and id,
+its subject's ids (serialised once per entry, shared by its events), then its own fields,
+in the exact shape and field order of the `contracts.derived` models; the tests validate
+every event the worker writes against them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -25,19 +26,13 @@ from contracts.derived import (
     Source,
     event_id_for,
 )
-from service.core.lifecycle import RUNS, STEPS, Action
-from service.core.state import RUN_FIELD, STEP_FIELD, encode_run_state, encode_state
+from service.core.layout import RunField, step_field
+from service.core.lifecycle import RUNS, STEPS
+from service.core.published import Kind
+from service.core.reported import ReportedRun, ReportedStep
+from service.core.state import encode_run_state, encode_state
 
-__all__ = [
-    "FROM",
-    "Op",
-    "ReportedRun",
-    "ReportedStep",
-    "published",
-    "run_op",
-    "stall_member",
-    "step_op",
-]
+__all__ = ["FROM", "Op", "run_op", "step_op"]
 
 FROM = "%FROM%"
 """Where the commit script writes the tracked status into a rejection."""
@@ -45,97 +40,30 @@ FROM = "%FROM%"
 Event = dict[str, Any]
 
 
-class _Usage(Protocol):
-    @property
-    def prompt_tokens(self) -> int: ...
-    @property
-    def completion_tokens(self) -> int: ...
-    @property
-    def total_tokens(self) -> int: ...
-
-
-class _Error(Protocol):
-    @property
-    def code(self) -> str: ...
-    @property
-    def message(self) -> str: ...
-
-
-class ReportedStep(Protocol):
-    """What the worker reads of a step, whichever dialect and decoder it came from."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def run_id(self) -> str: ...
-    @property
-    def thread_id(self) -> str | None: ...
-    @property
-    def assistant_id(self) -> str | None: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def created_at(self) -> int | float: ...
-    @property
-    def terminal_at(self) -> int | float | None: ...
-    @property
-    def usage(self) -> _Usage | None: ...
-    @property
-    def last_error(self) -> _Error | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ReportedRun:
-    """What the worker reads of a run (an Assistants run, or a Responses response)."""
-
-    id: str
-    thread_id: str | None
-    assistant_id: str | None
-    status: str
-    created_at: int | float
-    ended_at: int | float | None
-    pending_tool_call_ids: list[str] = field(default_factory=list)
-    usage: dict[str, Any] | None = None  # as the API reports it
-    totals: tuple[int, int, int] | None = None  # a response's own (input, output, total)
-    last_error: dict[str, Any] | None = None
-    incomplete_details: dict[str, Any] | None = None
-
-
 @dataclass(slots=True)  # built per entry: a frozen dataclass's __init__ costs more
 class Op:
-    """One source entry's possible effects, as the commit script takes them (see commit.lua).
+    """One source entry's possible effects on one subject; `storage.commit` sends it to the
+    commit script (which fields, in which order, it declares there)."""
 
-    `head` is the kind ('s' step, 'r' run), the incoming status's code, '+' if the entry
-    names a thread or assistant (else '-'), then, for steps, '|<stall deadline or
-    empty>|<stall index member>'.
-    """
-
+    kind: Kind
     source_id: bytes
     run_id: str
     thread_id: str  # the thread and assistant its entry names (checked against its run's)
     assistant_id: str
-    head: str
-    field: str  # the subject's field in its run's hash
+    status: str  # the incoming status's one-letter code (lifecycle.Machine.codes)
+    field: str  # the subject's field in its run's hash (core.layout)
     state: str  # the subject's state string after this entry's own status
-    start: bytes = b""  # an ending entry's: only its last fields, `"occurred_at":…}`
-    end: bytes = b""  # a run's end goes without its closing brace: the script adds steps
-    # Steps, and runs that end with totals of their own (Responses): usage 'p,c,t' and the
-    # run.usage event without its totals. Runs that wait: the round's key and the
-    # run.requires_action event.
-    key: str = ""
-    extra: bytes = b""
+    names: str = ""  # "1" if its entry names a thread or assistant, else ""
+    deadline: str = ""  # a starting step's stall deadline (unix seconds)
+    # A starting op's start event; an ending op's start's last fields only (`"occurred_at":
+    # ...}`): the script builds the rest from the end, if the subject was never seen.
+    start_event: bytes = b""
+    end_event: bytes = b""  # a run's goes without its closing brace: the script adds steps
+    usage: str = ""  # tokens the entry reports, 'prompt,completion,total' (a response's own)
+    usage_event: bytes = b""  # run.usage without its totals and closing brace
+    round: str = ""  # a waiting run's round of tool calls (its first call id)
+    wait_event: bytes = b""  # run.requires_action
     end_type: str = ""  # the end event's type, for counting what was published
-
-
-def _named(op: Op) -> str:
-    return "+" if op.thread_id or op.assistant_id else "-"
-
-
-def stall_member(run_id: str, step_id: str) -> str:
-    """A step's member in the stall index: its run id (length-prefixed) and its id."""
-    return f"{len(run_id)}:{run_id}{step_id}"
 
 
 def _dumps(event: Event) -> bytes:
@@ -182,14 +110,16 @@ def step_op(
     )  # fmt: skip
     error = step.last_error
     ended_at = step.terminal_at
-    member = stall_member(step.run_id, step.id)
+    thread, assistant = identity or (step.thread_id or "", step.assistant_id or "")
     op = Op(
+        kind=Kind.STEP,
         source_id=source_id,
         run_id=step.run_id,
-        thread_id=step.thread_id or "",
-        assistant_id=step.assistant_id or "",
-        head="",
-        field=STEP_FIELD + step.id,
+        thread_id=thread,
+        assistant_id=assistant,
+        names="1" if thread or assistant else "",
+        status=STEPS.codes[status],
+        field=step_field(step.id),
         state=encode_state(
             status,
             step.created_at,
@@ -200,19 +130,16 @@ def step_op(
             error_code=None if error is None else str(error.code),
         ),
     )
-    if identity is not None:
-        op.thread_id, op.assistant_id = identity
     ids = _step_ids(step, source)
     if status == "in_progress":
-        op.head = f"si{_named(op)}|{int(stall_deadline)}|{member}"
+        op.deadline = str(int(stall_deadline))
         start: Event = {"from_status": None, "to_status": status, "occurred_at": step.created_at}
         start["step_type"] = step.type
         type_ = DerivedType.STARTED
-        op.start = _event(type_, event_id_for(step.run_id, step.id, type_), ids, start)
+        op.start_event = _event(type_, event_id_for(step.run_id, step.id, type_), ids, start)
         return op
-    op.head = f"s{STEPS.codes[status]}{_named(op)}||{member}"
     # The start's last fields: the script builds the rest from the end, if it needs it.
-    op.start = _dumps({"occurred_at": step.created_at, "step_type": step.type})[1:]
+    op.start_event = _dumps({"occurred_at": step.created_at, "step_type": step.type})[1:]
     type_ = op.end_type = STEP_END_TYPES[status]
     occurred_at = ended_at if ended_at is not None else step.created_at
     end: Event = {"from_status": "in_progress", "to_status": status, "occurred_at": occurred_at}
@@ -222,15 +149,15 @@ def step_op(
         "prompt_tokens": triple[0], "completion_tokens": triple[1], "total_tokens": triple[2],
     }  # fmt: skip
     end["last_error"] = None if error is None else {"code": error.code, "message": error.message}
-    op.end = _event(type_, event_id_for(step.run_id, step.id, type_), ids, end)
+    op.end_event = _event(type_, event_id_for(step.run_id, step.id, type_), ids, end)
     if triple is not None:
-        op.key = "%d,%d,%d" % triple  # noqa: UP031  # the script parses exactly this
+        op.usage = "%d,%d,%d" % triple  # noqa: UP031  # the script parses exactly this
         usage_event: Event = {"from_status": "in_progress", "to_status": status}
         usage_event["occurred_at"] = occurred_at
         type_ = DerivedType.RUN_USAGE
         usage_id = event_id_for(step.run_id, step.id, type_)
         # The script appends the totals and the brace.
-        op.extra = _event(type_, usage_id, ids, usage_event)[:-1]
+        op.usage_event = _event(type_, usage_id, ids, usage_event)[:-1]
     return op
 
 
@@ -249,36 +176,37 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source) -> Op:
     status = run.status
     terminal = RUNS.is_terminal(status)
     op = Op(
+        kind=Kind.RUN,
         source_id=source_id,
         run_id=run.id,
         thread_id=run.thread_id or "",
         assistant_id=run.assistant_id or "",
-        head="",
-        field=RUN_FIELD,
+        names="1" if run.thread_id or run.assistant_id else "",
+        status=RUNS.codes[status],
+        field=RunField.STATE,
         state=encode_run_state(status, run.created_at, run.ended_at if terminal else None),
     )
-    op.head = f"r{RUNS.codes[status]}{_named(op)}"
     ids = _run_ids(run, source)
     if terminal:  # the start's last field: the script builds the rest from the end
-        op.start = _dumps({"occurred_at": run.created_at})[1:]
+        op.start_event = _dumps({"occurred_at": run.created_at})[1:]
     else:
         type_ = DerivedType.RUN_STARTED
         start: Event = {"from_status": None, "to_status": status, "occurred_at": run.created_at}
-        op.start = _event(type_, event_id_for(run.id, "", type_), ids, start)
+        op.start_event = _event(type_, event_id_for(run.id, "", type_), ids, start)
     if status == RUNS.waiting:
         calls = run.pending_tool_call_ids
-        op.key = calls[0] if calls else ""
+        op.round = calls[0] if calls else ""
         type_ = DerivedType.RUN_REQUIRES_ACTION
         waiting: Event = {"from_status": FROM, "to_status": status}
         waiting["occurred_at"] = run.created_at
         waiting["tool_call_ids"] = calls
-        op.extra = _event(type_, event_id_for(run.id, "", type_, op.key), ids, waiting)
+        op.wait_event = _event(type_, event_id_for(run.id, "", type_, op.round), ids, waiting)
     if not terminal:
         return op
     ended_at = run.ended_at
     occurred_at = ended_at if ended_at is not None else run.created_at
     if run.totals is not None:
-        op.key = "%d,%d,%d" % run.totals  # noqa: UP031  # the script parses exactly this
+        op.usage = "%d,%d,%d" % run.totals  # noqa: UP031  # the script parses exactly this
         type_ = DerivedType.RUN_USAGE
         usage_ids = _dumps({"source": source, "step_id": None} | orjson.loads(b"{%b}" % ids))
         usage_ids = usage_ids[1:-1]  # RunUsage's field order: its totals name no step
@@ -286,7 +214,7 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source) -> Op:
         usage_event["occurred_at"] = occurred_at
         usage_id = event_id_for(run.id, "", type_)
         # The script appends the totals and the brace.
-        op.extra = _event(type_, usage_id, usage_ids, usage_event)[:-1]
+        op.usage_event = _event(type_, usage_id, usage_ids, usage_event)[:-1]
     type_ = op.end_type = RUN_END_TYPES[status]
     end: Event = {"from_status": FROM, "to_status": status, "occurred_at": occurred_at}
     end["duration_s"] = None if ended_at is None else max(0, ended_at - run.created_at)
@@ -294,32 +222,5 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source) -> Op:
     end["last_error"] = run.last_error
     end["incomplete_details"] = run.incomplete_details
     # The script appends the run's step counts and the brace.
-    op.end = _event(type_, event_id_for(run.id, "", type_), ids, end)[:-1]
+    op.end_event = _event(type_, event_id_for(run.id, "", type_), ids, end)[:-1]
     return op
-
-
-_STEP_PUBLISHES: dict[str, tuple[str, ...]] = {
-    Action.START: (DerivedType.STARTED.value,),
-    Action.BEGIN_END: (DerivedType.STARTED.value,),
-    Action.REJECT: (DerivedType.TRANSITION_REJECTED.value,),
-}
-_RUN_PUBLISHES: dict[str, tuple[str, ...]] = {
-    Action.START: (DerivedType.RUN_STARTED.value,),
-    Action.START_WAIT: (DerivedType.RUN_STARTED.value, DerivedType.RUN_REQUIRES_ACTION.value),
-    Action.MOVE_WAIT: (DerivedType.RUN_REQUIRES_ACTION.value,),
-    Action.BEGIN_END: (DerivedType.RUN_STARTED.value,),
-    Action.REJECT: (DerivedType.RUN_TRANSITION_REJECTED.value,),
-}
-_USAGE = (DerivedType.RUN_USAGE.value,)
-
-
-def published(op: Op, action: str) -> tuple[str, ...]:
-    """The types of the events that `action` (the script's answer for `op`) published."""
-    step = op.head[0] == "s"
-    types = (_STEP_PUBLISHES if step else _RUN_PUBLISHES).get(action, ())
-    if action in (Action.END, Action.BEGIN_END):
-        if step:
-            types += (op.end_type, *(_USAGE if op.key else ()))
-        else:
-            types += (*(_USAGE if op.key else ()), op.end_type)
-    return types

@@ -1,6 +1,6 @@
 """The tracked state of a step or a run, as one short string in its run's hash.
 
-A step's state is field `@<step id>` of its run's hash; the run's own is field `r`. Both
+A step's state is its field of its run's hash, the run's own is field `r` (core.layout). Both
 are one string of '|'-joined fields, the status code first (the commit script reads only
 that and, for steps, the refused statuses after it). Every byte is paid once per tracked
 step, and a value over 64 bytes would turn its whole run's hash from a compact listpack into
@@ -12,25 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from service.core.layout import SEP
 from service.core.lifecycle import RUNS, STEPS
 
 __all__ = [
-    "RUN_FIELD",
     "RUN_STATE_FIELDS",
     "STATE_FIELDS",
-    "STEP_FIELD",
     "decode_run_state",
     "decode_state",
     "encode_run_state",
     "encode_state",
     "parse_number",
 ]
-
-STEP_FIELD = "@"
-"""A step's field in its run's hash is this plus its id (the commit script agrees)."""
-
-RUN_FIELD = "r"
-"""The run's own state's field in its run's hash."""
 
 STATE_FIELDS = ("s", "x", "c", "y", "d", "up", "uc", "ut", "e")
 """A step's state: status, refused terminal statuses, created_at, type, ended_at (seconds
@@ -67,7 +60,7 @@ def _open(value: str, codes: Mapping[str, str]) -> str:
     code = codes.get(value)
     if code is not None:
         return code
-    value = value.replace("|", "/")
+    value = value.replace(SEP, "/")
     # One character could be read as a code: such values, and '='-led ones, get a '='.
     return "=" + value if len(value) == 1 or value.startswith("=") else value
 
@@ -101,16 +94,14 @@ def encode_state(
         total = "" if usage[2] == usage[0] + usage[1] else str(usage[2])
     error = "" if error_code is None else _open(error_code, _ERRORS)
     type_ = _open(step_type, _STEP_TYPES if source == ASSISTANTS else {})
-    return (
-        f"{_STEP_STATUS[status]}||{_number(created_at)}|{type_}|"
-        f"{ended}|{prompt}|{completion}|{total}|{error}"
-    )
+    fields = (_STEP_STATUS[status], "", _number(created_at), type_, ended, prompt, completion)
+    return SEP.join((*fields, total, error))
 
 
 def decode_state(raw: str) -> dict[str, str]:
     """The fields of a stored step state string (empty ones left out), values readable,
     and its dialect as "src" when it names a type."""
-    values = raw.split("|", len(STATE_FIELDS) - 1)
+    values = raw.split(SEP, len(STATE_FIELDS) - 1)
     record: dict[str, str] = {}
     if len(values) > 3 and values[3]:
         record["src"] = ASSISTANTS if values[3] in _NAMES["y"] else RESPONSES
@@ -140,12 +131,12 @@ def encode_run_state(
     ended = ""
     if ended_at is not None and created_at is not None:
         ended = _number(ended_at - created_at)
-    return f"{_RUN_STATUS[status]}||{_number(created_at)}|{ended}"
+    return SEP.join((_RUN_STATUS[status], "", _number(created_at), ended))
 
 
 def decode_run_state(raw: str) -> dict[str, str]:
     """The fields of a stored run state string (empty ones left out), values readable."""
-    values = dict(zip(RUN_STATE_FIELDS, raw.split("|", 3), strict=False))
+    values = dict(zip(RUN_STATE_FIELDS, raw.split(SEP, 3), strict=False))
     record = {k: v for k, v in values.items() if v}
     names = _inverse(_RUN_STATUS)
     if "s" in record:

@@ -14,11 +14,17 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
 
 from contracts.derived import DeadLetterKind, DerivedType
 from service.core.lifecycle import Outcome
-from service.worker.telemetry import Telemetry
+from service.worker.telemetry import BUDGET_LIMITS, Buckets, Telemetry
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -113,6 +119,8 @@ class _StatsCollector:
             (((name,), n) for name, n in sorted(telemetry.ignored.items())),
         )
 
+        yield from _domain(telemetry)
+
         snap = self.snapshot
         yield GaugeMetricFamily(
             "runsteps_redis_up",
@@ -140,6 +148,74 @@ class _StatsCollector:
             ["stream", "role"],
             snap.lengths.items(),
         )
+
+
+def _domain(telemetry: Telemetry) -> Iterator[Metric]:
+    """What the agents did: steps, tool calls, runs, tokens, cost, budgets, unpriced models."""
+    yield _histogram(
+        "runsteps_step_duration_seconds",
+        "Durations of ended steps, by source, step type and tool type (its tool calls' "
+        "distinct types joined by +, or none)",
+        ["source", "step_type", "tool_type"],
+        telemetry.step_seconds,
+    )
+    yield _family(
+        CounterMetricFamily,
+        "runsteps_tool_calls_ended",
+        "Tool calls ended, by tool type, tool (its name, or its type for a built-in tool) "
+        "and the status its step ended with",
+        ["type", "tool", "status"],
+        telemetry.tool_calls.items(),
+    )
+    yield _family(
+        CounterMetricFamily,
+        "runsteps_runs_ended",
+        "Runs ended, by source, status and model (`unknown`: no payload named one)",
+        ["source", "status", "model"],
+        telemetry.runs_ended.items(),
+    )
+    yield _family(
+        CounterMetricFamily,
+        "runsteps_tokens",
+        "Tokens of ended runs, by model and kind: input and output are the totals, "
+        "cached_input is part of input and reasoning part of output",
+        ["model", "kind"],
+        telemetry.tokens.items(),
+    )
+    yield _family(
+        CounterMetricFamily,
+        "runsteps_cost_usd",
+        "Cost of ended runs in US dollars, by model, at the prices of each run's creation day",
+        ["model"],
+        (((model,), nano / 1e9) for model, nano in telemetry.cost_nano_usd.items()),
+    )
+    yield _family(
+        CounterMetricFamily,
+        "runsteps_budget_exceeded",
+        "run.budget_exceeded events published, by limit",
+        ["limit"],
+        (((limit,), telemetry.budgets_exceeded[limit]) for limit in BUDGET_LIMITS),
+    )
+    yield _family(
+        CounterMetricFamily,
+        "runsteps_unpriced",
+        "Events that carry no cost because their model is unknown or has no price, by model",
+        ["model"],
+        (((model,), n) for model, n in telemetry.unpriced_events.items()),
+    )
+
+
+def _histogram(name: str, doc: str, labels: list[str], histogram: Buckets) -> Metric:
+    """A labelled histogram family from a telemetry histogram (cumulative buckets)."""
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    bounds = [*map(floatToGoString, histogram.bounds), "+Inf"]  # as prometheus_client writes le
+    for values, counts in histogram.counts.items():
+        cumulative, total = [], 0
+        for bound, n in zip(bounds, counts, strict=True):
+            total += n
+            cumulative.append((bound, float(total)))
+        family.add_metric(list(values), cumulative, histogram.sums[values])
+    return family
 
 
 def _family(

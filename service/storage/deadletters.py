@@ -7,13 +7,29 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
+from service.storage.scripts import DEADLETTER
+
 if TYPE_CHECKING:
+    from service.core.batch import DeadLetter
     from service.storage.client import PartitionClient
     from service.storage.pending import StreamEntries
 
-__all__ = ["replay_dlq"]
+__all__ = ["dead_letter_call", "replay_dlq"]
 
 log = logging.getLogger("runsteps.deadletters")
+
+
+def dead_letter_call(pipe: Any, client: PartitionClient, dead: DeadLetter) -> None:
+    """Queue on `pipe` the script that acks `dead` and, if that ack took it off the pending
+    list, writes its DLQ entry: `data` as it was, the reason, and every other field kept
+    beside as `field:<name>` (an entry without `data` loses nothing)."""
+    s, p = client.settings, client.part
+    args: list[Any] = [s.group, dead.source_id, s.dlq_maxlen, "data", dead.fields.get(b"data", b"")]
+    args += ["error", dead.error, "source_id", dead.source_id, "source_stream", p.source_stream]
+    for name, value in dead.fields.items():
+        if name != b"data":
+            args += [b"field:" + name, value]
+    pipe.evalsha(DEADLETTER.sha, 2, p.source_stream, p.dlq_stream, *args)
 
 
 def _dead_letter_kind(fields: dict[bytes, bytes]) -> str | None:

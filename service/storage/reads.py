@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from contracts.partitioning import partition_for
 from contracts.queries import RunState, StepState, TokenTotals, TokenUsage
-from service.core.state import RUN_FIELD, STEP_FIELD, decode_run_state, decode_state, parse_number
+from service.core.layout import ENDED_FIELDS, STEP_PREFIX, TOTALS, RunField, step_field
+from service.core.state import decode_run_state, decode_state, parse_number
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -23,9 +24,9 @@ __all__ = ["find_run", "find_step", "read_streams", "run_state", "step_state"]
 
 log = logging.getLogger("runsteps.queries")
 
-_USAGE = ("prompt_tokens", "completion_tokens", "total_tokens", "steps_counted")
-_ENDED = {"kc": "completed", "kf": "failed", "kx": "cancelled", "ke": "expired",
-          "kn": "incomplete"}  # fmt: skip
+_USAGE = tuple(f.value for f in TOTALS)
+_ENDED = {field: status for status, field in ENDED_FIELDS.items()}
+_THREAD, _ASSISTANT, _LIVE = RunField.THREAD.value, RunField.ASSISTANT.value, RunField.LIVE.value
 MAX_PAGE = 1000
 """The most steps one answer holds: a run of any size is read in pages."""
 
@@ -75,7 +76,7 @@ async def step_state(conn: PartitionClient, run_id: str, step_id: str) -> StepSt
     """A step's tracked state, or None if unknown."""
     raw = cast(
         "list[bytes | None]",
-        await conn.redis.hmget(conn.keys.run(run_id), STEP_FIELD + step_id, "t", "a"),
+        await conn.redis.hmget(conn.keys.run(run_id), step_field(step_id), _THREAD, _ASSISTANT),
     )
     state, thread, assistant = (_text(r) for r in raw)
     if state is None:
@@ -88,7 +89,7 @@ async def run_state(
 ) -> RunState | None:
     """A run's tracked state and up to `limit` of its steps from `cursor`, or None."""
     key = conn.keys.run(run_id)
-    fixed = ("t", "a", RUN_FIELD, "n", *_USAGE, *_ENDED)
+    fixed = (_THREAD, _ASSISTANT, RunField.STATE.value, _LIVE, *_USAGE, *_ENDED)
     values = [_text(v) for v in cast("list[bytes | None]", await conn.redis.hmget(key, fixed))]
     got = dict(zip(fixed, values, strict=True))
     limit = max(1, min(limit, MAX_PAGE))
@@ -99,15 +100,15 @@ async def run_state(
     # whole; a compact hash, at most hash-max-listpack-entries fields, all at once).
     while len(steps) < limit:
         next_cursor, page = await conn.redis.hscan(
-            key, next_cursor, match=STEP_FIELD + "*", count=limit - len(steps)
+            key, next_cursor, match=STEP_PREFIX + "*", count=limit - len(steps)
         )
         steps.update({k.decode(): v.decode() for k, v in cast("dict[bytes, bytes]", page).items()})
         if next_cursor == 0:
             break
     if not steps and all(v is None for v in values):
         return None
-    thread, assistant = got["t"] or None, got["a"] or None
-    run = decode_run_state(got[RUN_FIELD] or "")
+    thread, assistant = got[_THREAD] or None, got[_ASSISTANT] or None
+    run = decode_run_state(got[RunField.STATE] or "")
     created, ended = _num(run.get("c")), _num(run.get("d"))
     return RunState(
         run_id=run_id,
@@ -118,10 +119,10 @@ async def run_state(
         ended_at=ended,
         duration_s=_duration(created, ended),
         usage=TokenTotals(**{k: int(got[k] or 0) for k in _USAGE}),
-        steps_in_progress=int(got["n"] or 0),
+        steps_in_progress=int(got[_LIVE] or 0),
         steps_ended={status: int(got[k] or 0) for k, status in _ENDED.items()},
         steps=[
-            _step(run_id, name.removeprefix(STEP_FIELD), value, thread, assistant)
+            _step(run_id, name.removeprefix(STEP_PREFIX), value, thread, assistant)
             for name, value in sorted(steps.items())
         ],
         next_cursor=None if next_cursor == 0 else str(next_cursor),

@@ -1,22 +1,26 @@
 """The tracked state's writes: the batch commit, dead letters, and stalled steps.
 
-Everything that changes tracked state goes through the scripts called here; nothing else
-knows a script's arguments.
+Everything that changes tracked state goes through the scripts called here. The commit's
+keys and arguments are built, and its reply read, by `storage.protocol`; a dead letter's by
+`storage.deadletters`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from service.storage.scripts import COMMIT, DEADLETTER, STALL, STALL_PRUNE
+from service.storage.deadletters import dead_letter_call
+from service.storage.protocol import commit_call
+from service.storage.scripts import COMMIT, STALL, STALL_PRUNE
 
 if TYPE_CHECKING:
+    from service.core.batch import DeadLetter
+    from service.core.lifecycle import Action
     from service.core.ops import Op
     from service.storage.client import PartitionClient
 
-__all__ = ["DeadLetter", "StepRef", "Store"]
+__all__ = ["StepRef", "Store"]
 
 log = logging.getLogger("runsteps.store")
 
@@ -28,42 +32,11 @@ _PRUNE_PAGES = 20
 the next scan: a pass stays short however many there are."""
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A source entry that goes to the DLQ, with the reason."""
-
-    source_id: bytes
-    fields: dict[bytes, bytes]
-    error: str  # the rejection as JSON, the DLQ entry's `error`
-    kind: str  # its DeadLetterKind, for counting
-
-
 def _stall_ref(member: str) -> StepRef | None:
     size, sep, rest = member.partition(":")
     if not (sep and size.isdigit() and int(size) <= len(rest)):
         return None
     return rest[: int(size)], rest[int(size) :]
-
-
-def _agreeing(ops: list[Op]) -> list[tuple[str, str, list[Op]]]:
-    """A run's ops in arrival order, cut where one names another thread or assistant than
-    those before it: (thread, assistant, ops) groups, each checked against the run's once.
-    Ops naming neither (Responses items) join any group."""
-    groups: list[tuple[str, str, list[Op]]] = []
-    thread = assistant = ""
-    group: list[Op] = []
-    for op in ops:
-        if (op.thread_id and thread and op.thread_id != thread) or (
-            op.assistant_id and assistant and op.assistant_id != assistant
-        ):
-            groups.append((thread, assistant, group))
-            thread = assistant = ""
-            group = []
-        group.append(op)
-        thread = thread or op.thread_id
-        assistant = assistant or op.assistant_id
-    groups.append((thread, assistant, group))
-    return groups
 
 
 class Store:
@@ -72,55 +45,34 @@ class Store:
     def __init__(self, conn: PartitionClient) -> None:
         self.conn = conn
 
-    def _commit_call(self, pipe: Any, runs: dict[str, list[Op]], acks: list[bytes]) -> None:
-        conn = self.conn
-        s, p, run_key = conn.settings, conn.part, conn.keys.run
-        keys = [p.derived_stream, p.source_stream, conn.keys.stalls]
-        args: list[Any] = [s.group, s.derived_maxlen, s.state_ttl_s, len(acks), *acks]
-        for run_id, ops in runs.items():
-            for thread, assistant, group in _agreeing(ops):
-                keys.append(run_key(run_id))
-                args += (len(group), run_id, thread, assistant)
-                for op in group:
-                    args += (op.source_id, op.head, op.field, op.state, op.start, op.end)
-                    args += (op.key, op.extra)
-        pipe.evalsha(COMMIT.sha, len(keys), *keys, *args)
+    async def apply(
+        self, runs: dict[str, list[Op]], acks: list[bytes], dead: list[DeadLetter]
+    ) -> list[tuple[Op, Action]]:
+        """Apply a batch in one round trip: the commit script, then one script per dead letter.
 
-    def _dead_letter_call(self, pipe: Any, dead: DeadLetter) -> None:
-        s, p = self.conn.settings, self.conn.part
-        args: list[Any] = [
-            s.group,
-            dead.source_id,
-            s.dlq_maxlen,
-            "data",
-            dead.fields.get(b"data", b""),
-        ]
-        args += ["error", dead.error, "source_id", dead.source_id, "source_stream", p.source_stream]
-        for name, value in dead.fields.items():
-            if name != b"data":  # kept beside: an entry without `data` loses nothing
-                args += [b"field:" + name, value]
-        pipe.evalsha(DEADLETTER.sha, 2, p.source_stream, p.dlq_stream, *args)
+        `runs` holds each run's ops in arrival order, acked atomically with their effects
+        (unless their identity mismatched: IDENTITY_MISMATCH); `acks` the ids of the batch's
+        other entries with no effects (ignored events). Returns every op with the action the
+        script took for it. Re-running after NOSCRIPT is safe: both scripts are idempotent
+        per source entry.
+        """
+        call = commit_call(self.conn, runs, acks) if runs or acks else None
+
+        def build(pipe: Any) -> None:
+            if call is not None:
+                pipe.evalsha(COMMIT.sha, len(call.keys), *call.keys, *call.args)
+            for d in dead:
+                dead_letter_call(pipe, self.conn, d)
+
+        results = await self.conn.execute(build)
+        return [] if call is None else call.read(cast("bytes", results[0]))
 
     async def commit(
         self, runs: dict[str, list[Op]], acks: list[bytes], dead: list[DeadLetter]
     ) -> str:
-        """Apply a batch in one round trip: the commit script, then one script per dead letter.
-
-        `runs` holds each run's ops in arrival order, acked atomically with their effects
-        (unless their identity mismatched: action 'I'); `acks` the ids of the batch's other
-        entries with no effects (ignored events). Returns the action letter of every op,
-        runs in `runs` order. Re-running after NOSCRIPT is safe: both
-        scripts are idempotent per source entry.
-        """
-
-        def build(pipe: Any) -> None:
-            if runs or acks:
-                self._commit_call(pipe, runs, acks)
-            for d in dead:
-                self._dead_letter_call(pipe, d)
-
-        results = await self.conn.execute(build)
-        return cast("bytes", results[0]).decode() if runs or acks else ""
+        """`apply`, answered as the actions' letters only, in the order of the ops sent (the
+        commit script's own reply: what tests and benchmarks compare)."""
+        return "".join(action for _, action in await self.apply(runs, acks, dead))
 
     async def due_stalls(self, now: int, limit: int) -> tuple[list[StepRef], int]:
         """Up to `limit` (run id, step id) of steps in progress past their stall deadline, and

@@ -32,6 +32,8 @@ from redis.exceptions import (
 )
 
 from contracts.stream_events import Inbound
+from service.core.batch import Entry
+from service.core.prices import Prices
 from service.errors import INFRASTRUCTURE_ERRORS, ConfigError, StartupAbortedError
 from service.settings import Settings
 from service.storage.client import PartitionClient, connect
@@ -41,7 +43,8 @@ from service.storage.reads import find_run, find_step
 from service.storage.replies import keep_duplicate_fields
 from service.storage.store import Store
 from service.worker.heal import Healer, Subscriber
-from service.worker.process import Entry, Processor
+from service.worker.pipeline import Pipeline
+from service.worker.process import Processor
 from service.worker.recovery import Recovery
 from service.worker.telemetry import Telemetry
 
@@ -103,14 +106,16 @@ class Worker:
             socket_connect_timeout=5,
         )
         self.redis: Redis | None = None
-        self.telemetry = Telemetry()
+        self.telemetry = Telemetry(max_labels=settings.metrics_max_labels)
+        # Read now, so a bad RUNSTEPS_PRICES_FILE stops start-up (exit 2) before any I/O.
+        self.prices = Prices.load(settings)
         self.conns: list[PartitionClient] = []
         self.processors: list[Processor] = []
         self.recoveries: list[Recovery] = []
         self.subscribers: dict[int, Subscriber] = {}  # by index into parts: those read
         self.healer: Healer | None = None
         self._loop_tasks: list[asyncio.Task[None]] = []
-        self._commits: dict[int, asyncio.Task[dict[bytes, str]]] = {}  # by partition read
+        self.pipelines: dict[int, Pipeline] = {}  # by index into parts: those read
         self.started_at = time.monotonic()
         self.config_error: ConfigError | None = None
         self.aborted = False  # stopped by a signal before start-up completed
@@ -262,29 +267,16 @@ class Worker:
         self._loop_tasks = []
 
     async def handle(self, index: int, entries: list[Entry]) -> None:
-        """One fetched batch of partition `index`: decoded now, while the previous batch's
-        commit runs in Redis, then committed once that one is done: commits still go one at
-        a time and in order, each deciding on the state the one before left."""
-        processor = self.processors[index]
-        batch = processor.prepare(entries)
-        await self._committed(index)
-        self._commits[index] = asyncio.create_task(processor.process(entries, batch))
-
-    async def _committed(self, index: int, timeout_s: float | None = None) -> None:
-        """Wait for partition `index`'s commit in flight, if any. If Redis failed it, its
-        entries stay pending (claimed later): said here, the next batch goes on."""
-        commit = self._commits.pop(index, None)
-        if commit is None:
-            return
-        try:
-            await asyncio.wait_for(commit, timeout_s)
-        except Exception as exc:  # not an entry's fault (process() isolates those)
-            log.warning("a batch's commit failed (%s); its entries stay pending", exc)
+        """One fetched batch of partition `index`, into that partition's pipeline."""
+        pipeline = self.pipelines.get(index)
+        if pipeline is None:
+            pipeline = self.pipelines[index] = Pipeline(self.processors[index])
+        await pipeline.submit(entries)
 
     async def after_shutdown(self) -> None:
         """Let the last commits finish, hand back what is still pending, then disconnect."""
-        for index in list(self._commits):
-            await self._committed(index, self.settings.shutdown_grace_s)
+        for pipeline in self.pipelines.values():
+            await pipeline.drain(self.settings.shutdown_grace_s)
         for processor in self.processors:
             conn = processor.store.conn
             await conn.aclose()

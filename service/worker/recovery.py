@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 from contracts.derived import DerivedType, Source, StepStalled, event_id_for
-from service.core.ops import stall_member
+from service.core.layout import stall_member
 from service.errors import INFRASTRUCTURE_ERRORS
 from service.storage.reads import step_state
 from service.storage.trim import trim_source

@@ -202,7 +202,7 @@ def test_a_step_mixing_milliseconds_and_seconds_has_its_true_duration() -> None:
     decoded = decode_entry({b"data": json.dumps(body).encode()}, 1_000_000, 1718612140.0)
     assert isinstance(decoded, StepEntry)
     assert (decoded.step.created_at, decoded.step.terminal_at) == (1718612130, 1718612135)
-    end = json.loads(step_op(b"1-0", decoded.step, Source.ASSISTANTS, 0).end)
+    end = json.loads(step_op(b"1-0", decoded.step, Source.ASSISTANTS, 0).end_event)
     assert (end["occurred_at"], end["duration_s"]) == (1718612135, 5)
 
 

@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 from contracts.derived import DERIVED, Source, event_id_for
 from contracts.limits import MAX_TOKENS
 from service.core.lifecycle import RUNS, STEPS, Action, decide
-from service.core.ops import ReportedRun, run_op, step_op
+from service.core.ops import run_op, step_op
+from service.core.reported import ReportedRun
 from service.dev.sample import T0
 from service.storage.client import PartitionClient
 from service.storage.store import Store
@@ -67,7 +68,7 @@ async def test_script_decides_steps_as_decide(
     action = await _commit_step(store, 1, run_id, incoming)
     assert action == decide(STEPS, current, incoming).action
     if action == Action.REJECT:
-        assert await _commit_step(store, 2, run_id, incoming) == Action.NOTHING
+        assert await _commit_step(store, 2, run_id, incoming) == Action.DUPLICATE
 
 
 async def _commit_run(store: Store, n: int, run_id: str, status: str) -> str:
@@ -116,7 +117,7 @@ async def test_the_script_builds_the_start_of_a_step_first_seen_ended(
     observed = step_op(b"1-0", _Step(step.id, step.run_id, "in_progress", thread_id=_ODD_THREAD),
                        Source.ASSISTANTS, T0 + 600)  # fmt: skip
     start, end = await read_json(redis, conn.part.derived_stream)
-    assert start == json.loads(observed.start)
+    assert start == json.loads(observed.start_event)
     assert end["type"] == "run_step.completed"
     assert DERIVED.validate_python(start).event_id == event_id_for(
         step.run_id, step.id, "run_step.started"
@@ -131,7 +132,7 @@ async def test_the_script_builds_the_start_of_a_run_first_seen_ended(
     start, end = await read_json(redis, conn.part.derived_stream)
     observed = run_op(b"1-0", ReportedRun(_ODD_RUN, "thread_1", "asst_1", "in_progress", T0, None),
                       Source.ASSISTANTS)  # fmt: skip
-    assert start == json.loads(observed.start)
+    assert start == json.loads(observed.start_event)
     assert end["type"] == "run.failed"
 
 

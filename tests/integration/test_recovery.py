@@ -14,7 +14,10 @@ from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
 
 from contracts.derived import Source
-from service.core.ops import Op, stall_member, step_op
+from service.core.batch import DeadLetter
+from service.core.layout import stall_member
+from service.core.lifecycle import Action
+from service.core.ops import Op, step_op
 from service.dev.redis_server import LocalRedis
 from service.dev.sample import T0, step
 from service.settings import Settings
@@ -22,7 +25,7 @@ from service.storage.client import PartitionClient
 from service.storage.deadletters import replay_dlq
 from service.storage.pending import Pending
 from service.storage.reads import run_state, step_state
-from service.storage.store import DeadLetter, Store
+from service.storage.store import Store
 from service.worker.app import build_worker
 from service.worker.process import Processor
 from service.worker.recovery import Recovery
@@ -34,12 +37,12 @@ from tests.helpers import drained, entries, fetch, produce, read_json, wait_unti
 class FailingStore(Store):
     """A store whose commit fails for steps named boom*: a bug, not bad input."""
 
-    async def commit(
+    async def apply(
         self, runs: dict[str, list[Op]], acks: list[bytes], dead: list[DeadLetter]
-    ) -> str:
+    ) -> list[tuple[Op, Action]]:
         if any(op.field.startswith("@boom") for ops in runs.values() for op in ops):
             raise RuntimeError("injected script failure")
-        return await super().commit(runs, acks, dead)
+        return await super().apply(runs, acks, dead)
 
 
 def failing(conn: PartitionClient, s: Settings) -> Processor:

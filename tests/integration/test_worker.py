@@ -364,17 +364,17 @@ async def test_a_failed_commit_does_not_hold_back_the_next_batch(
     w = build_worker(settings)
     await w.on_startup()
     store = w.processors[0].store
-    real_commit = store.commit
+    real_apply = store.apply
     calls = 0
 
-    async def flaky(*args: Any) -> str:
+    async def flaky(*args: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise RedisConnectionError("connection reset")
-        return await real_commit(*args)
+        return await real_apply(*args)
 
-    store.commit = flaky  # type: ignore[method-assign,assignment]
+    store.apply = flaky  # type: ignore[method-assign,assignment]
     try:
         for step_id in ("f1", "f2"):
             await produce(redis, settings, step(step_id, "in_progress"))

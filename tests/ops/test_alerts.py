@@ -24,6 +24,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from service.core.prices import TokenUsage
 from service.dev.redis_server import free_port
 from service.dev.sample import step
 from service.settings import Settings
@@ -81,7 +82,15 @@ async def test_every_metric_the_rules_and_dashboard_use_is_exposed(
     (or, for `runsteps_export_*`, on an exporter's)."""
     used = {m for expr in rule_exprs() + dashboard_exprs() for m in METRIC.findall(expr)}
     assert not used & GONE
-    async with serving(build_worker(settings)) as base:
+    worker = build_worker(settings)
+    # The domain metrics have samples once a step, a tool call or a run ended: reported as
+    # the commit path reports them.
+    telemetry = worker.telemetry
+    telemetry.step_ended("assistants", "tool_calls", ["function"], 2.0)
+    telemetry.tool_call_ended("get_weather", "failed", "function")
+    telemetry.run_ended("assistants", "failed", "gpt-4o", TokenUsage(10, 2), 0.00005)
+    telemetry.unpriced("my-local-llama")
+    async with serving(worker) as base:
         await produce(redis, settings, step("s1", "in_progress", run_id="r1"), b"{nope")
         await settle(redis, settings)
         status, _, body = await request(base, "/metrics")
@@ -101,6 +110,15 @@ async def test_every_metric_the_rules_and_dashboard_use_is_exposed(
         "runsteps_batch_processing_seconds_bucket",
         "runsteps_redis_up",
     } <= used, "the dashboard shows backlog, throughput, DLQ, latency and Redis"
+    assert {
+        "runsteps_step_duration_seconds_bucket",
+        "runsteps_tool_calls_ended_total",
+        "runsteps_runs_ended_total",
+        "runsteps_tokens_total",
+        "runsteps_cost_usd_total",
+        "runsteps_budget_exceeded_total",
+        "runsteps_unpriced_total",
+    } <= used, "and steps, tool calls, runs, tokens, cost, budgets and unpriced models"
 
 
 async def exporter_samples(settings: Settings) -> set[str]:

@@ -24,7 +24,7 @@ def worker_env(settings: Settings, consumer: str, **extra: str) -> dict[str, str
     """The environment a deployed worker would get: RUNSTEPS_* from these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTEPS_")}
     for name, value in settings.model_dump().items():
-        env[f"RUNSTEPS_{name.upper()}"] = str(value)
+        env[f"RUNSTEPS_{name.upper()}"] = "" if value is None else str(value)  # "": unset
     env["RUNSTEPS_CONSUMER"] = consumer
     env.update(extra)
     return env

@@ -49,16 +49,16 @@ def test_decide_steps(current: str | None, incoming: str, outcome: Outcome, star
     ("current", "incoming", "action"),
     [
         (None, "queued", Action.START),
-        (None, "requires_action", Action.START_WAIT),
+        (None, "requires_action", Action.WAIT_START),
         (None, "completed", Action.BEGIN_END),
         ("queued", "in_progress", Action.MOVE),
-        ("in_progress", "requires_action", Action.MOVE_WAIT),
-        ("requires_action", "requires_action", Action.NOTHING),
+        ("in_progress", "requires_action", Action.AWAIT),
+        ("requires_action", "requires_action", Action.DUPLICATE),
         ("requires_action", "in_progress", Action.MOVE),
         ("cancelling", "cancelled", Action.END),
-        ("cancelled", "in_progress", Action.STALE),
+        ("cancelled", "in_progress", Action.LATE),
         ("cancelled", "completed", Action.REJECT),
-        ("completed", "completed", Action.NOTHING),
+        ("completed", "completed", Action.DUPLICATE),
     ],
 )
 def test_decide_runs(current: str | None, incoming: str, action: Action) -> None:

@@ -1,40 +1,29 @@
 -- A batch of source entries' effects, in one atomic call: every entry is decided here, on
--- the state it finds, with the transition tables STEP and RUN that service/script.py
--- generates from the pure service/core/lifecycle.py and puts above this text. The worker never
--- reads state first, so replicas never conflict; two replicas running the same entry, or
--- one entry delivered twice, meet the state it left: a duplicate or a stale status, which
--- publish nothing. That is why the batch's entries are acked here, together, at the end.
--- An entry naming another thread or assistant than its run's ('t', 'a': set by the first
--- entry naming them) is neither applied nor acked, none of its ops: the worker
+-- the state it finds, with the transition tables STEP and RUN of the generated header
+-- (from the pure service/core/lifecycle.py). The worker never reads state first, so
+-- replicas never conflict; two replicas running the same entry, or one entry delivered
+-- twice, meet the state it left: a duplicate or a stale status, which publish nothing.
+-- That is why the batch's entries are acked here, together, at the end.
+-- What each action publishes, and in which order, is PUBLISHES (service/core/published.py).
+-- An entry naming another thread or assistant than its run's (F.thread, F.assistant: set by
+-- the first entry naming them) is neither applied nor acked, none of its ops: the worker
 -- dead-letters it (identity_mismatch). Every unpack() of a list that grows with the batch
 -- goes in chunks (Lua's stack holds ~8,000 values).
 --
--- A run's hash holds each step's state as field '@<step id>', the run's own state as 'r'
--- (state strings start with the status code; the refused statuses follow: service/core/state.py),
--- 't' and 'a' (thread, assistant), 'n' (subjects in progress: steps, and the run itself),
--- the usage totals, 'k<code>' (steps ended, by terminal status) and 'ra' (requires_action
--- rounds already published). It expires TTL seconds after its last subject ended; while
--- any is in progress it does not expire.
---
--- KEYS: 1 derived stream, 2 source stream, 3 stall zset, then one run hash per run group
--- ARGV: 1 group, 2 derived maxlen, 3 state TTL, 4 number of ids to ack (entries with no
---       effects), then those ids, then per run group (a run's entries that agree on its
---       thread and assistant): its number of entries, run id, thread, assistant, and per
---       entry 8 arguments (service/core/ops.py Op): source entry id (acked here unless it
---       mismatched), head, field, state, start, end, key, extra
---       (key and extra: a step's usage and run.usage; a waiting run's round and
---       run.requires_action; an ending run's own totals and run.usage). An entry that ends
---       its subject carries its end only, and as `start` the start's last fields: the
---       start and the rejection it rarely needs are built here, from the end's ids.
--- Returns one action letter per entry, in order: what was done (lifecycle.Action).
+-- The run hash's fields are the header's F, STEP_PREFIX and ENDED (service/core/layout.py).
+-- It expires TTL seconds after its last subject ended; while any is in progress it does not.
+-- KEYS and ARGV: service/storage/protocol.py, which builds them (STEP_ARGS and RUN_ARGS are
+-- how many arguments one op takes; the two unpack() lines below name them in its order).
+-- Returns one action letter per op, in order: what was done (lifecycle.Action).
 local derived, source, stalls = KEYS[1], KEYS[2], KEYS[3]
 local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
 local nacks = tonumber(ARGV[4])
-local FIXED = {'n', 't', 'a', 'ra', 'prompt_tokens', 'completion_tokens', 'total_tokens',
-               'steps_counted', 'kc', 'kf', 'kx', 'ke', 'kn'}
-local NFIXED = #FIXED
-local COUNTED = {'kc', 'kf', 'kx', 'ke', 'kn'}  -- steps ended, by terminal status code
-local COUNT_AT = {c = 1, f = 2, x = 3, e = 4, n = 5}
+-- The run-wide fields read once per group, in this order (positions below).
+local FIXED = {F.live, F.thread, F.assistant, F.rounds, TOTALS[1], TOTALS[2], TOTALS[3],
+               TOTALS[4], ENDED[1], ENDED[2], ENDED[3], ENDED[4], ENDED[5]}
+local AT_LIVE, AT_THREAD, AT_ASSISTANT, AT_ROUNDS, AT_TOTALS, AT_ENDED = 1, 2, 3, 4, 4, 8
+local STEP_BYTE = string.byte(STEP_PREFIX)
+local REFUSED = '^.' .. SEP .. '([^' .. SEP .. ']*)'  -- a state's refused statuses' codes
 -- Token totals are doubles, written with '%.0f' (never '%d', which wraps past 2^63): exact
 -- up to 2^53-1, which counts bounded at decode (contracts/limits.py) keep for 2^20 steps.
 local results = {}
@@ -73,10 +62,12 @@ end
 -- The tracked status as the template's from_status: quoted, or null. Only that field: a
 -- quote inside any JSON string value is escaped, so the sequence cannot occur elsewhere.
 local FROM_FIELD = '"from_status":"%FROM%"'
+local FROM_VALUE_AT = #'"from_status":'  -- where the value starts, less one
 local function spliced(template, name)
   local at = string.find(template, FROM_FIELD, 1, true)
   local value = name and ('"' .. name .. '"') or 'null'
-  return string.sub(template, 1, at + 13) .. value .. string.sub(template, at + #FROM_FIELD)
+  return string.sub(template, 1, at + FROM_VALUE_AT - 1) .. value
+    .. string.sub(template, at + #FROM_FIELD)
 end
 
 -- contracts.derived.event_id_for: the UUIDv5 of 'run|step|type|qualifier' in NAMESPACE.
@@ -113,136 +104,155 @@ local function built_rejection(step, run_id, subject, finish, from, to)
     .. '; terminal statuses are final"}')
 end
 
-local a = 5 + nacks
-local k = 3
+local at = 5 + nacks  -- the next argument to read
+local key_at = 3  -- the last run hash's key
 local nargs = #ARGV
-while a <= nargs do
-  k = k + 1
-  local run = KEYS[k]
-  local nops, run_id, thread, assistant = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  a = a + 4
-  -- One HMGET for the run: its fixed fields, then each subject the group names.
-  local want, at = {unpack(FIXED)}, {}
-  for j = a + 2, a + 8 * (nops - 1) + 2, 8 do
-    local f = ARGV[j]
-    if not at[f] then
+while at <= nargs do
+  key_at = key_at + 1
+  local run = KEYS[key_at]
+  local nops, run_id, thread, assistant = tonumber(ARGV[at]), ARGV[at + 1], ARGV[at + 2],
+    ARGV[at + 3]
+  at = at + 4
+  -- One HMGET for the run: its fixed fields, then each subject the group names (an op's
+  -- field is its first argument).
+  local want, want_at = {unpack(FIXED)}, {}
+  local scan = at
+  for _ = 1, nops do
+    local f = ARGV[scan]
+    if not want_at[f] then
       want[#want + 1] = f
-      at[f] = #want
+      want_at[f] = #want
     end
+    scan = scan + (string.byte(f, 1) == STEP_BYTE and STEP_ARGS or RUN_ARGS)
   end
   local got = chunked('HMGET', run, want, 4000)
-  local cur = {}
-  for f, pos in pairs(at) do
-    cur[f] = got[pos]
+  local current = {}  -- each subject's state string, as this group leaves it
+  for f, pos in pairs(want_at) do
+    current[f] = got[pos]
   end
   -- The group names another thread or assistant than the run's: its naming entries clash.
-  local clash = (thread ~= '' and got[2] and got[2] ~= thread)
-    or (assistant ~= '' and got[3] and got[3] ~= assistant)
-  local live = tonumber(got[1]) or 0
+  local clash = (thread ~= '' and got[AT_THREAD] and got[AT_THREAD] ~= thread)
+    or (assistant ~= '' and got[AT_ASSISTANT] and got[AT_ASSISTANT] ~= assistant)
+  local live = tonumber(got[AT_LIVE]) or 0
   local live_before, ended = live, false
-  local ra = got[4] or ''
+  local rounds = got[AT_ROUNDS] or ''
   local out, touched = {}, {}  -- fields to write, in first-written order
   local function set(f, v)
     if not touched[f] then
       touched[f] = true
       out[#out + 1] = f
     end
-    cur[f] = v
+    current[f] = v
   end
   local totals, counts  -- read lazily from `got`, kept as numbers
   local function load_counts()
     local loaded = {}
-    for c = 1, 5 do loaded[c] = tonumber(got[8 + c]) or 0 end
+    for c = 1, #ENDED do loaded[c] = tonumber(got[AT_ENDED + c]) or 0 end
     return loaded
   end
   for _ = 1, nops do
-    local sid, head, f, state, start, finish, key, extra = unpack(ARGV, a, a + 7)
-    a = a + 8
-    local step = string.byte(head, 1) == 115  -- 's'
-    local subject = step and string.sub(f, 2) or ''  -- a step's id; a run's own state: ''
-    local code = string.sub(head, 2, 2)
-    local now = cur[f]
-    local have = now and string.sub(now, 1, 1) or ''
-    local act = (step and STEP or RUN)[have .. code]
-    if clash and string.byte(head, 3) == 43 then  -- '+': this entry names them
-      act = 'I'
-      held[sid] = true
+    local field, source_id, status, names, state, deadline, start_event, end_event, usage,
+      usage_event, round, wait_event
+    local step = string.byte(ARGV[at], 1) == STEP_BYTE
+    if step then
+      field, source_id, status, names, state, deadline, start_event, end_event, usage,
+        usage_event = unpack(ARGV, at, at + STEP_ARGS - 1)
+      at = at + STEP_ARGS
     else
-      acks[#acks + 1] = sid
+      field, source_id, status, names, state, start_event, end_event, usage, usage_event,
+        round, wait_event = unpack(ARGV, at, at + RUN_ARGS - 1)
+      at = at + RUN_ARGS
     end
-    if act == 'R' then
-      local refused = string.match(now, '^.|([^|]*)')
-      if string.find(refused, code, 1, true) then
-        act = 'D'
+    local subject = step and string.sub(field, 2) or ''  -- a step's id; a run's own: ''
+    local now = current[field]
+    local have = now and string.sub(now, 1, 1) or ''
+    local act = (step and STEP or RUN)[have .. status]
+    if clash and names ~= '' then
+      act = ACT.IDENTITY_MISMATCH
+      held[source_id] = true
+    else
+      acks[#acks + 1] = source_id
+    end
+    -- The state's effects of the action.
+    if act == ACT.REJECT then
+      local refused = string.match(now, REFUSED)
+      if string.find(refused, status, 1, true) then
+        act = ACT.DUPLICATE  -- refused already: one rejection per status
       else
-        set(f, string.sub(now, 1, 2) .. refused .. code .. string.sub(now, 3 + #refused))
-        local names = step and STEP_NAMES or RUN_NAMES
-        publish(built_rejection(step, run_id, subject, finish, names[have], names[code]))
+        set(field, string.sub(now, 1, 2) .. refused .. status .. string.sub(now, 3 + #refused))
         ended = true
       end
-    elseif act == 'S' or act == 'W' then
-      set(f, state)
-      publish(start)
+    elseif act == ACT.START or act == ACT.WAIT_START then
+      set(field, state)
       live = live + 1
       if step then
-        local deadline, member = string.match(head, '^...|(%d+)|(.*)$')
         adds[#adds + 1] = deadline
-        adds[#adds + 1] = member
+        adds[#adds + 1] = stall_member(run_id, subject)
       end
-    elseif act == 'M' or act == 'A' then
-      set(f, state)
-    elseif act == 'E' or act == 'B' then
-      set(f, state)
+    elseif act == ACT.MOVE or act == ACT.AWAIT then
+      set(field, state)
+    elseif act == ACT.END or act == ACT.BEGIN_END then
+      set(field, state)
       ended = true
-      local from = 'in_progress'
-      if act == 'B' then
-        publish(built_start(step, run_id, subject, finish, start))
-      else
+      if act == ACT.END then
         live = live - 1
-        if step then
-          rems[#rems + 1] = string.match(head, '^...|%d*|(.*)$')
-        else
-          from = RUN_NAMES[have]
-        end
+        if step then rems[#rems + 1] = stall_member(run_id, subject) end
       end
+      counts = counts or load_counts()
       if step then
-        publish(finish)
-        counts = counts or load_counts()
-        counts[COUNT_AT[code]] = counts[COUNT_AT[code]] + 1
-        if key ~= '' then
+        counts[ENDED_AT[status]] = counts[ENDED_AT[status]] + 1
+        if usage ~= '' then
           if not totals then
             totals = {}
-            for t = 1, 4 do totals[t] = tonumber(got[4 + t]) or 0 end
+            for t = 1, 4 do totals[t] = tonumber(got[AT_TOTALS + t]) or 0 end
           end
-          local p, c, t = string.match(key, '^(%d+),(%d+),(%d+)$')
+          local p, c, t = string.match(usage, '^(%d+),(%d+),(%d+)$')
           totals[1], totals[2] = totals[1] + tonumber(p), totals[2] + tonumber(c)
           totals[3], totals[4] = totals[3] + tonumber(t), totals[4] + 1
-          publish_usage(extra, totals)
         end
-      else
-        counts = counts or load_counts()
-        if key ~= '' then  -- a response's own totals (Responses): they replace the sums
-          local p, c, t = string.match(key, '^(%d+),(%d+),(%d+)$')
-          local ended_steps = counts[1] + counts[2] + counts[3] + counts[4] + counts[5]
-          totals = {tonumber(p), tonumber(c), tonumber(t), ended_steps}
-          publish_usage(extra, totals)
-        end
-        publish(string.format(
-          '%s,"steps":{"completed":%d,"failed":%d,"cancelled":%d,"expired":%d,"incomplete":%d}}',
-          spliced(finish, from), counts[1], counts[2], counts[3], counts[4], counts[5]))
+      elseif usage ~= '' then  -- a response's own totals (Responses): they replace the sums
+        local p, c, t = string.match(usage, '^(%d+),(%d+),(%d+)$')
+        local ended_steps = 0
+        for i = 1, #ENDED do ended_steps = ended_steps + counts[i] end
+        totals = {tonumber(p), tonumber(c), tonumber(t), ended_steps}
       end
     end
-    if act == 'W' or act == 'A' then
+    if act == ACT.WAIT_START or act == ACT.AWAIT then
       -- A round of tool calls is published once, whatever order its events come in (a
       -- round naming no call has no key: the move into requires_action publishes it).
-      if key ~= '' and string.find(',' .. ra .. ',', ',' .. key .. ',', 1, true) then
-        if act == 'A' then act = 'M' end
+      if round ~= '' and string.find(',' .. rounds .. ',', ',' .. round .. ',', 1, true) then
+        act = act == ACT.AWAIT and ACT.MOVE or ACT.START  -- published already: say so
+      elseif round ~= '' then
+        rounds = rounds == '' and round or (rounds .. ',' .. round)
+        set(F.rounds, rounds)
+      end
+    end
+    -- What the action publishes (PUBLISHES), in the declared order.
+    local publishes = (step and PUBLISHES.step or PUBLISHES.run)[act]
+    if publishes then
+      if publishes.start then
+        publish(act == ACT.BEGIN_END and built_start(step, run_id, subject, end_event,
+          start_event) or start_event)
+      end
+      if publishes.wait then
+        publish(spliced(wait_event, act == ACT.AWAIT and RUN_NAMES[have] or nil))
+      end
+      if step then
+        if publishes['end'] then publish(end_event) end
+        if publishes.usage and usage ~= '' then publish_usage(usage_event, totals) end
       else
-        if key ~= '' then
-          ra = ra == '' and key or (ra .. ',' .. key)
-          set('ra', ra)
+        if publishes.usage and usage ~= '' then publish_usage(usage_event, totals) end
+        if publishes['end'] then
+          publish(string.format(
+            '%s,"steps":{"completed":%d,"failed":%d,"cancelled":%d,"expired":%d,'
+            .. '"incomplete":%d}}', spliced(end_event, act == ACT.END and RUN_NAMES[have]
+            or 'in_progress'), counts[1], counts[2], counts[3], counts[4], counts[5]))
         end
-        publish(spliced(extra, act == 'A' and RUN_NAMES[have] or nil))
+      end
+      if publishes.rejection then
+        local names_of = step and STEP_NAMES or RUN_NAMES
+        publish(built_rejection(step, run_id, subject, end_event, names_of[have],
+          names_of[status]))
       end
     end
     results[#results + 1] = act
@@ -251,27 +261,27 @@ while a <= nargs do
     local fields = {}
     for _, f in ipairs(out) do
       fields[#fields + 1] = f
-      fields[#fields + 1] = cur[f]
+      fields[#fields + 1] = current[f]
     end
-    if not clash and not got[2] and thread ~= '' then
-      fields[#fields + 1], fields[#fields + 2] = 't', thread
+    if not clash and not got[AT_THREAD] and thread ~= '' then
+      fields[#fields + 1], fields[#fields + 2] = F.thread, thread
     end
-    if not clash and not got[3] and assistant ~= '' then
-      fields[#fields + 1], fields[#fields + 2] = 'a', assistant
+    if not clash and not got[AT_ASSISTANT] and assistant ~= '' then
+      fields[#fields + 1], fields[#fields + 2] = F.assistant, assistant
     end
     if live ~= live_before then
       live = math.max(0, live)
-      fields[#fields + 1], fields[#fields + 2] = 'n', tostring(live)
+      fields[#fields + 1], fields[#fields + 2] = F.live, tostring(live)
     end
     if totals then
       for t = 1, 4 do
-        fields[#fields + 1] = FIXED[4 + t]
+        fields[#fields + 1] = TOTALS[t]
         fields[#fields + 1] = string.format('%.0f', totals[t])
       end
     end
     if counts then
-      for c = 1, 5 do
-        fields[#fields + 1] = COUNTED[c]
+      for c = 1, #ENDED do
+        fields[#fields + 1] = ENDED[c]
         fields[#fields + 1] = tostring(counts[c])
       end
     end

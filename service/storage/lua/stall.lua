@@ -5,9 +5,9 @@
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
   return 0
 end
--- The step's state string starts with its status code; 'i' is in_progress.
-local state = redis.call('HGET', KEYS[2], '@' .. ARGV[2])
-if not state or string.sub(state, 1, 1) ~= 'i' then
+-- The step's state string starts with its status code.
+local state = redis.call('HGET', KEYS[2], STEP_PREFIX .. ARGV[2])
+if not state or string.sub(state, 1, 1) ~= IN_PROGRESS then
   return 0
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'data', ARGV[4])

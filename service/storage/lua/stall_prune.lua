@@ -7,9 +7,9 @@
 local kept = {}
 for i = 2, #KEYS do
   local member, step = ARGV[2 * i - 3], ARGV[2 * i - 2]
-  -- The step's state string starts with its status code; 'i' is in_progress.
-  local state = redis.call('HGET', KEYS[i], '@' .. step)
-  if state and string.sub(state, 1, 1) == 'i' then
+  -- The step's state string starts with its status code.
+  local state = redis.call('HGET', KEYS[i], STEP_PREFIX .. step)
+  if state and string.sub(state, 1, 1) == IN_PROGRESS then
     kept[#kept + 1] = i - 1
   else
     redis.call('ZREM', KEYS[1], member)

@@ -1,0 +1,70 @@
+"""The run hash's layout: every field the Lua scripts and the read models use, declared once.
+
+A run's tracked state lives in one Redis hash per run (`storage.keys.Keys.run`): each step's
+state string under `@<step id>`, the run's own under `r`, and the run-wide fields below.
+`storage.scripts` generates these names into the header every Lua script loads, and the read
+models (`storage.reads`) take them from here, so no script or query spells a field itself.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from service.core.lifecycle import RUNS, STEPS
+
+__all__ = [
+    "ENDED_FIELDS",
+    "IN_PROGRESS",
+    "SEP",
+    "STEP_PREFIX",
+    "TOTALS",
+    "RunField",
+    "stall_member",
+    "step_field",
+]
+
+STEP_PREFIX = "@"
+"""A step's field in its run's hash is this prefix and the step's id."""
+
+SEP = "|"
+"""Separates the fields of a state string (`core.state`): its status code comes first."""
+
+
+class RunField(StrEnum):
+    """The run-wide fields of a run's hash."""
+
+    STATE = "r"  # the run's own state string (core.state.encode_run_state)
+    THREAD = "t"  # the thread (or conversation) id the run was first seen with
+    ASSISTANT = "a"  # the assistant (or prompt) id the run was first seen with
+    LIVE = "n"  # subjects in progress (steps, and the run itself): 0 lets the hash expire
+    ROUNDS = "ra"  # requires_action rounds already published: their keys, comma-separated
+    PROMPT = "prompt_tokens"  # token totals over the steps counted (or the response's own)
+    COMPLETION = "completion_tokens"
+    TOTAL = "total_tokens"
+    COUNTED = "steps_counted"  # steps whose usage the totals include
+
+
+TOTALS = (RunField.PROMPT, RunField.COMPLETION, RunField.TOTAL, RunField.COUNTED)
+"""The usage totals, in the order run.usage and the read models report them."""
+
+ENDED_FIELDS: dict[str, str] = {
+    status: "k" + STEPS.codes[status]
+    for status in ("completed", "failed", "cancelled", "expired", "incomplete")
+}
+"""Terminal step status -> the field counting the run's steps that ended with it, in the
+order `contracts.derived.StepCounts` lists them."""
+
+IN_PROGRESS = STEPS.codes["in_progress"]
+"""The code a step's state string starts with while it can stall (runs use the same code)."""
+assert RUNS.codes["in_progress"] == IN_PROGRESS
+
+
+def step_field(step_id: str) -> str:
+    """A step's field in its run's hash."""
+    return STEP_PREFIX + step_id
+
+
+def stall_member(run_id: str, step_id: str) -> str:
+    """A step's member in the stall index: its run id (length-prefixed) and its id. The
+    commit script builds the same (`stall_member` in the generated header)."""
+    return f"{len(run_id)}:{run_id}{step_id}"
