@@ -284,3 +284,21 @@ def test_demo_exports_its_runs_as_traces(receiver: OtlpReceiver) -> None:
     )  # fmt: skip
     assert plain.returncode == 0, plain.stderr
     assert "runsteps demo --export-otel" in plain.stdout
+
+
+@pytest.mark.parametrize(
+    ("protocol", "says"),
+    [("http/json", "not supported"), ("grpc", "runsteps[otel-grpc]")],
+)
+def test_an_unusable_otlp_protocol_exits_2_saying_why(protocol: str, says: str) -> None:
+    """`runsteps export-otel` refuses a protocol it cannot speak before touching Redis:
+    exit code 2 and one line (gRPC needs the `otel-grpc` extra, not installed here)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNSTEPS_", "OTEL_"))}
+    env |= {"OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "RUNSTEPS_REDIS_URL": "redis://127.0.0.1:9/0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "export-otel"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "configuration error" in done.stderr
+    assert says in done.stderr
