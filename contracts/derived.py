@@ -18,11 +18,13 @@ __all__ = [
     "RUN_END_TYPES",
     "STEP_END_TYPES",
     "AnyDerived",
+    "BudgetLimit",
     "DeadLetterEntry",
     "DeadLetterError",
     "DeadLetterKind",
     "DerivedEvent",
     "DerivedType",
+    "RunBudgetExceeded",
     "RunEvent",
     "RunFinished",
     "RunRequiresAction",
@@ -34,6 +36,7 @@ __all__ = [
     "StepFinished",
     "StepStalled",
     "StepStarted",
+    "ToolCall",
     "TransitionRejected",
     "event_id_for",
 ]
@@ -42,7 +45,7 @@ __all__ = [
 NAMESPACE = uuid.UUID("239b3640-3742-4d3f-ae5e-4116cce6d07d")
 
 
-CONTRACT_VERSION = 2
+CONTRACT_VERSION = 3
 """Version of the derived-event contract (CHANGELOG.md says what each version changed)."""
 
 
@@ -73,6 +76,7 @@ class DerivedType(StrEnum):
     RUN_EXPIRED = "run.expired"  # the run expired
     RUN_INCOMPLETE = "run.incomplete"  # the run ended early (e.g. a token limit)
     RUN_TRANSITION_REJECTED = "run.transition_rejected"  # a terminal run asked to change
+    RUN_BUDGET_EXCEEDED = "run.budget_exceeded"  # the run passed a budget (once per limit)
 
 
 STEP_END_TYPES: dict[str, DerivedType] = {
@@ -115,9 +119,23 @@ class _Derived(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class DerivedEvent(_Derived):
-    """Fields every derived event about a step carries."""
+_TOOL_ID = "the call's id (`call_...`) where the protocol gives one, else the item's id"
+_TOOL_TYPE = (
+    "Assistants: the tool call's type as sent (function, code_interpreter, file_search, mcp, "
+    "...); Responses: the item's type without its `_call` suffix (function, web_search, mcp, "
+    "custom, ...)"
+)
 
+
+class ToolCall(_Derived):
+    """One tool call a step holds."""
+
+    id: str = Field(description=_TOOL_ID)
+    type: str = Field(description=_TOOL_TYPE)
+    name: str | None = Field(description="the function's, MCP tool's or custom tool's name")
+
+
+class _StepIds(_Derived):
     type: DerivedType
     event_id: str = Field(description="deterministic UUIDv5: deduplicate on it")
     source: Source
@@ -125,6 +143,15 @@ class DerivedEvent(_Derived):
     run_id: str
     thread_id: str | None
     assistant_id: str | None
+
+
+class DerivedEvent(_StepIds):
+    """Fields every derived event about a step carries."""
+
+    tools: list[ToolCall] = Field(
+        description="the tool calls the step holds, as known at this event ([] for message "
+        "and reasoning steps, and for a tool step whose calls are not known yet)"
+    )
     from_status: StepStatusValue | None = Field(description="null only on run_step.started")
     to_status: StepStatusValue
     occurred_at: int | float = Field(description="unix seconds, from the subject's own times")
@@ -152,6 +179,10 @@ class StepFinished(DerivedEvent):
     duration_s: int | float | None = Field(description="null when no end time is known")
     usage: Usage | None
     last_error: LastError | None
+    ended_by_run: bool = Field(
+        description="true when the step was still open as its run ended: it takes the run's "
+        "end (completed, failed, cancelled, expired, incomplete; a Responses item: incomplete)"
+    )
 
 
 class TransitionRejected(DerivedEvent):
@@ -169,28 +200,48 @@ class StepStalled(DerivedEvent):
     stall_after_s: int
 
 
-class RunUsage(DerivedEvent):
+_COST = (
+    "the cost in US dollars of the usage this event reports, at its model's prices on the day "
+    "the run was created, exact to the nano-dollar; null when the model is unknown or unpriced"
+)
+_PRICED = "the price table's model that matched; null with cost_usd"
+
+
+class RunUsage(_StepIds):
     """The run's token totals: summed over the steps counted so far (Assistants: after each
     step with usage), or the response's own when it ends (Responses: `step_id` is null,
     prompt/completion are its input/output tokens, steps_counted its items ended)."""
 
     type: Literal[DerivedType.RUN_USAGE]
     step_id: str | None  # type: ignore[assignment]  # null for a response's own totals
+    from_status: StepStatusValue | RunStatusValue
+    to_status: StepStatusValue | RunStatusValue
+    occurred_at: int | float = Field(description="unix seconds, from the subject's own times")
     prompt_tokens: NonNegativeInt
     completion_tokens: NonNegativeInt
     total_tokens: NonNegativeInt
     steps_counted: NonNegativeInt
+    model: str | None = Field(description="the run's model, as its payloads report it")
+    cost_usd: float | None = Field(description=_COST)
+    priced_model: str | None = Field(description=_PRICED)
 
 
-class RunEvent(_Derived):
-    """Fields every derived event about a run (or a Responses response) carries."""
-
+class _RunIds(_Derived):
     type: DerivedType
     event_id: str = Field(description="deterministic UUIDv5: deduplicate on it")
     source: Source
     run_id: str
     thread_id: str | None
     assistant_id: str | None
+    model: str | None = Field(
+        description="the run's (or response's) model as the payload reports it; null until "
+        "any payload of the run names it"
+    )
+
+
+class RunEvent(_RunIds):
+    """Fields every derived event about a run (or a Responses response) carries."""
+
     from_status: RunStatusValue | None = Field(description="null on run.started (or first seen)")
     to_status: RunStatusValue
     occurred_at: int | float = Field(description="unix seconds, from the run's own times")
@@ -242,7 +293,25 @@ class RunFinished(RunEvent):
     usage: dict[str, Any] | None = Field(description="the run's usage as the API reports it")
     last_error: dict[str, Any] | None
     incomplete_details: dict[str, Any] | None
-    steps: StepCounts
+    cost_usd: float | None = Field(description=_COST)
+    priced_model: str | None = Field(description=_PRICED)
+    steps: StepCounts = Field(description="the run's steps by how they ended, those the "
+                              "run's own end closed (ended_by_run) included")  # fmt: skip
+
+
+BudgetLimit = Literal["tokens", "usd", "steps", "seconds"]
+
+
+class RunBudgetExceeded(_RunIds):
+    """The run passed one of the deployment's budgets (RUNSTEPS_BUDGET_*): published once
+    per run and limit, atomically with the entry that crossed it (`seconds`: also by the
+    scanner, for a run still in progress). runsteps reports; it does not stop the run."""
+
+    type: Literal[DerivedType.RUN_BUDGET_EXCEEDED]
+    limit: BudgetLimit
+    budget: int | float = Field(description="the setting that was passed")
+    value: int | float = Field(description="what the run reached")
+    occurred_at: int | float = Field(description="unix seconds")
 
 
 AnyDerived = Annotated[
@@ -254,7 +323,8 @@ AnyDerived = Annotated[
     | RunStarted
     | RunRequiresAction
     | RunFinished
-    | RunTransitionRejected,
+    | RunTransitionRejected
+    | RunBudgetExceeded,
     Field(discriminator="type"),
 ]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
-from .derived import Source
+from .derived import BudgetLimit, Source, ToolCall
 
 __all__ = ["RunState", "StepState", "TokenTotals", "TokenUsage"]
 
@@ -45,6 +45,7 @@ class StepState(_Answer):
     usage: TokenUsage | None
     last_error_code: str | None
     rejected: list[str] = Field(description="terminal statuses refused after the first")
+    tools: list[ToolCall] = Field(description="the step's tool calls, as last known")
 
 
 class RunState(_Answer):
@@ -58,6 +59,12 @@ class RunState(_Answer):
     ended_at: int | float | None
     duration_s: int | float | None
     usage: TokenTotals
+    model: str | None = Field(description="the run's model, once a payload named it")
+    cost_usd: float | None = Field(
+        description="the usage totals priced at the run's model's prices (null: unpriced)"
+    )
+    priced_model: str | None
+    budgets_exceeded: list[BudgetLimit] = Field(description="budgets the run has passed")
     steps_in_progress: NonNegativeInt = Field(description="steps in progress (and the run)")
     steps_ended: dict[str, NonNegativeInt] = Field(description="steps ended, by status")
     steps: list[StepState] = Field(description="one page of steps, in no particular order")

@@ -117,6 +117,21 @@ class OutputItem(_ApiModel):
     status: str | None = None
     error: Any = None  # a string on mcp_call, an object elsewhere; only its nullness is read
 
+    @property
+    def tool(self) -> tuple[str, str, str | None] | None:
+        """A tool call item's (id, type, name), or None for other items: the type without
+        its `_call` (and `_tool`) suffix (function_call -> function, custom_tool_call ->
+        custom), the id its `call_id` when it has one, the name its `name` when it has one."""
+        if not self.type.endswith("_call"):
+            return None
+        extra = self.model_extra or {}
+        call_id, name = extra.get("call_id"), extra.get("name")
+        return (
+            call_id if isinstance(call_id, str) and call_id else self.id,
+            self.type.removesuffix("_call").removesuffix("_tool"),
+            name if isinstance(name, str) else None,
+        )
+
 
 class ResponseObject(_ApiModel):
     """The `response` object a lifecycle event carries (a run)."""
@@ -133,6 +148,7 @@ class ResponseObject(_ApiModel):
     conversation: ConversationRef | None = None
     prompt: PromptRef | None = None
     metadata: dict[str, str] | None = None
+    model: str | None = None
 
 
 class ResponsePhase(StrEnum):

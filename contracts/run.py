@@ -1,7 +1,7 @@
 """The OpenAI Assistants `thread.run` object: the run's own lifecycle, around its steps.
 
 Only what the lifecycle reads is modelled (ids, status, timestamps, the tool calls a run
-waits for, errors, usage, metadata); everything else a run carries (model, instructions,
+waits for, errors, usage, metadata, model); everything else a run carries (instructions,
 tools, tool_resources, temperature, truncation_strategy...) is kept as extra fields, so no
 producer's or API version's additions ever make a run undecodable.
 """
@@ -104,6 +104,7 @@ class Run(_ApiModel):
     expired_at: Timestamp | None = None  # not an API field: a producer may add it
     usage: Usage | None = None  # only set once the run is terminal
     metadata: Metadata = None
+    model: str | None = None  # the model the run uses (the API always sends it)
 
     @property
     def ended_at(self) -> int | None:

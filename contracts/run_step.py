@@ -254,6 +254,20 @@ ToolCall = Annotated[
 """One tool call: the three OpenAI types are validated in full, any other type generically."""
 
 
+ToolRef = tuple[str, str, str | None]
+"""A tool call as derived events name it: (id, type, name)."""
+
+
+def tool_ref(call: CodeInterpreterToolCall | FileSearchToolCall | FunctionToolCall |
+             GenericToolCall) -> ToolRef:  # fmt: skip
+    """A tool call's (id, type, name): a function's name, or the `name` any other call
+    carries (an MCP call's tool); None when it names none."""
+    if isinstance(call, FunctionToolCall):
+        return call.id, call.type, call.function.name
+    name = (call.model_extra or {}).get("name")
+    return call.id, call.type, name if isinstance(name, str) else None
+
+
 class ToolCallsDetails(_ApiModel):
     """step_details of a tool_calls step."""
 
@@ -364,6 +378,15 @@ class RunStep(_ApiModel):
                 {"details": details.type, "declared": str(declared)},
             )
         return details
+
+    @property
+    def tools(self) -> tuple[ToolRef, ...]:
+        """(id, type, name) of each tool call the step holds: the type as sent, the name of a
+        function or of any other call that names itself (an MCP tool); () for other steps."""
+        details = self.step_details
+        if not isinstance(details, ToolCallsDetails):
+            return ()
+        return tuple(tool_ref(call) for call in details.tool_calls)
 
     @property
     def terminal_at(self) -> int | None:

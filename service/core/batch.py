@@ -18,6 +18,7 @@ from contracts.derived import DeadLetterKind
 from contracts.partitioning import partition_for
 from service.core.decode import ErrorReport, Ignored, Rejection, decode_entry, reported
 from service.core.ops import Op, run_op, step_op
+from service.core.prices import Prices
 from service.core.reported import Reported
 
 __all__ = ["Batch", "DeadLetter", "Entry", "Partitioning", "build_batch", "describe"]
@@ -70,7 +71,9 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def _ops(source_id: bytes, reported: Reported, now: float, stall_after_s: float) -> list[Op]:
+def _ops(
+    source_id: bytes, reported: Reported, now: float, stall_after_s: float, prices: Prices | None
+) -> list[Op]:
     """The ops of one entry: its steps first, then its run."""
     source = reported.source
     ops = [
@@ -82,7 +85,7 @@ def _ops(source_id: bytes, reported: Reported, now: float, stall_after_s: float)
         for step in reported.steps
     ]
     if reported.run is not None:
-        ops.append(run_op(source_id, reported.run, source))
+        ops.append(run_op(source_id, reported.run, source, prices))
     return ops
 
 
@@ -107,6 +110,7 @@ def build_batch(
     stall_after_s: float,
     now: float,
     partitioning: Partitioning = Partitioning(),  # frozen: shared safely
+    prices: Prices | None = None,
 ) -> Batch:
     """Decode every entry into ops of its run, an ignored event, or a dead letter."""
     batch = Batch(consumed=len(entries))
@@ -117,7 +121,7 @@ def build_batch(
             ops = (
                 []
                 if isinstance(decoded, Ignored | ErrorReport | Rejection)
-                else _ops(source_id, reported(decoded), now, stall_after_s)
+                else _ops(source_id, reported(decoded), now, stall_after_s, prices)
             )
         except Exception as exc:  # a bug, not the entry's bytes: it stays pending
             batch.failed[source_id] = describe(exc)

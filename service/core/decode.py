@@ -210,6 +210,7 @@ def reported_run(run: Run) -> ReportedRun:
         incomplete_details=None
         if run.incomplete_details is None
         else run.incomplete_details.model_dump(mode="json"),
+        model=run.model,
     )
 
 
@@ -226,12 +227,14 @@ def _item(
     item: OutputItem, response_id: str, phase: ItemPhase, created: float, ended: float
 ) -> Item:
     status = str(phase)
+    tool = item.tool
     return Item(
         id=item.id,
         run_id=response_id,
         status=status,
         type=item.type,
         created_at=created,
+        tools=() if tool is None else (tool,),
         terminal_at=None if status == "in_progress" else ended,
         last_error=_item_error(item) if status == "failed" else None,
     )
@@ -258,6 +261,7 @@ def _response_run(response: ResponseObject) -> ReportedRun:
         incomplete_details=None
         if response.incomplete_details is None
         else response.incomplete_details.model_dump(mode="json", exclude_none=True),
+        model=response.model,
     )
 
 

@@ -166,6 +166,20 @@ class FastStep(_Known, frozen=True, kw_only=True):
     usage: _Usage | None = None
 
     @property
+    def tools(self) -> tuple[tuple[str, str, str | None], ...]:
+        """(id, type, name) of each tool call, as `contracts.RunStep.tools` says."""
+        details = self.step_details
+        if not isinstance(details, _ToolCallsDetails):
+            return ()
+        return tuple(
+            (call.id, "function", call.function.name)
+            if isinstance(call, _FunctionCallItem)
+            else (call.id, "code_interpreter" if isinstance(call, _CodeInterpreterCall)
+                  else "file_search", None)
+            for call in details.tool_calls
+        )  # fmt: skip
+
+    @property
     def terminal_at(self) -> int | None:
         """When the step reached its terminal status, or None (in progress, incomplete);
         an expired step without `expired_at` expired at `expires_at`, as RunStep says."""

@@ -8,6 +8,7 @@ models (`storage.reads`) take them from here, so no script or query spells a fie
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 
 from service.core.lifecycle import RUNS, STEPS
@@ -17,14 +18,20 @@ __all__ = [
     "IN_PROGRESS",
     "SEP",
     "STEP_PREFIX",
+    "TOOLS_PREFIX",
     "TOTALS",
     "RunField",
     "stall_member",
     "step_field",
+    "tools_field",
+    "totals_nano_usd",
 ]
 
 STEP_PREFIX = "@"
 """A step's field in its run's hash is this prefix and the step's id."""
+
+TOOLS_PREFIX = "T"
+"""A step's tool calls (as its events list them) are field `T<step id>`, once known."""
 
 SEP = "|"
 """Separates the fields of a state string (`core.state`): its status code comes first."""
@@ -42,6 +49,11 @@ class RunField(StrEnum):
     COMPLETION = "completion_tokens"
     TOTAL = "total_tokens"
     COUNTED = "steps_counted"  # steps whose usage the totals include
+    MODEL = "m"  # the run's model, as JSON (a string), once a payload named it
+    PRICED = "pm"  # the price table's model for it, as JSON
+    PRICES = "pv"  # its prices, nano-dollars per token: 'input,cached_input,output'
+    STARTED = "ns"  # steps started (for the steps budget)
+    EXCEEDED = "bx"  # budgets passed (their limits, comma-separated): each published once
 
 
 TOTALS = (RunField.PROMPT, RunField.COMPLETION, RunField.TOTAL, RunField.COUNTED)
@@ -57,6 +69,19 @@ order `contracts.derived.StepCounts` lists them."""
 IN_PROGRESS = STEPS.codes["in_progress"]
 """The code a step's state string starts with while it can stall (runs use the same code)."""
 assert RUNS.codes["in_progress"] == IN_PROGRESS
+
+
+def tools_field(step_id: str) -> str:
+    """A step's tool calls' field in its run's hash."""
+    return TOOLS_PREFIX + step_id
+
+
+def totals_nano_usd(prices: str, prompt_tokens: float, completion_tokens: float) -> int:
+    """Token totals priced at a run's stored prices (`RunField.PRICES`), in nano-dollars,
+    as the commit script prices run.usage: totals do not say which input was cached, so all
+    input is priced as input."""
+    input_price, _, output_price = (float(p) for p in prices.split(","))
+    return math.floor(prompt_tokens * input_price + completion_tokens * output_price + 0.5)
 
 
 def step_field(step_id: str) -> str:

@@ -28,6 +28,7 @@ from contracts.derived import (
 )
 from service.core.layout import RunField, step_field
 from service.core.lifecycle import RUNS, STEPS
+from service.core.prices import Priced, Prices, TokenUsage
 from service.core.published import Kind
 from service.core.reported import ReportedRun, ReportedStep
 from service.core.state import encode_run_state, encode_state
@@ -63,6 +64,11 @@ class Op:
     usage_event: bytes = b""  # run.usage without its totals and closing brace
     round: str = ""  # a waiting run's round of tool calls (its first call id)
     wait_event: bytes = b""  # run.requires_action
+    tools: bytes = b""  # a step's tool calls as its events list them ('' for none)
+    model: bytes = b""  # a run's model, as JSON ('' when its payload names none)
+    priced_model: bytes = b""  # the price table's model for it, as JSON ('' if unpriced)
+    prices: str = ""  # its prices, nano-dollars per token: 'input,cached_input,output'
+    usage_cost: bytes = b""  # run.usage's cost fields for the run's own totals, priced here
     end_type: str = ""  # the end event's type, for counting what was published
 
 
@@ -88,6 +94,38 @@ def _step_ids(step: ReportedStep, source: Source) -> bytes:
         "assistant_id": step.assistant_id,
     }
     return _dumps(ids)[1:-1]
+
+
+_NO_TOOLS = b"[]"
+
+
+def _tools(step: ReportedStep) -> bytes:
+    """The step's tool calls as its events list them."""
+    tools = step.tools
+    if not tools:
+        return _NO_TOOLS
+    return orjson.dumps([{"id": id_, "type": type_, "name": name} for id_, type_, name in tools])
+
+
+def _token_usage(usage: dict[str, Any]) -> TokenUsage:
+    """A run's usage as either API reports it (prompt/completion or input/output tokens, and
+    their cached and reasoning details)."""
+    inp = usage.get("prompt_tokens", usage.get("input_tokens")) or 0
+    out = usage.get("completion_tokens", usage.get("output_tokens")) or 0
+    inp_details = usage.get("prompt_token_details") or usage.get("input_tokens_details") or {}
+    out_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
+    return TokenUsage(
+        int(inp),
+        int(out),
+        int(inp_details.get("cached_tokens") or 0),
+        int(out_details.get("reasoning_tokens") or 0),
+    )
+
+
+def _cost(priced: Priced | None) -> Event:
+    if priced is None:
+        return {"cost_usd": None, "priced_model": None}
+    return {"cost_usd": priced.cost_usd, "priced_model": priced.priced_model}
 
 
 def step_op(
@@ -131,12 +169,16 @@ def step_op(
         ),
     )
     ids = _step_ids(step, source)
+    tools = _tools(step)
+    if tools is not _NO_TOOLS:
+        op.tools = tools
+    head = b'%b,"tools":%b' % (ids, tools)  # a step event's ids, then its tools
     if status == "in_progress":
         op.deadline = str(int(stall_deadline))
         start: Event = {"from_status": None, "to_status": status, "occurred_at": step.created_at}
         start["step_type"] = step.type
         type_ = DerivedType.STARTED
-        op.start_event = _event(type_, event_id_for(step.run_id, step.id, type_), ids, start)
+        op.start_event = _event(type_, event_id_for(step.run_id, step.id, type_), head, start)
         return op
     # The start's last fields: the script builds the rest from the end, if it needs it.
     op.start_event = _dumps({"occurred_at": step.created_at, "step_type": step.type})[1:]
@@ -149,7 +191,8 @@ def step_op(
         "prompt_tokens": triple[0], "completion_tokens": triple[1], "total_tokens": triple[2],
     }  # fmt: skip
     end["last_error"] = None if error is None else {"code": error.code, "message": error.message}
-    op.end_event = _event(type_, event_id_for(step.run_id, step.id, type_), ids, end)
+    end["ended_by_run"] = False
+    op.end_event = _event(type_, event_id_for(step.run_id, step.id, type_), head, end)
     if triple is not None:
         op.usage = "%d,%d,%d" % triple  # noqa: UP031  # the script parses exactly this
         usage_event: Event = {"from_status": "in_progress", "to_status": status}
@@ -167,12 +210,13 @@ def _run_ids(run: ReportedRun, source: Source) -> bytes:
         "run_id": run.id,
         "thread_id": run.thread_id,
         "assistant_id": run.assistant_id,
+        "model": run.model,
     }
     return _dumps(ids)[1:-1]
 
 
-def run_op(source_id: bytes, run: ReportedRun, source: Source) -> Op:
-    """The op of one reported run status."""
+def run_op(source_id: bytes, run: ReportedRun, source: Source, prices: Prices | None = None) -> Op:
+    """The op of one reported run status; `prices` prices its model (none: unpriced)."""
     status = run.status
     terminal = RUNS.is_terminal(status)
     op = Op(
@@ -187,6 +231,12 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source) -> Op:
         state=encode_run_state(status, run.created_at, run.ended_at if terminal else None),
     )
     ids = _run_ids(run, source)
+    if run.model:
+        op.model = orjson.dumps(run.model)
+        vector = None if prices is None else prices.per_token(run.model, run.created_at)
+        if vector is not None:
+            op.priced_model = orjson.dumps(vector.priced_model)
+            op.prices = "%r,%r,%r" % (vector.input, vector.cached_input, vector.output)  # noqa: UP031
     if terminal:  # the start's last field: the script builds the rest from the end
         op.start_event = _dumps({"occurred_at": run.created_at})[1:]
     else:
@@ -205,22 +255,33 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source) -> Op:
         return op
     ended_at = run.ended_at
     occurred_at = ended_at if ended_at is not None else run.created_at
+    usage = run.usage
+    priced = None
+    if usage is not None and prices is not None:
+        priced = prices.cost(run.model, None, run.created_at, _token_usage(usage))
     if run.totals is not None:
         op.usage = "%d,%d,%d" % run.totals  # noqa: UP031  # the script parses exactly this
+        op.usage_cost = _dumps(_cost(priced))[1:-1]
         type_ = DerivedType.RUN_USAGE
-        usage_ids = _dumps({"source": source, "step_id": None} | orjson.loads(b"{%b}" % ids))
-        usage_ids = usage_ids[1:-1]  # RunUsage's field order: its totals name no step
+        usage_ids = {
+            "source": source,
+            "step_id": None,  # RunUsage's field order: its totals name no step
+            "run_id": run.id,
+            "thread_id": run.thread_id,
+            "assistant_id": run.assistant_id,
+        }
         usage_event: Event = {"from_status": "in_progress", "to_status": status}
         usage_event["occurred_at"] = occurred_at
         usage_id = event_id_for(run.id, "", type_)
         # The script appends the totals and the brace.
-        op.usage_event = _event(type_, usage_id, usage_ids, usage_event)[:-1]
+        op.usage_event = _event(type_, usage_id, _dumps(usage_ids)[1:-1], usage_event)[:-1]
     type_ = op.end_type = RUN_END_TYPES[status]
     end: Event = {"from_status": FROM, "to_status": status, "occurred_at": occurred_at}
     end["duration_s"] = None if ended_at is None else max(0, ended_at - run.created_at)
     end["usage"] = run.usage
     end["last_error"] = run.last_error
     end["incomplete_details"] = run.incomplete_details
+    end |= _cost(priced)
     # The script appends the run's step counts and the brace.
     op.end_event = _event(type_, event_id_for(run.id, "", type_), ids, end)[:-1]
     return op

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from service.settings import Settings
 
-__all__ = ["Priced", "Prices", "TokenPrices", "TokenUsage"]
+__all__ = ["Priced", "Prices", "TokenPrices", "TokenUsage", "bundled_prices"]
 
 _NANO = 1_000_000_000
 _PER = Decimal(1_000_000)  # prices are per million tokens
@@ -153,6 +153,12 @@ def _nano(usd: Decimal) -> int:
 def _per_token(price_per_mtok: Decimal) -> float:
     # Nano-dollars per token = dollars per million tokens * 1000.
     return float(price_per_mtok * 1000)
+
+
+@cache
+def bundled_prices() -> Prices:
+    """The bundled price table alone, built once per process (no prices file)."""
+    return Prices()
 
 
 class Prices:

@@ -12,7 +12,10 @@ from typing import Any, Protocol
 
 from contracts.derived import Source
 
-__all__ = ["Item", "ItemError", "Reported", "ReportedRun", "ReportedStep"]
+__all__ = ["Item", "ItemError", "Reported", "ReportedRun", "ReportedStep", "ToolRef"]
+
+ToolRef = tuple[str, str, str | None]
+"""A tool call as derived events name it: (id, type, name)."""
 
 
 class _Usage(Protocol):
@@ -54,6 +57,8 @@ class ReportedStep(Protocol):
     def usage(self) -> _Usage | None: ...
     @property
     def last_error(self) -> _Error | None: ...
+    @property
+    def tools(self) -> tuple[ToolRef, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,7 @@ class ReportedRun:
     totals: tuple[int, int, int] | None = None  # a response's own (input, output, total)
     last_error: dict[str, Any] | None = None
     incomplete_details: dict[str, Any] | None = None
+    model: str | None = None  # as the payload reports it
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +101,7 @@ class Item:
     thread_id: str | None = None
     assistant_id: str | None = None
     usage: None = None  # items report no usage: their response does
+    tools: tuple[ToolRef, ...] = ()  # a tool call item's one call
 
 
 @dataclass(frozen=True, slots=True)

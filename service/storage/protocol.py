@@ -46,6 +46,7 @@ STEP_ARGS = (
     "end_event",
     "usage",
     "usage_event",
+    "tools",
 )
 """A step's op, as the script unpacks it."""
 
@@ -61,6 +62,10 @@ RUN_ARGS = (
     "usage_event",
     "round",
     "wait_event",
+    "model",
+    "priced_model",
+    "prices",
+    "usage_cost",
 )
 """A run's op, as the script unpacks it."""
 

@@ -6,12 +6,21 @@ script writes into the typed answers of `contracts.queries`.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
 from contracts.partitioning import partition_for
 from contracts.queries import RunState, StepState, TokenTotals, TokenUsage
-from service.core.layout import ENDED_FIELDS, STEP_PREFIX, TOTALS, RunField, step_field
+from service.core.layout import (
+    ENDED_FIELDS,
+    STEP_PREFIX,
+    TOTALS,
+    RunField,
+    step_field,
+    tools_field,
+    totals_nano_usd,
+)
 from service.core.state import decode_run_state, decode_state, parse_number
 
 if TYPE_CHECKING:
@@ -27,6 +36,12 @@ log = logging.getLogger("runsteps.queries")
 _USAGE = tuple(f.value for f in TOTALS)
 _ENDED = {field: status for status, field in ENDED_FIELDS.items()}
 _THREAD, _ASSISTANT, _LIVE = RunField.THREAD.value, RunField.ASSISTANT.value, RunField.LIVE.value
+_PRICING = (
+    RunField.MODEL.value,
+    RunField.PRICED.value,
+    RunField.PRICES.value,
+    RunField.EXCEEDED.value,
+)
 MAX_PAGE = 1000
 """The most steps one answer holds: a run of any size is read in pages."""
 
@@ -39,8 +54,13 @@ def _duration(start: int | float | None, end: int | float | None) -> int | float
     return None if start is None or end is None else end - start
 
 
-def _step(
-    run_id: str, step_id: str, raw: str, thread: str | None, assistant: str | None
+def _step(  # noqa: PLR0917  # one tracked step's fields, as read
+    run_id: str,
+    step_id: str,
+    raw: str,
+    thread: str | None,
+    assistant: str | None,
+    tools: str | None = None,
 ) -> StepState:
     record = decode_state(raw)
     created, ended = _num(record.get("c")), _num(record.get("d"))
@@ -65,6 +85,7 @@ def _step(
         usage=usage,
         last_error_code=record.get("e"),
         rejected=record["x"].split(",") if "x" in record else [],
+        tools=json.loads(tools) if tools else [],
     )
 
 
@@ -72,16 +93,23 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
 
 
+def _json(value: str | None) -> str | None:
+    """A string the commit script keeps as JSON (the model), read back."""
+    return None if value is None else cast("str", json.loads(value))
+
+
 async def step_state(conn: PartitionClient, run_id: str, step_id: str) -> StepState | None:
     """A step's tracked state, or None if unknown."""
     raw = cast(
         "list[bytes | None]",
-        await conn.redis.hmget(conn.keys.run(run_id), step_field(step_id), _THREAD, _ASSISTANT),
+        await conn.redis.hmget(
+            conn.keys.run(run_id), step_field(step_id), _THREAD, _ASSISTANT, tools_field(step_id)
+        ),
     )
-    state, thread, assistant = (_text(r) for r in raw)
+    state, thread, assistant, tools = (_text(r) for r in raw)
     if state is None:
         return None
-    return _step(run_id, step_id, state, thread or None, assistant or None)
+    return _step(run_id, step_id, state, thread or None, assistant or None, tools)
 
 
 async def run_state(
@@ -89,7 +117,7 @@ async def run_state(
 ) -> RunState | None:
     """A run's tracked state and up to `limit` of its steps from `cursor`, or None."""
     key = conn.keys.run(run_id)
-    fixed = (_THREAD, _ASSISTANT, RunField.STATE.value, _LIVE, *_USAGE, *_ENDED)
+    fixed = (_THREAD, _ASSISTANT, RunField.STATE.value, _LIVE, *_USAGE, *_ENDED, *_PRICING)
     values = [_text(v) for v in cast("list[bytes | None]", await conn.redis.hmget(key, fixed))]
     got = dict(zip(fixed, values, strict=True))
     limit = max(1, min(limit, MAX_PAGE))
@@ -109,6 +137,13 @@ async def run_state(
         return None
     thread, assistant = got[_THREAD] or None, got[_ASSISTANT] or None
     run = decode_run_state(got[RunField.STATE] or "")
+    ids = [name.removeprefix(STEP_PREFIX) for name in sorted(steps)]
+    tools = await conn.redis.hmget(key, [tools_field(i) for i in ids]) if ids else []
+    usage = TokenTotals(**{k: int(got[k] or 0) for k in _USAGE})
+    prices, priced = got[RunField.PRICES], got[RunField.PRICED]
+    cost = None
+    if prices and priced:
+        cost = totals_nano_usd(prices, usage.prompt_tokens, usage.completion_tokens) / 1e9
     created, ended = _num(run.get("c")), _num(run.get("d"))
     return RunState(
         run_id=run_id,
@@ -118,12 +153,18 @@ async def run_state(
         created_at=created,
         ended_at=ended,
         duration_s=_duration(created, ended),
-        usage=TokenTotals(**{k: int(got[k] or 0) for k in _USAGE}),
+        usage=usage,
+        model=_json(got[RunField.MODEL]),
+        cost_usd=cost,
+        priced_model=_json(priced) if cost is not None else None,
+        budgets_exceeded=(got[RunField.EXCEEDED] or "").split(",")
+        if got[RunField.EXCEEDED]
+        else [],
         steps_in_progress=int(got[_LIVE] or 0),
         steps_ended={status: int(got[k] or 0) for k, status in _ENDED.items()},
         steps=[
-            _step(run_id, name.removeprefix(STEP_PREFIX), value, thread, assistant)
-            for name, value in sorted(steps.items())
+            _step(run_id, step_id, steps[step_field(step_id)], thread, assistant, _text(t))
+            for step_id, t in zip(ids, cast("list[bytes | None]", tools), strict=True)
         ],
         next_cursor=None if next_cursor == 0 else str(next_cursor),
     )

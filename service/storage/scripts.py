@@ -16,7 +16,15 @@ from hashlib import sha1
 from importlib.resources import files
 
 from contracts.derived import NAMESPACE
-from service.core.layout import ENDED_FIELDS, IN_PROGRESS, SEP, STEP_PREFIX, TOTALS, RunField
+from service.core.layout import (
+    ENDED_FIELDS,
+    IN_PROGRESS,
+    SEP,
+    STEP_PREFIX,
+    TOOLS_PREFIX,
+    TOTALS,
+    RunField,
+)
 from service.core.lifecycle import RUNS, STEPS, Action, Machine, transition_table
 from service.core.published import PUBLISHES, Kind
 from service.storage.protocol import RUN_ARGS, STEP_ARGS
@@ -83,6 +91,7 @@ def header() -> str:
     ended = list(ENDED_FIELDS.values())
     constants: list[tuple[str, object]] = [
         ("STEP_PREFIX", STEP_PREFIX),  # a step's field: this and its id
+        ("TOOLS_PREFIX", TOOLS_PREFIX),  # a step's tool calls' field: this and its id
         ("SEP", SEP),  # between a state string's fields; its status code comes first
         ("IN_PROGRESS", IN_PROGRESS),  # the code of a subject that can stall
         ("F", {f.name.lower(): f.value for f in RunField}),  # the run-wide fields

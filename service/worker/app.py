@@ -200,7 +200,8 @@ class Worker:
                 raise ConfigError(f"Redis refused the worker: {exc}") from exc
             raise
         self.processors = [
-            Processor(Store(conn), Pending(conn), s, self.telemetry) for conn in self.conns
+            Processor(Store(conn), Pending(conn), s, self.telemetry, self.prices)
+            for conn in self.conns
         ]
         owned = s.owned_partitions
         if s.own_partitions.strip():

@@ -16,6 +16,7 @@ from contracts.derived import DeadLetterKind
 from service.core.batch import Batch, DeadLetter, Entry, Partitioning, build_batch, describe
 from service.core.decode import IGNORED_OTHER, Rejection
 from service.core.lifecycle import Action
+from service.core.prices import Prices, bundled_prices
 from service.core.published import published
 from service.errors import INFRASTRUCTURE_ERRORS
 
@@ -35,12 +36,18 @@ class Processor:
     """Applies batches of source entries of one partition to its store."""
 
     def __init__(
-        self, store: Store, pending: Pending, settings: Settings, telemetry: Telemetry
+        self,
+        store: Store,
+        pending: Pending,
+        settings: Settings,
+        telemetry: Telemetry,
+        prices: Prices | None = None,
     ) -> None:
         self.store = store
         self.pending = pending
         self.settings = settings
         self.telemetry = telemetry  # shared by the worker's partitions
+        self.prices = bundled_prices() if prices is None else prices
         part = store.conn.part
         self._partitioning = Partitioning(part.index, part.count)
 
@@ -54,6 +61,7 @@ class Processor:
             stall_after_s=s.stall_after_s,
             now=time.time(),
             partitioning=self._partitioning,
+            prices=self.prices,
         )
 
     async def process(self, entries: list[Entry]) -> dict[bytes, str]:

@@ -133,6 +133,7 @@ class Recovery:
                 run_id=run_id,
                 thread_id=state.thread_id,
                 assistant_id=state.assistant_id,
+                tools=state.tools,
                 from_status="in_progress",
                 to_status="in_progress",
                 occurred_at=now,

@@ -29,6 +29,7 @@ from contracts import (
 )
 from contracts.derived import (
     NAMESPACE,
+    RunBudgetExceeded,
     RunFinished,
     RunRequiresAction,
     RunStarted,
@@ -104,40 +105,48 @@ COMMON: dict[str, Any] = {
     "occurred_at": 1699063299,
 }
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+TOOLS = {"tools": [{"id": "call_1", "type": "function", "name": "get_weather"}]}
+MODEL = {"model": "gpt-4o-2024-08-06"}
+COST = {"cost_usd": 0.000075, "priced_model": "gpt-4o"}
 
 DERIVED_SAMPLES: list[tuple[dict[str, Any], type]] = [
     (
         {"type": "run_step.started", "from_status": None, "to_status": "in_progress"}
-        | {"step_type": "tool_calls"},
+        | {"step_type": "tool_calls"}
+        | TOOLS,
         StepStarted,
     ),
     *[
         (
             {"type": f"run_step.{status}", "from_status": "in_progress", "to_status": status}
             | {"step_type": "message_creation", "duration_s": 8, "usage": USAGE}
-            | {"last_error": None},
+            | {"last_error": None, "tools": [], "ended_by_run": status == "incomplete"},
             StepFinished,
         )
         for status in ("completed", "failed", "cancelled", "expired", "incomplete")
     ],
     (
         {"type": "run_step.transition_rejected", "from_status": "completed"}
-        | {"to_status": "failed", "reason": "step is already completed"},
+        | {"to_status": "failed", "reason": "step is already completed"}
+        | TOOLS,
         TransitionRejected,
     ),
     (
         {"type": "run_step.stalled", "from_status": "in_progress", "to_status": "in_progress"}
-        | {"stalled_for_s": 700, "stall_after_s": 600},
+        | {"stalled_for_s": 700, "stall_after_s": 600}
+        | TOOLS,
         StepStalled,
     ),
     (
         {"type": "run.usage", "from_status": "in_progress", "to_status": "completed"}
         | USAGE
-        | {"steps_counted": 2},
+        | {"steps_counted": 2}
+        | MODEL
+        | COST,
         RunUsage,
     ),
 ]
-RUN_COMMON = {k: v for k, v in COMMON.items() if k != "step_id"}
+RUN_COMMON = {k: v for k, v in COMMON.items() if k != "step_id"} | MODEL
 STEPS_ENDED = {"completed": 2, "failed": 1, "cancelled": 0, "expired": 0, "incomplete": 0}
 RUN_SAMPLES: list[tuple[dict[str, Any], type]] = [
     (
@@ -153,7 +162,8 @@ RUN_SAMPLES: list[tuple[dict[str, Any], type]] = [
         (
             {"type": f"run.{status}", "from_status": "in_progress", "to_status": status}
             | {"duration_s": 12, "usage": USAGE, "last_error": None}
-            | {"incomplete_details": None, "steps": STEPS_ENDED},
+            | {"incomplete_details": None, "steps": STEPS_ENDED}
+            | COST,
             RunFinished,
         )
         for status in ("completed", "failed", "cancelled", "expired", "incomplete")
@@ -163,6 +173,13 @@ RUN_SAMPLES: list[tuple[dict[str, Any], type]] = [
         | {"to_status": "failed", "reason": "run is already completed"},
         RunTransitionRejected,
     ),
+    *[
+        (
+            {"type": "run.budget_exceeded", "limit": limit, "budget": budget, "value": value},
+            RunBudgetExceeded,
+        )
+        for limit, budget, value in [("tokens", 1000, 1015), ("usd", 0.5, 0.512345678)]
+    ],
 ]
 
 

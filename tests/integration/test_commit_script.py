@@ -40,6 +40,7 @@ class _Step:
     created_at: int = T0
     usage: _Usage | None = None
     last_error: Any = None
+    tools: tuple[tuple[str, str, str | None], ...] = ()
 
     @property
     def terminal_at(self) -> int | None:
@@ -155,6 +156,7 @@ async def test_the_script_builds_a_rejected_second_end(
     DERIVED.validate_python(rejected)
     step_id = "s 1" if kind == "step" else None
     prefix = "run_step" if kind == "step" else "run"
+    what: dict[str, Any] = {"tools": []} if kind == "step" else {"model": None}
     assert rejected == {
         "type": f"{prefix}.transition_rejected",
         "event_id": event_id_for(
@@ -165,6 +167,7 @@ async def test_the_script_builds_a_rejected_second_end(
         "run_id": _ODD_RUN,
         "thread_id": _ODD_THREAD if kind == "step" else "thread_1",
         "assistant_id": "asst_1",
+        **what,
         "from_status": "completed",
         "to_status": "failed",
         "occurred_at": T0 + 5 if kind == "step" else T0 + 9,

@@ -40,6 +40,7 @@ class _Step:
     type: str = "tool_calls"
     created_at: int = T0
     last_error: Any = None
+    tools: tuple[tuple[str, str, str | None], ...] = ()
 
     @property
     def terminal_at(self) -> int | None:

@@ -165,7 +165,7 @@ async def test_a_stalled_step_names_its_own_dialect(
     s = settings.model_copy(update={"stall_after_s": 1})
     item = SimpleNamespace(
         id="fc_1", run_id="resp_1", thread_id=None, assistant_id=None, status="in_progress",
-        type="tool_calls", created_at=T0, terminal_at=None, usage=None, last_error=None,
+        type="tool_calls", created_at=T0, terminal_at=None, usage=None, last_error=None, tools=(),
     )  # fmt: skip
     op = step_op(b"1-1", item, source, int(time.time()) + 1)
     await Store(conn).commit({"resp_1": [op]}, [], [])

@@ -180,9 +180,8 @@ def test_docker_context_lets_in_every_package_and_nothing_else() -> None:
     ]
     assert lines[0] == "*", "exclude everything first"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    packages = set(
-        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    )
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {name.split(".")[0] for name in found["packages"]["find"]["include"]}
     assert {"pyproject.toml", "requirements.lock", *packages} <= allowed
     assert not allowed & {".venv", ".git", "tests", "deploy", "bench"}
 

@@ -284,16 +284,16 @@ async def test_a_batch_retried_entry_by_entry_is_counted_once(
 ) -> None:
     """A batch whose commit trips a bug is applied again entry by entry: each entry is
     counted once, as consumed, ignored or dead-lettered, not once per attempt."""
-    real_commit = Store.commit
+    real_apply = Store.apply
     failed: list[int] = []
 
-    async def buggy_once(self: Store, runs: Any, acks: Any, dead: Any) -> str:
+    async def buggy_once(self: Store, runs: Any, acks: Any, dead: Any) -> Any:
         if not failed and len(acks) + len(dead) + sum(map(len, runs.values())) > 1:
             failed.append(1)
             raise RuntimeError("a bug in this batch")
-        return await real_commit(self, runs, acks, dead)
+        return await real_apply(self, runs, acks, dead)
 
-    monkeypatch.setattr(Store, "commit", buggy_once)
+    monkeypatch.setattr(Store, "apply", buggy_once)
     await produce(redis, settings, step("s1", "in_progress", run_id="r1"), DELTA, b"{nope")
     async with serving(build_worker(settings)) as url:
         await settle(redis, settings)

@@ -15,7 +15,7 @@ from service.storage.scripts import COMMIT, SCRIPTS, header
 def _unpacked(text: str, stride: str) -> list[str]:
     """The local names of the commit script's unpack() of one op of `stride` arguments."""
     match = re.search(
-        r"(?:then|else)\n\s+([\w,\s]+?)\s*=\s*unpack\(ARGV, at, at \+ " + stride, text
+        r"(?:then|else)\n\s+([\w,\s]+?)\s*=\s*unpack\(ARGV, at,\s+at \+ " + stride, text
     )
     assert match, f"no unpack line for {stride}"
     return [name.strip() for name in match.group(1).split(",")]

@@ -20,8 +20,10 @@ local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
 local nacks = tonumber(ARGV[4])
 -- The run-wide fields read once per group, in this order (positions below).
 local FIXED = {F.live, F.thread, F.assistant, F.rounds, TOTALS[1], TOTALS[2], TOTALS[3],
-               TOTALS[4], ENDED[1], ENDED[2], ENDED[3], ENDED[4], ENDED[5]}
+               TOTALS[4], ENDED[1], ENDED[2], ENDED[3], ENDED[4], ENDED[5], F.model, F.priced,
+               F.prices}
 local AT_LIVE, AT_THREAD, AT_ASSISTANT, AT_ROUNDS, AT_TOTALS, AT_ENDED = 1, 2, 3, 4, 4, 8
+local AT_MODEL, AT_PRICED, AT_PRICES = 14, 15, 16
 local STEP_BYTE = string.byte(STEP_PREFIX)
 local REFUSED = '^.' .. SEP .. '([^' .. SEP .. ']*)'  -- a state's refused statuses' codes
 -- Token totals are doubles, written with '%.0f' (never '%d', which wraps past 2^63): exact
@@ -35,11 +37,28 @@ local function publish(data)
   redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', data)
 end
 
--- run.usage: the template the entry carries, closed with these totals.
-local function publish_usage(template, totals)
+-- A cost in nano-dollars as a JSON number of US dollars, exact to the nano-dollar.
+local function usd(nano)
+  return string.format('%d.%09d', math.floor(nano / 1e9), nano % 1e9)
+end
+
+-- run.usage: the template the entry carries, closed with these totals, the run's model and
+-- `cost` (its cost fields), or else the totals priced at the run's prices ('in,cached,out'
+-- nano-dollars per token: totals do not say which input was cached, so all is input).
+local function publish_usage(template, totals, model, priced, prices, cost)
+  if cost == '' then
+    local input, _, output = string.match(prices or '', '^([^,]+),([^,]+),([^,]+)$')
+    if input then
+      local nano = math.floor(totals[1] * tonumber(input) + totals[2] * tonumber(output) + 0.5)
+      cost = '"cost_usd":' .. usd(nano) .. ',"priced_model":' .. priced
+    else
+      cost = '"cost_usd":null,"priced_model":null'
+    end
+  end
   publish(string.format(
-    '%s,"prompt_tokens":%.0f,"completion_tokens":%.0f,"total_tokens":%.0f,"steps_counted":%d}',
-    template, totals[1], totals[2], totals[3], totals[4]))
+    '%s,"prompt_tokens":%.0f,"completion_tokens":%.0f,"total_tokens":%.0f,"steps_counted":%d,'
+    .. '"model":%s,%s}', template, totals[1], totals[2], totals[3], totals[4], model or 'null',
+    cost))
 end
 
 -- `command key f1 f2 ...` over `list`, in chunks of `n` (unpack's bound): HSET, ZADD, ...
@@ -136,6 +155,8 @@ while at <= nargs do
   local live = tonumber(got[AT_LIVE]) or 0
   local live_before, ended = live, false
   local rounds = got[AT_ROUNDS] or ''
+  local current_model = got[AT_MODEL]  -- as JSON, or nil
+  local current_priced, current_prices = got[AT_PRICED], got[AT_PRICES]
   local out, touched = {}, {}  -- fields to write, in first-written order
   local function set(f, v)
     if not touched[f] then
@@ -152,15 +173,16 @@ while at <= nargs do
   end
   for _ = 1, nops do
     local field, source_id, status, names, state, deadline, start_event, end_event, usage,
-      usage_event, round, wait_event
+      usage_event, tools, round, wait_event, model, priced_model, prices, usage_cost
     local step = string.byte(ARGV[at], 1) == STEP_BYTE
     if step then
       field, source_id, status, names, state, deadline, start_event, end_event, usage,
-        usage_event = unpack(ARGV, at, at + STEP_ARGS - 1)
+        usage_event, tools = unpack(ARGV, at, at + STEP_ARGS - 1)
       at = at + STEP_ARGS
     else
       field, source_id, status, names, state, start_event, end_event, usage, usage_event,
-        round, wait_event = unpack(ARGV, at, at + RUN_ARGS - 1)
+        round, wait_event, model, priced_model, prices, usage_cost = unpack(ARGV, at,
+        at + RUN_ARGS - 1)
       at = at + RUN_ARGS
     end
     local subject = step and string.sub(field, 2) or ''  -- a step's id; a run's own: ''
@@ -172,6 +194,16 @@ while at <= nargs do
       held[source_id] = true
     else
       acks[#acks + 1] = source_id
+      if model and model ~= '' and model ~= current_model then
+        -- The run's model (and its prices) as its payloads name it: the latest wins.
+        current_model = model
+        set(F.model, model)
+        if priced_model ~= '' then
+          current_priced, current_prices = priced_model, prices
+          set(F.priced, priced_model)
+          set(F.prices, prices)
+        end
+      end
     end
     -- The state's effects of the action.
     if act == ACT.REJECT then
@@ -217,6 +249,10 @@ while at <= nargs do
         totals = {tonumber(p), tonumber(c), tonumber(t), ended_steps}
       end
     end
+    if tools and tools ~= '' and (act == ACT.START or act == ACT.END
+        or act == ACT.BEGIN_END) then
+      set(TOOLS_PREFIX .. subject, tools)  -- for stalls, queries and the run's end
+    end
     if act == ACT.WAIT_START or act == ACT.AWAIT then
       -- A round of tool calls is published once, whatever order its events come in (a
       -- round naming no call has no key: the move into requires_action publishes it).
@@ -239,9 +275,15 @@ while at <= nargs do
       end
       if step then
         if publishes['end'] then publish(end_event) end
-        if publishes.usage and usage ~= '' then publish_usage(usage_event, totals) end
+        if publishes.usage and usage ~= '' then
+          publish_usage(usage_event, totals, current_model, current_priced, current_prices,
+            usage_cost or '')
+        end
       else
-        if publishes.usage and usage ~= '' then publish_usage(usage_event, totals) end
+        if publishes.usage and usage ~= '' then
+          publish_usage(usage_event, totals, current_model, current_priced, current_prices,
+            usage_cost or '')
+        end
         if publishes['end'] then
           publish(string.format(
             '%s,"steps":{"completed":%d,"failed":%d,"cancelled":%d,"expired":%d,'
