@@ -12,9 +12,8 @@ reasoning and every other step). Every other event (`*.started`, `run.usage`,
 `run.requires_action`, `*.transition_rejected`, `run_step.stalled`, `run.budget_exceeded`)
 makes no span: what it says is in the terminal event's span, or it has no place in a trace.
 
-The derived-event contract's version 3 adds `tools` to step events, `model` to run events and
-`cost_usd`/`priced_model` to a run's end; they are read where present (`_get`), so version 2
-events map too, with fewer attributes.
+Written against the derived-event contract's version 3: step events name their tool calls
+(`tools`), run events their `model`, a run's end its `cost_usd` and `priced_model`.
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from pydantic import BaseModel
 
 from contracts.derived import AnyDerived, RunFinished, StepFinished
 from service.export.ids import span_id_for, trace_id_for
@@ -90,16 +91,12 @@ class SpanRecord:
     error_message: str | None = None  # the status description
 
 
-def _get(obj: Any, name: str) -> Any:
-    """A field of a model or a dict, None when absent (contract version 2 events).
-
-    A pydantic model keeps its fields in `__dict__`: reading it there skips the model's
-    slow path for a missing attribute (this runs for every event)."""
+def _get(obj: BaseModel | dict[str, Any] | None, name: str) -> Any:
+    """A field of a model or of an API object the contract keeps as a dict (a run's
+    `last_error`, `incomplete_details`), None when absent."""
     if obj is None:
         return None
-    if isinstance(obj, dict):
-        return obj.get(name)
-    return vars(obj).get(name) if hasattr(obj, "__dict__") else getattr(obj, name, None)
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
 def _ns(seconds: float) -> int:
@@ -154,15 +151,11 @@ def _tokens(attrs: Attributes, usage: Any) -> None:
 def _tools(event: StepFinished) -> list[tuple[str, str, str | None]]:
     """(call id, type, name) of each tool call of a tool step; [] for other steps.
 
-    Contract version 3 lists them (`tools`); without the list, a tool step still gets one
-    span: an Assistants `tool_calls` step (its tool unknown) or a Responses `*_call` item
-    (its type names the tool type)."""
-    listed = _get(event, "tools")
-    if listed:
-        return [
-            (str(_get(t, "id") or i), str(_get(t, "type") or "function"), _get(t, "name"))
-            for i, t in enumerate(listed)
-        ]
+    A tool step whose calls were never reported (`tools` empty: an Assistants step seen
+    only by its status) still gets one span: an Assistants `tool_calls` step (its tool
+    unknown) or a Responses `*_call` item (its type names the tool type)."""
+    if event.tools:
+        return [(t.id, t.type, t.name) for t in event.tools]
     kind = event.step_type
     if kind == "tool_calls":
         return [("", "", None)]
@@ -177,9 +170,7 @@ def _step_spans(event: StepFinished, provider: str) -> list[SpanRecord]:
     trace_id, parent = trace_id_for(event.run_id), span_id_for(event.run_id)
     error_type, message = _error(event)
     base: Attributes = {"runsteps.step.id": event.step_id, "runsteps.step.type": event.step_type}
-    ended_by_run = _get(event, "ended_by_run")
-    if isinstance(ended_by_run, bool):
-        base["runsteps.step.ended_by_run"] = ended_by_run
+    base["runsteps.step.ended_by_run"] = event.ended_by_run
     if error_type is not None:
         base["error.type"] = error_type
     tools = _tools(event)
@@ -226,16 +217,13 @@ def _run_span(event: RunFinished, provider: str, extent: Extent | None) -> SpanR
         start, end = min(start, extent[0]), max(end, extent[1])
     attrs = _common(event, "invoke_agent", provider)
     attrs["gen_ai.response.id"] = event.run_id
-    model = _get(event, "model")
-    if model:
-        attrs["gen_ai.request.model"] = attrs["gen_ai.response.model"] = str(model)
+    if event.model:
+        attrs["gen_ai.request.model"] = attrs["gen_ai.response.model"] = event.model
     _tokens(attrs, event.usage)
-    cost = _get(event, "cost_usd")
-    if isinstance(cost, int | float):
-        attrs["gen_ai.usage.cost"] = float(cost)
-    priced = _get(event, "priced_model")
-    if priced:
-        attrs["runsteps.priced_model"] = str(priced)
+    if event.cost_usd is not None:
+        attrs["gen_ai.usage.cost"] = event.cost_usd
+    if event.priced_model:
+        attrs["runsteps.priced_model"] = event.priced_model
     for status, count in event.steps.model_dump().items():
         attrs[f"runsteps.steps.{status}"] = count
     reason = _get(event.incomplete_details, "reason")

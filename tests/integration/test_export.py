@@ -210,6 +210,7 @@ def _step_end(run_id: str, step_id: str, **extra: Any) -> dict[str, Any]:
         "run_id": run_id, "thread_id": "thread_x", "assistant_id": "asst_x",
         "from_status": "in_progress", "to_status": "completed", "occurred_at": 1_764_000_010,
         "step_type": "tool_calls", "duration_s": 3, "usage": None, "last_error": None,
+        "tools": [], "ended_by_run": False,
         "event_id": event_id_for(run_id, step_id, "run_step.completed"),
     }  # fmt: skip
     return event | extra

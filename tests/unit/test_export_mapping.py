@@ -14,14 +14,14 @@ from service.export.mapping import SpanKind, UnmappableError, needs_extent, span
 
 
 def step_end(status: str = "completed", **extra: Any) -> dict[str, Any]:
-    """A `run_step.<status>` event of step s1 in run r1 (contract version 2)."""
+    """A `run_step.<status>` event of step s1 in run r1, no tool calls reported."""
     return {
         "type": f"run_step.{status}", "event_id": event_id_for("r1", "s1", f"run_step.{status}"),
         "source": "assistants", "step_id": "s1", "run_id": "r1", "thread_id": "thread_1",
         "assistant_id": "asst_1", "from_status": "in_progress", "to_status": status,
         "occurred_at": 1_764_000_010, "step_type": "message_creation", "duration_s": 4,
         "usage": {"prompt_tokens": 30, "completion_tokens": 5, "total_tokens": 35},
-        "last_error": None,
+        "last_error": None, "tools": [], "ended_by_run": False,
     } | extra  # fmt: skip
 
 
@@ -35,6 +35,7 @@ def run_end(status: str = "completed", **extra: Any) -> dict[str, Any]:
         "usage": {"prompt_tokens": 300, "completion_tokens": 25, "total_tokens": 325},
         "last_error": None, "incomplete_details": None,
         "steps": {"completed": 2, "failed": 0, "cancelled": 0, "expired": 0, "incomplete": 0},
+        "model": None, "cost_usd": None, "priced_model": None,
     } | extra  # fmt: skip
 
 
@@ -61,6 +62,7 @@ def test_a_message_step_is_a_chat_span_under_its_run() -> None:
         "runsteps.run.id": "r1",
         "runsteps.step.id": "s1",
         "runsteps.step.type": "message_creation",
+        "runsteps.step.ended_by_run": False,
         "runsteps.source": "assistants",
         "runsteps.status": "completed",
         "runsteps.event.id": event_id_for("r1", "s1", "run_step.completed"),
@@ -79,14 +81,16 @@ def test_a_run_end_is_the_invoke_agent_root_span() -> None:
     assert attrs["gen_ai.response.id"] == "r1"
     assert (attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.output_tokens"]) == (300, 25)
     assert attrs["runsteps.steps.completed"] == 2
-    assert "gen_ai.request.model" not in attrs, "contract version 2 has no model"
+    assert "gen_ai.request.model" not in attrs, "no model reported"
+    assert "gen_ai.usage.cost" not in attrs, "no price known"
 
 
-def test_contract_version_3_fields_become_attributes() -> None:
-    """model, cost_usd and priced_model (contract version 3) are read where present."""
-    event = DERIVED.validate_python(run_end())
-    extra = {"model": "gpt-4.1", "cost_usd": 0.0125, "priced_model": "gpt-4.1-2025-04-14"}
-    [span] = spans_of(event.model_copy(update=extra), "openai")
+def test_model_and_cost_become_attributes() -> None:
+    """The run's model, cost (gen_ai.usage.cost, as Langfuse reads it) and priced model."""
+    extra: dict[str, Any] = {
+        "model": "gpt-4.1", "cost_usd": 0.0125, "priced_model": "gpt-4.1-2025-04-14",
+    }  # fmt: skip
+    [span] = mapped(run_end(**extra))
     attrs = span.attributes
     assert attrs["gen_ai.request.model"] == attrs["gen_ai.response.model"] == "gpt-4.1"
     assert attrs["gen_ai.usage.cost"] == 0.0125
@@ -94,15 +98,14 @@ def test_contract_version_3_fields_become_attributes() -> None:
 
 
 def test_one_execute_tool_span_per_tool_call() -> None:
-    """A step with three tool calls (contract version 3 `tools`) is three spans with their
-    names, types and call ids; the step's tokens are on the first only."""
-    event = DERIVED.validate_python(step_end(step_type="tool_calls"))
+    """A step with three tool calls is three spans with their names, types and call ids;
+    the step's tokens are on the first only."""
     tools = [
         {"id": "call_a", "type": "function", "name": "get_weather"},
         {"id": "call_b", "type": "file_search", "name": None},
         {"id": "call_c", "type": "code_interpreter", "name": None},
     ]
-    spans = spans_of(event.model_copy(update={"tools": tools}), "openai")
+    spans = mapped(step_end(step_type="tool_calls", tools=tools))
     assert [s.name for s in spans] == [
         "execute_tool get_weather",
         "execute_tool file_search",
@@ -123,7 +126,7 @@ def test_one_execute_tool_span_per_tool_call() -> None:
 @pytest.mark.parametrize(
     ("step_type", "name", "tool_type"),
     [
-        ("tool_calls", "execute_tool", None),  # an Assistants tool step, tools unknown (v2)
+        ("tool_calls", "execute_tool", None),  # an Assistants tool step, its calls unknown
         ("function_call", "execute_tool function", "function"),
         ("web_search_call", "execute_tool web_search", "extension"),
         ("file_search_call", "execute_tool file_search", "datastore"),
@@ -133,7 +136,7 @@ def test_one_execute_tool_span_per_tool_call() -> None:
     ],
 )
 def test_step_types_without_a_tool_list(step_type: str, name: str, tool_type: str | None) -> None:
-    """Contract version 2: the step type alone says whether a step is a tool call."""
+    """No tool calls reported: the step type alone says whether a step is a tool call."""
     [span] = mapped(step_end(step_type=step_type, source="responses"))
     assert span.name == name
     assert span.attributes.get("gen_ai.tool.type") == tool_type
@@ -190,7 +193,7 @@ def test_events_other_than_ends_make_no_span() -> None:
         "type": "run_step.started", "from_status": None, "to_status": "in_progress",
         "event_id": "x",
     }  # fmt: skip
-    for key in ("duration_s", "usage", "last_error"):
+    for key in ("duration_s", "usage", "last_error", "ended_by_run"):
         del start[key]
     assert mapped(start) == ()
     assert not needs_extent(DERIVED.validate_python(start))
