@@ -115,7 +115,10 @@ async def run(events: int) -> dict[str, float]:
             derived = int(await redis.xlen(s.derived_stream))
             port = free_port()
             env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNSTEPS_", "OTEL_"))}
-            env |= {f"RUNSTEPS_{k.upper()}": str(v) for k, v in s.model_dump().items()}
+            env |= {  # "": an unset setting, as WorkerProcess passes it
+                f"RUNSTEPS_{k.upper()}": "" if v is None else str(v)
+                for k, v in s.model_dump().items()
+            }
             env |= {
                 "RUNSTEPS_CONSUMER": "bench-exporter",
                 "RUNSTEPS_HTTP_PORT": str(port),
