@@ -10,7 +10,7 @@ IMAGE ?= runsteps:0.3.0
 BASE ?=
 export IMAGE BASE
 
-.PHONY: install lock redis chromium demo test test-fast check lint types bench \
+.PHONY: install lock redis chromium schema-js demo test test-fast check lint types bench \
 	image image-test ops-test testcontainers-test phoenix-test
 
 # Every dependency from the hash-checked lock, then the project itself (editable, no deps).
@@ -37,10 +37,20 @@ redis:
 chromium:
 	@bash .ci/ensure-chromium
 
+# ajv for the schema conformance test (tests/integration/test_schema_conformance.py): Node.js
+# validates the exported JSON Schemas too, with the exact packages of tests/schema_js's lock.
+SCHEMA_JS := tests/schema_js/node_modules/.package-lock.json
+$(SCHEMA_JS): tests/schema_js/package.json tests/schema_js/package-lock.json
+	@bash .ci/ensure-node
+	cd tests/schema_js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+schema-js: $(SCHEMA_JS)
+
 demo: install redis
 	$(VENV)/bin/runsteps demo
 
-test: install redis chromium
+test: install redis chromium schema-js
 	$(PY) -m pytest
 
 # The edit-test loop: unit and contract tests, no servers (seconds).
@@ -72,7 +82,7 @@ ops-test: install redis
 	$(PY) -m pytest -m prometheus tests/ops
 
 # The integration suite against a testcontainers Redis served by a podman socket.
-testcontainers-test: install
+testcontainers-test: install schema-js
 	@bash .ci/testcontainers-test
 
 # A real Phoenix (arize-phoenix, pinned) in a venv of its own: its dependencies are not ours.

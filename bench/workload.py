@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from contracts.partitioning import partition_for
-from service.dev.sample import T0, step
+from service.dev.sample import T0, run, step
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 STEPS_PER_RUN = 20
+MODEL = "gpt-4o-2024-08-06"  # every run names it: run.usage carries the model and a cost
 TERMINAL_SHARE = 0.45
 DUPLICATE_SHARE = 0.04
 KINDS = ("message_creation",) * 6 + ("function",) * 3 + ("code_interpreter",)
@@ -80,6 +81,13 @@ class _Producer:
     def run_of(self, i: int) -> str:
         return self.run_ids[i // STEPS_PER_RUN % len(self.run_ids)]
 
+    def run_started(self, i: int) -> bytes:
+        """The run of step `i` in progress, naming its model (its first step's turn)."""
+        event = run(self.run_of(i), "in_progress")
+        event["data"]["model"] = MODEL
+        event["data"]["created_at"] = T0 + i // 50
+        return json.dumps(event).encode()
+
     def started(self, i: int) -> bytes:
         body = step(
             self.step_ids[i],
@@ -113,7 +121,8 @@ class _Producer:
 
 
 def build(n: int, seed: int = 4) -> Workload:
-    """N entries: ~50% in_progress, ~45% terminal, ~4% duplicates, ~1% poison.
+    """N entries: ~50% in_progress, ~45% terminal, ~4% duplicates, ~1% poison, and each
+    run's start (naming its model) before its first step's.
 
     A step's terminal event always follows its in_progress one, some thousands of entries
     later, as with many runs in flight; kinds are drawn from quotas, so the totals are exact.
@@ -141,6 +150,11 @@ def build(n: int, seed: int = 4) -> Workload:
             if not quota[kind]:
                 continue
         if kind == "in_progress":
+            if started % STEPS_PER_RUN == 0 and started < len(producer.run_ids) * STEPS_PER_RUN:
+                payloads.append(producer.run_started(started))  # its run starts first
+                mix["run"] += 1
+                if len(payloads) >= n:
+                    break
             data = producer.started(started)
             if started in terminal:
                 waiting.append(started)

@@ -338,7 +338,9 @@ class DeadLetterKind(StrEnum):
     OVERSIZED = "oversized"  # `data` is larger than the configured limit
     INVALID_JSON = "invalid_json"  # `data` is not JSON
     INVALID_PAYLOAD = "invalid_payload"  # JSON, but not a valid step, envelope or delta
-    ENVELOPE_MISMATCH = "envelope_mismatch"  # the event name contradicts the step's status
+    # Retired (CHANGELOG.md): such an entry is tracked by its object's status. Kept so old
+    # dead letters still read; nothing is dead-lettered with it any more.
+    ENVELOPE_MISMATCH = "envelope_mismatch"  # the event name contradicted the status
     PROCESSING_FAILED = "processing_failed"  # valid, but handling it kept failing
     WRONG_PARTITION = "wrong_partition"  # its run belongs to another partition's stream
     IDENTITY_MISMATCH = "identity_mismatch"  # its thread/assistant contradict its run's

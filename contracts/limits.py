@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Annotated, TypeVar
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 __all__ = [
@@ -113,7 +113,9 @@ Timestamp = Annotated[int, AfterValidator(_check_time), Field(json_schema_extra=
 """Unix seconds, exact as a double; from `MS_FROM` up, milliseconds (floored to seconds)."""
 
 NumericTimestamp = Annotated[
-    int | float, AfterValidator(_check_time), Field(json_schema_extra=_TIME_SCHEMA)
+    int | float,
+    AfterValidator(_check_time),
+    WithJsonSchema({"type": "number", **_TIME_SCHEMA}),  # one type: ajv's strict mode asks it
 ]
 """Unix seconds, integral or not (the Responses API sends either); from `MS_FROM` up,
 milliseconds (floored to seconds)."""

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from .dispatch import Dispatch, has, has_prefix
 from .limits import TrackedId
 from .responses import OutputItem, ResponseObject
 
@@ -101,12 +102,26 @@ class IgnoredEvent(_ApiModel):
     sequence_number: NonNegativeInt | None = None
 
 
+def _message_here_or_nested(schema: dict[str, Any]) -> None:
+    # The JSON Schema side of `_lift_nested_error`: `message` at the top level, or under
+    # `error` when it is not at the top level.
+    schema["required"].remove("message")
+    message = {"type": "string"}
+    nested = {"type": "object", "required": ["message"], "properties": {"message": message}}
+    schema["anyOf"] = [
+        {"required": ["message"], "properties": {"message": message}},
+        {"required": ["error"], "properties": {"error": nested}},
+    ]
+
+
 class ResponsesErrorEvent(_ApiModel):
     """A streamed `error` event.
 
     The API documents `code` / `message` at the top level; recorded streams also nest them
     under `error` (`{"type":"error","error":{"code":...,"message":...}}`); both are read.
     """
+
+    model_config = ConfigDict(json_schema_extra=_message_here_or_nested)
 
     type: Literal["error"]
     message: str
@@ -149,6 +164,18 @@ _MODEL_TAGS: tuple[tuple[type[BaseModel], str], ...] = (
     (IgnoredEvent, "ignored"),
 )
 
+# `_event_kind` as JSON Schema, rule for rule, first match wins (contracts.dispatch).
+_EVENT_KIND = Dispatch(
+    _event_kind,
+    rules=(
+        (has("type", *get_args(LifecycleEventType)), "lifecycle"),
+        (has("type", *get_args(ItemEventType)), "item"),
+        (has("type", "error"), "error"),
+        (has_prefix("type", "response."), "ignored"),
+    ),
+    otherwise=has_prefix("type", "response."),
+)
+
 RESPONSES_EVENT: TypeAdapter[ResponsesEvent] = TypeAdapter(
     Annotated[
         Annotated[ResponseLifecycleEvent, Tag("lifecycle")]
@@ -156,7 +183,7 @@ RESPONSES_EVENT: TypeAdapter[ResponsesEvent] = TypeAdapter(
         | Annotated[ResponsesErrorEvent, Tag("error")]
         | Annotated[IgnoredEvent, Tag("ignored")],
         Discriminator(
-            _event_kind,
+            _EVENT_KIND,
             custom_error_type="responses_event_unknown",
             custom_error_message=(
                 "expected a JSON object whose 'type' is 'error' or a 'response.*' event"

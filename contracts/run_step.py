@@ -21,13 +21,16 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    GetJsonSchemaHandler,
     Tag,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
+from .dispatch import Dispatch, has, has_string
 from .limits import Timestamp, TokenCount, TrackedId
 
 __all__ = [
@@ -197,12 +200,26 @@ def _php_empty_map(value: Any) -> Any:
     return {} if isinstance(value, list) and not value else value
 
 
+_PHP_EMPTY_MAP: dict[str, Any] = {"type": "array", "maxItems": 0}
+"""PHP's `[]` for an empty map, in JSON Schema: where `_php_empty_map` reads it as `{}`."""
+
+
+class _OrPhpEmptyMap:
+    """The JSON Schema side of `_php_empty_map`: the map's schema, or PHP's `[]`."""
+
+    @staticmethod
+    def __get_pydantic_json_schema__(
+        schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"anyOf": [handler(schema), _PHP_EMPTY_MAP]}
+
+
 class FileSearchToolCall(_ApiModel):
     """A file_search tool call (`"file_search": []`, PHP's encoding of `{}`, is accepted)."""
 
     id: str
     type: Literal["file_search"]
-    file_search: Annotated[FileSearch, BeforeValidator(_php_empty_map)]
+    file_search: Annotated[FileSearch, BeforeValidator(_php_empty_map), _OrPhpEmptyMap()]
 
 
 class FunctionCall(_ApiModel):
@@ -240,13 +257,23 @@ def _tool_call_kind(value: Any) -> str | None:
     return kind if kind in _KNOWN_TOOL_CALLS else "other"
 
 
+# `_tool_call_kind` as JSON Schema, rule for rule, first match wins (contracts.dispatch).
+_TOOL_CALL_KIND = Dispatch(
+    _tool_call_kind,
+    rules=(
+        *((has("type", kind), kind) for kind in sorted(_KNOWN_TOOL_CALLS)),
+        (has_string("type"), "other"),
+    ),
+    otherwise=has_string("type"),
+)
+
 ToolCall = Annotated[
     Annotated[CodeInterpreterToolCall, Tag("code_interpreter")]
     | Annotated[FileSearchToolCall, Tag("file_search")]
     | Annotated[FunctionToolCall, Tag("function")]
     | Annotated[GenericToolCall, Tag("other")],
     Discriminator(
-        _tool_call_kind,
+        _TOOL_CALL_KIND,
         custom_error_type="tool_call_type_missing",
         custom_error_message="a tool call needs a string 'type'",
     ),
@@ -324,10 +351,15 @@ def _check_metadata(value: dict[str, str]) -> dict[str, str]:
 
 
 _METADATA_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "maxProperties": METADATA_MAX_KEYS,
-    "propertyNames": {"maxLength": METADATA_MAX_KEY_CHARS},
-    "additionalProperties": {"type": "string", "maxLength": METADATA_MAX_VALUE_CHARS},
+    "anyOf": [
+        {
+            "type": "object",
+            "maxProperties": METADATA_MAX_KEYS,
+            "propertyNames": {"maxLength": METADATA_MAX_KEY_CHARS},
+            "additionalProperties": {"type": "string", "maxLength": METADATA_MAX_VALUE_CHARS},
+        },
+        _PHP_EMPTY_MAP,
+    ]
 }
 
 Metadata = (

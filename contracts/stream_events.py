@@ -7,9 +7,10 @@ messages, threads, deltas and `done` have none and are only recognised (they mak
 a real stream); an `error` event carries the producer's failure message.
 
 `INBOUND` picks the one model that fits by looking at `object` / `event` first, so an invalid
-payload is reported against the model it was meant to be, never against all of them.
+payload is reported against the model it was meant to be, never against all of them (the
+same choice, as JSON Schema, makes the exported schema an if/then/else chain).
 `classify_entry` turns an entry into one of four small results for the service. The module is
-about 430 lines, over the usual 300: the protocol's 25 event names (each commented), the
+about 460 lines, over the usual 300: the protocol's 25 event names (each commented), the
 models they carry and the dispatch between them are one table read top to bottom; the
 classifier's results come last.
 """
@@ -24,12 +25,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Discriminator,
+    Field,
+    JsonValue,
     Tag,
     TypeAdapter,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from .dispatch import Dispatch, has, has_prefix, present
 from .run import Run, RunStatus
 from .run_step import RunStep, StepStatus
 
@@ -135,7 +139,7 @@ EVENT_STATUS: dict[str, StepStatus | None] = {
     StepEventName.CANCELLED: StepStatus.CANCELLED,
     StepEventName.EXPIRED: StepStatus.EXPIRED,
 }
-"""Step event name -> the status its step must have (None: a delta, no status)."""
+"""Step event name -> the status it implies its step has (None: a delta, no status)."""
 
 RUN_EVENT_STATUS: dict[str, RunStatus] = {
     StreamEventName.RUN_CREATED: RunStatus.QUEUED,  # a run is created queued
@@ -149,7 +153,7 @@ RUN_EVENT_STATUS: dict[str, RunStatus] = {
     StreamEventName.RUN_CANCELLED: RunStatus.CANCELLED,
     StreamEventName.RUN_EXPIRED: RunStatus.EXPIRED,
 }
-"""Run event name -> the status its run must have."""
+"""Run event name -> the status it implies its run has (the run's own status wins)."""
 
 IGNORED_EVENTS: frozenset[str] = frozenset(
     {
@@ -242,6 +246,13 @@ class ErrorEvent(_Loose):
     data: ErrorObject
 
 
+# `_known_or_thread` as JSON Schema: a known ignored name, or any `thread.*` one.
+_KNOWN_IGNORED: list[JsonValue] = [str(name) for name in sorted(IGNORED_EVENTS)]
+_IGNORED_EVENT_NAME: dict[str, JsonValue] = {
+    "anyOf": [{"enum": _KNOWN_IGNORED}, {"pattern": r"^thread\."}]
+}
+
+
 class IgnoredEvent(_Loose):
     """An envelope with no lifecycle meaning: message events and deltas, `thread.created`,
     `done`, or an unknown `thread.*` event (a newer API's; counted as "other").
@@ -251,7 +262,7 @@ class IgnoredEvent(_Loose):
     envelope instead, whose error lists the names it knows.
     """
 
-    event: str
+    event: str = Field(json_schema_extra=_IGNORED_EVENT_NAME)
     data: Any = None
 
     @field_validator("event")
@@ -319,6 +330,29 @@ def _inbound_kind(value: Any) -> str | None:
     return "step" if "object" in value else None
 
 
+def _object_rules() -> tuple[tuple[dict[str, Any], str], ...]:
+    kinds: dict[str, list[str]] = {}
+    for name, tag in _OBJECT_TAGS.items():
+        kinds.setdefault(tag, []).append(name)
+    return tuple((has("object", *names), tag) for tag, names in kinds.items())
+
+
+# `_inbound_kind` as JSON Schema, rule for rule, first match wins (contracts.dispatch).
+_INBOUND_KIND = Dispatch(
+    _inbound_kind,
+    rules=(
+        *_object_rules(),
+        (has("event", StepEventName.DELTA), "delta_event"),
+        (has_prefix("event", "thread.run.step."), "step_event"),
+        (has_prefix("event", "thread.run."), "run_event"),
+        (has("event", StreamEventName.ERROR), "error_event"),
+        (present("event"), "ignored_event"),
+        (present("object"), "step"),
+    ),
+    otherwise={"type": "object", "anyOf": [present("object"), present("event")]},
+)
+
+
 Inbound = Annotated[
     Annotated[RunStep, Tag("step")]
     | Annotated[RunStepEvent, Tag("step_event")]
@@ -330,7 +364,7 @@ Inbound = Annotated[
     | Annotated[IgnoredEvent, Tag("ignored_event")]
     | Annotated[IgnoredObject, Tag("ignored_object")],
     Discriminator(
-        _inbound_kind,
+        _INBOUND_KIND,
         custom_error_type="inbound_kind_unknown",
         custom_error_message=(
             "expected a JSON object with 'object' (a run step, a run, a thread, a message "
@@ -351,7 +385,8 @@ class StepEntry:
 
     @property
     def status_mismatch(self) -> bool:
-        """True when the envelope's event implies another status than the step has."""
+        """True when the envelope's event implies another status than the step has (the
+        step's own status is the truth: it is tracked by it)."""
         return self.event is not None and EVENT_STATUS[self.event] is not self.step.status
 
 
@@ -364,7 +399,9 @@ class RunEntry:
 
     @property
     def status_mismatch(self) -> bool:
-        """True when the envelope's event implies another status than the run has."""
+        """True when the envelope's event implies another status than the run has (the run's
+        own status is the truth: OpenAI streamed `thread.run.completed` carrying an
+        `incomplete` run, tests/data/assistants/ruby-openai_streamed_incomplete_run.jsonl)."""
         return self.event is not None and RUN_EVENT_STATUS[self.event] is not self.run.status
 
 
@@ -399,8 +436,9 @@ def classify_entry(data: bytes | str) -> Classified:
     Returns a StepEntry (a bare step or a `thread.run.step.*` envelope), a RunEntry (a bare
     run or a `thread.run.*` envelope), an IgnoredEntry (threads, messages, deltas, `done`,
     unknown `thread.*` events) or an ErrorEntry (an `error` event). An envelope whose event
-    contradicts its object's status is returned as such, `status_mismatch` True: the caller
-    decides what to do with it. Raises pydantic.ValidationError when `data` is not JSON
+    contradicts its object's status is returned as such, `status_mismatch` True: the object
+    is what it says it is (the worker tracks it by its own status and counts the
+    disagreement). Raises pydantic.ValidationError when `data` is not JSON
     (error type "json_invalid") or no valid entry (the errors point at the offending field).
     """
     return classify(INBOUND.validate_json(data))

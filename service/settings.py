@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     PositiveFloat,
     PositiveInt,
+    SecretStr,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,10 @@ def _default_consumer() -> str:
     # again. Elsewhere (tests, development) several workers share a host: hostname-pid.
     host = socket.gethostname()
     return host if in_container() else f"{host}-{os.getpid()}"
+
+
+MIN_TOKEN_CHARS = 16
+"""The shortest bearer token accepted: a short one is guessed, however it is compared."""
 
 
 def _redis_url(url: str) -> str:
@@ -88,6 +93,13 @@ class Settings(BaseSettings):
         ge=0,
         description="source entries every consumer group has acked are trimmed once this old",
     )
+    memory_pressure_ratio: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Redis's used memory over its maxmemory from which source entries every "
+        "consumer group has acked are trimmed whatever their age",
+    )
     claim_idle_ms: PositiveInt = Field(30_000, description="pending idle time before a claim")
     max_deliveries: PositiveInt = Field(5, description="deliveries before an entry is dead")
     partitions: PositiveInt = Field(1, description="source streams <stream>:{p}, p < N")
@@ -109,6 +121,14 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(20.0, gt=0, description="SIGTERM: time to finish a batch")
     http_host: str = Field("0.0.0.0", description="bind address of the HTTP port")
     http_port: int = Field(8080, ge=0, le=65535, description="health, metrics and query API")
+    http_token: SecretStr = Field(
+        SecretStr(""),
+        description="bearer token the query API (/runs/...) requires; empty: open to anyone "
+        "who reaches the port. Probes and /metrics never require it",
+    )
+    http_token_file: str = Field(
+        "", description="a file holding that token (a mounted Kubernetes Secret), read at start"
+    )
     log_format: Literal["json", "text"] = Field("json", description="log line format")
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(lambda v: str(v).upper())
@@ -168,6 +188,32 @@ class Settings(BaseSettings):
                 f"(0..{self.partitions - 1})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _one_readable_token(self) -> Self:
+        if self.http_token.get_secret_value() and self.http_token_file:
+            raise ValueError("set RUNSTEPS_HTTP_TOKEN or RUNSTEPS_HTTP_TOKEN_FILE, not both")
+        self.query_token()  # an unreadable or too short token fails now, not per request
+        return self
+
+    def query_token(self) -> str | None:
+        """The bearer token the query API requires (RUNSTEPS_HTTP_TOKEN, or the content of
+        RUNSTEPS_HTTP_TOKEN_FILE without surrounding white space); None: no token."""
+        if self.http_token_file:
+            try:
+                token = Path(self.http_token_file).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"RUNSTEPS_HTTP_TOKEN_FILE cannot be read: {exc}") from None
+        else:
+            token = self.http_token.get_secret_value()
+            if not token:
+                return None
+        if len(token) < MIN_TOKEN_CHARS:  # never the token itself in the message
+            raise ValueError(
+                f"the HTTP token (RUNSTEPS_HTTP_TOKEN or its file) has fewer than "
+                f"{MIN_TOKEN_CHARS} characters"
+            )
+        return token
 
     @property
     def owned_partitions(self) -> tuple[int, ...]:

@@ -7,14 +7,19 @@ import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from service.core.layout import STEP_PREFIX
 from service.core.state import encode_run_state, encode_state
+from service.edge.metrics import Metrics
 from service.settings import Settings
 from service.storage.pending import StreamEntries
+
+if TYPE_CHECKING:
+    from service.worker.app import Worker
 
 
 def apart(settings: Settings, suffix: str) -> Settings:
@@ -117,13 +122,16 @@ Response = tuple[int, dict[str, str], bytes]
 """An HTTP answer: (status, headers, body)."""
 
 
-async def request(base: str, path: str, method: str = "GET") -> Response:
+async def request(
+    base: str, path: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> Response:
     """One HTTP/1.1 request on a fresh connection: (status, headers, body)."""
     host, port = base.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     try:
         writer.write(
-            f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+            f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n".encode()
         )
         await writer.drain()
         raw = await asyncio.wait_for(reader.read(), timeout=10)
@@ -151,3 +159,16 @@ async def xadd_raw(redis: Redis, stream: str, *fields: bytes | str) -> bytes:
     # redis-py leaves execute_command untyped.
     reply = await redis.execute_command("XADD", stream, "*", *fields)  # type: ignore[no-untyped-call]
     return bytes(reply)
+
+
+async def scrape(worker: Worker, name: str) -> dict[tuple[str, ...], float]:
+    """The samples of metric `name` a scrape of `worker`'s /metrics shows, by their label
+    values (in the order of the label names, sorted)."""
+    metrics = Metrics(worker.telemetry, lambda: worker.redis, worker.parts, worker.settings.group)
+    exposition = (await metrics.render()).decode()
+    return {
+        tuple(v for _, v in sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == name
+    }

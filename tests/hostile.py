@@ -341,12 +341,6 @@ _CASES: list[tuple[str, bytes | tuple[tuple[bytes, bytes], ...], str, str]] = [
         "step_event.event",
     ),
     (
-        "envelope_contradicts_status",
-        _dumps({"event": "thread.run.step.completed", "data": _STEP}),
-        "envelope_mismatch",
-        "carries an object with status in_progress",
-    ),
-    (
         "responses_event_unknown",
         _dumps({"type": "session.created"}),
         "invalid_payload",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from contracts.derived import DeadLetterKind
 from contracts.partitioning import partition_for
+from contracts.stream_events import RunEntry, StepEntry
 from service.core.decode import ErrorReport, Ignored, Rejection, decode_entry, reported
 from service.core.ops import Op, run_op, step_op
 from service.core.prices import Prices
@@ -60,6 +61,9 @@ class Batch:
     ignored: Counter[str] = field(default_factory=Counter)  # by event name
     error_events: int = 0
     errors: list[str] = field(default_factory=list)  # forwarded error events' messages
+    # Envelopes whose event name implies another status than their object's own, by (event,
+    # object status): tracked by the object's status, counted.
+    status_mismatches: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def ops(self) -> Iterator[Op]:
         """Every op, runs in order."""
@@ -139,6 +143,9 @@ def build_batch(
         if rejection is not None:
             batch.dead.append(DeadLetter(source_id, fields, rejection.to_json(), rejection.kind))
             continue
+        if isinstance(decoded, StepEntry | RunEntry) and decoded.status_mismatch:
+            subject = decoded.step if isinstance(decoded, StepEntry) else decoded.run
+            batch.status_mismatches[(str(decoded.event), str(subject.status))] += 1
         for op in ops:
             batch.runs.setdefault(op.run_id, []).append(op)
         if not ops:

@@ -181,12 +181,9 @@ def decode_entry(fields: dict[bytes, bytes], max_bytes: int, seen_at: float) -> 
     except ValidationError as exc:
         return _invalid(exc)
     if isinstance(classified, StepEntry | RunEntry):
-        if classified.status_mismatch:
-            subject = classified.step if isinstance(classified, StepEntry) else classified.run
-            return Rejection(
-                DeadLetterKind.ENVELOPE_MISMATCH,
-                f"event {classified.event} carries an object with status {subject.status}",
-            )
+        # An envelope whose event contradicts its object's status (OpenAI itself streamed
+        # `thread.run.completed` carrying an `incomplete` run) is tracked by the object's own
+        # status; the processor counts the disagreement (`status_mismatch`).
         return classified
     if isinstance(classified, IgnoredEntry):
         return Ignored(classified.name if classified.known else IGNORED_OTHER)

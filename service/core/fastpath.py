@@ -220,7 +220,7 @@ def decode_fast(data: bytes) -> FastStep | None:
             envelope = _ENVELOPE.decode(data)
             step = envelope.data
             if EVENT_STATUS[envelope.event] is not step.status:
-                return None  # pydantic's path rejects it, saying why
+                return None  # the contract path keeps the event name: the disagreement is counted
         else:
             step = _STEP.decode(data)
     # Not DecodeError (ValidationError included) alone: msgspec raises UnicodeDecodeError on

@@ -14,6 +14,7 @@ from enum import StrEnum
 from service.core.lifecycle import RUNS, STEPS
 
 __all__ = [
+    "BY_RUN_MARK",
     "ENDED_FIELDS",
     "IN_PROGRESS",
     "SEP",
@@ -21,6 +22,7 @@ __all__ = [
     "TOOLS_PREFIX",
     "TOTALS",
     "RunField",
+    "budget_member",
     "stall_member",
     "step_field",
     "tools_field",
@@ -32,6 +34,10 @@ STEP_PREFIX = "@"
 
 TOOLS_PREFIX = "T"
 """A step's tool calls (as its events list them) are field `T<step id>`, once known."""
+
+BY_RUN_MARK = "*"
+"""Leads a step's refused statuses (core.state) once its run's end ended it: its own end,
+arriving later, is then stale."""
 
 SEP = "|"
 """Separates the fields of a state string (`core.state`): its status code comes first."""
@@ -69,6 +75,12 @@ order `contracts.derived.StepCounts` lists them."""
 IN_PROGRESS = STEPS.codes["in_progress"]
 """The code a step's state string starts with while it can stall (runs use the same code)."""
 assert RUNS.codes["in_progress"] == IN_PROGRESS
+
+
+def budget_member(source: str, run_id: str) -> str:
+    """A run's member in the seconds-budget index: its dialect's first letter and its id
+    (the commit script builds the same)."""
+    return f"{source[0]}:{run_id}"
 
 
 def tools_field(step_id: str) -> str:

@@ -15,7 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["RUNS", "STEPS", "Action", "Decision", "Machine", "Outcome", "decide"]
+__all__ = [
+    "RUNS",
+    "STEPS",
+    "Action",
+    "Decision",
+    "Machine",
+    "Outcome",
+    "decide",
+    "ended_by_run",
+]
 
 
 class Outcome(StrEnum):
@@ -156,6 +165,16 @@ def decide(
     if incoming == current or incoming in rejected:
         return Decision(Outcome.DUPLICATE, current, incoming)
     return Decision(Outcome.REJECTED, current, incoming)
+
+
+def ended_by_run(run_status: str, responses: bool) -> str:
+    """The status a step still in progress takes when its run ends with `run_status`: the
+    same (the Assistants API completes every step of a completed run, and fails, cancels or
+    expires them with it); a Responses item still open when its response ends is
+    incomplete, whatever the response's end."""
+    if run_status not in RUNS.terminal:
+        raise ValueError(f"{run_status} does not end a run")
+    return "incomplete" if responses else run_status
 
 
 def transition_table(machine: Machine) -> dict[str, Action]:

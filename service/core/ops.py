@@ -30,15 +30,30 @@ from service.core.layout import RunField, step_field
 from service.core.lifecycle import RUNS, STEPS
 from service.core.prices import Priced, Prices, TokenUsage
 from service.core.published import Kind
-from service.core.reported import ReportedRun, ReportedStep
+from service.core.reported import ReportedRun, ReportedStep, ToolRef
 from service.core.state import encode_run_state, encode_state
 
-__all__ = ["FROM", "Op", "run_op", "step_op"]
+__all__ = ["FROM", "Ended", "Op", "run_op", "step_op"]
 
 FROM = "%FROM%"
 """Where the commit script writes the tracked status into a rejection."""
 
 Event = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """What an ending op says of its subject, for the domain metrics (counted once the
+    commit says the op did end it)."""
+
+    source: str
+    status: str
+    step_type: str | None = None  # steps
+    tools: tuple[ToolRef, ...] = ()  # steps
+    duration_s: float | None = None  # steps
+    model: str | None = None  # runs
+    usage: TokenUsage | None = None  # runs: what the API reports
+    cost_usd: float | None = None  # runs
 
 
 @dataclass(slots=True)  # built per entry: a frozen dataclass's __init__ costs more
@@ -70,6 +85,7 @@ class Op:
     prices: str = ""  # its prices, nano-dollars per token: 'input,cached_input,output'
     usage_cost: bytes = b""  # run.usage's cost fields for the run's own totals, priced here
     end_type: str = ""  # the end event's type, for counting what was published
+    ended: Ended | None = None  # an ending op's subject, for the domain metrics
 
 
 def _dumps(event: Event) -> bytes:
@@ -193,6 +209,7 @@ def step_op(
     end["last_error"] = None if error is None else {"code": error.code, "message": error.message}
     end["ended_by_run"] = False
     op.end_event = _event(type_, event_id_for(step.run_id, step.id, type_), head, end)
+    op.ended = Ended(source, status, step.type, step.tools, end["duration_s"])
     if triple is not None:
         op.usage = "%d,%d,%d" % triple  # noqa: UP031  # the script parses exactly this
         usage_event: Event = {"from_status": "in_progress", "to_status": status}
@@ -282,6 +299,13 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source, prices: Prices | 
     end["last_error"] = run.last_error
     end["incomplete_details"] = run.incomplete_details
     end |= _cost(priced)
+    op.ended = Ended(
+        source,
+        status,
+        model=run.model,
+        usage=None if usage is None else _token_usage(usage),
+        cost_usd=None if priced is None else priced.cost_usd,
+    )
     # The script appends the run's step counts and the brace.
     op.end_event = _event(type_, event_id_for(run.id, "", type_), ids, end)[:-1]
     return op

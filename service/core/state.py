@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from service.core.layout import SEP
+from service.core.layout import BY_RUN_MARK, SEP
 from service.core.lifecycle import RUNS, STEPS
 
 __all__ = [
     "RUN_STATE_FIELDS",
     "STATE_FIELDS",
+    "STEP_TYPE_CODES",
     "decode_run_state",
     "decode_state",
     "encode_run_state",
@@ -38,7 +39,9 @@ RUN_STATE_FIELDS = ("s", "x", "c", "d")
 """A run's state: status, refused terminal statuses, created_at, ended_at (seconds after
 created_at)."""
 
-_STEP_TYPES = {"message_creation": "m", "tool_calls": "t", "activities": "a"}
+STEP_TYPE_CODES = {"message_creation": "m", "tool_calls": "t", "activities": "a"}
+"""An Assistants step type -> its one-letter code in a state string."""
+_STEP_TYPES = STEP_TYPE_CODES
 _ERRORS = {"server_error": "s", "rate_limit_exceeded": "r"}
 
 
@@ -110,7 +113,11 @@ def decode_state(raw: str) -> dict[str, str]:
             continue
         names = _NAMES.get(name)
         if name == "x":  # one code per refused status, no separator
-            record[name] = ",".join(_NAMES["x"][v] for v in value)
+            if value.startswith(BY_RUN_MARK):
+                record["br"] = "1"  # ended by its run's end
+            codes = value.removeprefix(BY_RUN_MARK)
+            if codes:
+                record[name] = ",".join(_NAMES["x"][v] for v in codes)
         elif value.startswith("="):
             record[name] = value[1:]
         elif names is not None:

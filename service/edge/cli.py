@@ -148,23 +148,27 @@ async def _inspect(args: argparse.Namespace) -> int:
 
 
 async def _replay_dlq(args: argparse.Namespace) -> int:
-    from service.storage.deadletters import replay_dlq
+    from service.storage.deadletters import Replay, replay_dlq
 
     redis, conns = _connections(_settings())
-    count = skipped = 0
+    done = Replay()
     try:
         for conn in conns:
-            left = None if args.limit is None else args.limit - count
+            left = None if args.limit is None else args.limit - done.replayed
             if left is not None and left <= 0:
                 break
-            replayed, unreadable = await replay_dlq(conn, args.type, left)
-            count, skipped = count + replayed, skipped + unreadable
+            done.add(await replay_dlq(conn, args.type, left))
             await conn.aclose()
     finally:
         await redis.aclose()
-    print(f"re-submitted {count} dead-lettered entries to their source streams")
-    if skipped:
-        print(f"skipped {skipped} DLQ entries whose error field is unreadable (left in place)")
+    print(f"re-submitted {done.replayed} dead-lettered entries to their source streams")
+    if done.unreadable:
+        print(
+            f"skipped {done.unreadable} DLQ entries whose error field is unreadable (left in place)"
+        )
+    if done.refused:
+        why = "; ".join(f"{reason}: {n}" for reason, n in sorted(done.refused.items()))
+        print(f"refused {done.refused.total()} DLQ entries, left in place ({why})")
     return 0
 
 

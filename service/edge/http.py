@@ -2,11 +2,15 @@
 
 FastStream's ASGI app matches routes by exact path, so `/runs/<id>` and
 `/runs/<id>/steps/<id>` (the Assistants API's own path shape) are prefix routes, dispatched
-by `App` before FastStream's own routes. The AsyncAPI page comes from `asyncapi.py`.
+by `App` before FastStream's own routes. They show thread ids and usage: with a token set
+(RUNSTEPS_HTTP_TOKEN or RUNSTEPS_HTTP_TOKEN_FILE) they answer only requests bearing it,
+compared in constant time; probes, /metrics and the AsyncAPI page stay open (orchestrators
+and scrapers carry no token). The AsyncAPI page comes from `asyncapi.py`.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -91,7 +95,8 @@ def routes(
 
 def prefix_routes(worker: Worker) -> list[tuple[str, ASGIApp]]:
     """`/runs/<run_id>` and `/runs/<run_id>/steps/<step_id>`: tracked state as JSON, 404
-    when unknown. A step's state is kept under its run, so its path names the run."""
+    when unknown. A step's state is kept under its run, so its path names the run. With a
+    token set (RUNSTEPS_HTTP_TOKEN or its file), only for requests that bear it."""
 
     async def fetch(path: str, query: dict[str, str]) -> tuple[str, BaseModel | None]:
         run_id, sep, step_id = path.partition("/steps/")
@@ -100,17 +105,40 @@ def prefix_routes(worker: Worker) -> list[tuple[str, ASGIApp]]:
         limit = int(query["limit"]) if query.get("limit", "").isdigit() else 100
         return "run", await worker.run(run_id, query.get("cursor", "0"), limit)
 
-    return [("/runs/", _lookup("/runs/", fetch))]
+    token = worker.settings.query_token()
+    return [("/runs/", _lookup("/runs/", fetch, None if token is None else token.encode()))]
 
 
 Fetch = Callable[[str, dict[str, str]], Awaitable[tuple[str, BaseModel | None]]]
 
 
-def _lookup(prefix: str, fetch: Fetch) -> ASGIApp:
+def _bearer(scope: Scope) -> bytes | None:
+    """The token of the request's `Authorization: Bearer <token>` header, if it has one."""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"authorization":
+            scheme, _, credentials = bytes(value).strip().partition(b" ")
+            return credentials.strip() if scheme.lower() == b"bearer" else None
+    return None
+
+
+def _unauthorized(given: bytes | None) -> AsgiResponse:
+    # RFC 6750: the scheme and realm; `invalid_token` when one was given and is not it.
+    challenge = 'Bearer realm="runsteps"' + ("" if given is None else ', error="invalid_token"')
+    return AsgiResponse(
+        json.dumps({"error": "unauthorized: send Authorization: Bearer <token>"}).encode(),
+        401,
+        headers={"content-type": "application/json", "www-authenticate": challenge},
+    )
+
+
+def _lookup(prefix: str, fetch: Fetch, token: bytes | None) -> ASGIApp:
     async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         key = scope["path"][len(prefix) :]
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        if scope["method"] not in {"GET", "HEAD"}:
+        given = None if token is None else _bearer(scope)
+        if token is not None and (given is None or not hmac.compare_digest(given, token)):
+            response = _unauthorized(given)
+        elif scope["method"] not in {"GET", "HEAD"}:
             response = AsgiResponse(b"Method Not Allowed", 405, headers={"allow": "GET, HEAD"})
         elif not key or key.startswith("/"):
             response = _json({"error": "no run id in the path"}, 404)
@@ -138,6 +166,12 @@ class App(AsgiFastStream):
     ) -> None:
         super().__init__(*brokers, **options)
         self.prefix_routes = list(prefix_routes)
+
+    async def _start_broker(self) -> None:
+        """Nothing to do: the worker's start-up hook started its subscribers already
+        (`Worker.start_consuming`), so the app reports itself started only once it consumes.
+        FastStream would start the broker after reporting started, where a failure leaves
+        the process up with nothing consuming."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Prefix routes first, then FastStream's exact routes and lifespan."""
@@ -169,7 +203,7 @@ def build_app(worker: Worker) -> AsgiFastStream:
         specification=spec,
         asyncapi_path=None,  # our own page: FastStream's loads its viewer from a CDN
         logger=logging.getLogger("runsteps.app"),
-        on_startup=[worker.on_startup],
+        on_startup=[worker.on_startup, worker.start_consuming],
         after_startup=[worker.after_startup],
         on_shutdown=[worker.on_shutdown],
         after_shutdown=[worker.after_shutdown],

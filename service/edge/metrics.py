@@ -51,8 +51,12 @@ _PLAIN_COUNTERS: tuple[tuple[str, str, Callable[[Telemetry], int]], ...] = (
      lambda t: t.reclaimed),
     ("runsteps_error_events", "`error` events forwarded by producers",
      lambda t: t.error_events),
-    ("runsteps_source_trimmed", "Source entries trimmed: acked by every group, past retention",
+    ("runsteps_source_trimmed",
+     "Source entries trimmed: acked by every group, past retention (or near maxmemory)",
      lambda t: t.source_trimmed),
+    ("runsteps_source_trimmed_early",
+     "Source entries trimmed before the retention: acked by every group, Redis near maxmemory",
+     lambda t: t.source_trimmed_early),
     ("runsteps_stall_index_pruned", "Stall index members removed: step state gone or ended",
      lambda t: t.stall_index_pruned),
     ("runsteps_groups_recreated", "Consumer groups found gone (NOGROUP) and created again",
@@ -110,6 +114,14 @@ class _StatsCollector:
             "Source entries dead-lettered, by reason",
             ["kind"],
             (((k.value,), telemetry.dead_letters[k]) for k in DeadLetterKind),
+        )
+        yield _family(
+            CounterMetricFamily,
+            "runsteps_status_mismatches",
+            "Envelopes whose event name implies another status than their run or step has, "
+            "by event and the object's status (tracked by the object's own status)",
+            ["event", "status"],
+            sorted(telemetry.status_mismatches.items()),
         )
         yield _family(
             CounterMetricFamily,

@@ -155,6 +155,7 @@ class PartitionClient:
         return True
 
     async def check_access(self) -> None:
-        """One round trip that fails fast on a wrong password or missing permission."""
+        """Round trips that fail fast on a wrong password or missing permission."""
         await self.redis.ping()
         await self.redis.xinfo_stream(self.part.source_stream)
+        await self.redis.info("memory")  # the recovery loop watches memory use (trim.py)

@@ -40,6 +40,12 @@ class Keys:
         return f"{self._base}:failures"
 
     @property
+    def budgets(self) -> str:
+        """Sorted set: `<source letter>:<run id>` -> when a run in progress passes the
+        seconds budget (RUNSTEPS_BUDGET_SECONDS)."""
+        return f"{self._base}:budgets"
+
+    @property
     def stalls(self) -> str:
         """Sorted set: run and step (`store.stall_member`) -> unix deadline for a stall."""
         return f"{self._base}:stalls"

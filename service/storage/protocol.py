@@ -7,7 +7,8 @@ two `unpack` lines with these tuples), and `storage.scripts` puts their counts i
 script's header. The reply is one action letter per op sent, read back against the very
 list of ops the call was built from, so order is owned here, once.
 
-KEYS: derived stream, source stream, stall index, then one run hash per group.
+KEYS: derived stream, source stream, stall index, seconds-budget index, then one run hash
+per group.
 ARGV: `BATCH_ARGS`, then the ids to ack that carry no op, then per group (a run's ops that
 agree on its thread and assistant) `GROUP_ARGS` and its ops.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from service.core.lifecycle import Action
 from service.core.published import Kind
@@ -25,11 +26,29 @@ if TYPE_CHECKING:
     from service.core.ops import Op
     from service.storage.client import PartitionClient
 
-__all__ = ["BATCH_ARGS", "GROUP_ARGS", "RUN_ARGS", "STEP_ARGS", "CommitCall", "commit_call"]
+__all__ = [
+    "BATCH_ARGS",
+    "GROUP_ARGS",
+    "RUN_ARGS",
+    "STEP_ARGS",
+    "CommitCall",
+    "Committed",
+    "commit_call",
+]
 
-BATCH_ARGS = ("group", "maxlen", "ttl", "acks")
-"""The batch's arguments: consumer group, derived stream MAXLEN, state TTL (seconds), and
-how many entry ids to ack follow (entries with no op: ignored events)."""
+BATCH_ARGS = (
+    "group",
+    "maxlen",
+    "ttl",
+    "budget_tokens",
+    "budget_usd",
+    "budget_steps",
+    "budget_seconds",
+    "acks",
+)
+"""The batch's arguments: consumer group, derived stream MAXLEN, state TTL (seconds), the
+run budgets ('' when off), and how many entry ids to ack follow (entries with no op:
+ignored events). The script reads them by name (`BATCH` in its header)."""
 
 GROUP_ARGS = ("ops", "run_id", "thread", "assistant")
 """Each group's arguments: how many ops follow, the run, the thread and assistant its
@@ -95,6 +114,16 @@ def _agreeing(ops: list[Op]) -> list[tuple[str, str, list[Op]]]:
     return groups
 
 
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What a commit did: each op with its action, in the order sent, and the events it
+    published beyond what the actions declare (core.published): the ends of steps a run's
+    end closed (their types) and budget events (`run.budget_exceeded|<limit>`)."""
+
+    actions: list[tuple[Op, Action]]
+    also: list[str]
+
+
 @dataclass(slots=True)
 class CommitCall:
     """One commit script call: its keys and arguments, and the ops in the order sent."""
@@ -103,14 +132,17 @@ class CommitCall:
     args: list[Any] = field(default_factory=list)
     sent: list[Op] = field(default_factory=list)
 
-    def read(self, reply: bytes) -> list[tuple[Op, Action]]:
-        """Each op sent, with the action the script took for it."""
-        letters = reply.decode()
+    def read(self, reply: list[Any]) -> Committed:
+        """Each op sent, with the action the script took for it, and what it published
+        beyond what the actions declare: step ends a run's end closed, budget events."""
+        letters = cast("bytes", reply[0]).decode()
+        also = [t.decode() for t in cast("list[bytes]", reply[1])]
         if len(letters) != len(self.sent):
             raise RuntimeError(
                 f"the commit script answered {len(letters)} actions for {len(self.sent)} ops"
             )
-        return [(op, _ACTIONS[letter]) for op, letter in zip(self.sent, letters, strict=True)]
+        pairs = [(op, _ACTIONS[letter]) for op, letter in zip(self.sent, letters, strict=True)]
+        return Committed(pairs, also)
 
 
 def commit_call(
@@ -118,9 +150,14 @@ def commit_call(
 ) -> CommitCall:
     """The commit call for each run's ops (in arrival order) and the other ids to ack."""
     s, part, run_key = client.settings, client.part, client.keys.run
-    call = CommitCall([part.derived_stream, part.source_stream, client.keys.stalls])
+    call = CommitCall(
+        [part.derived_stream, part.source_stream, client.keys.stalls, client.keys.budgets]
+    )
     args = call.args
-    args += (s.group, s.derived_maxlen, s.state_ttl_s, len(acks), *acks)
+    budgets = (s.budget_tokens, s.budget_usd, s.budget_steps, s.budget_seconds)
+    args += (s.group, s.derived_maxlen, s.state_ttl_s)
+    args += tuple("" if b is None else repr(b) for b in budgets)
+    args += (len(acks), *acks)
     sent = call.sent
     for run_id, ops in runs.items():
         for thread, assistant, group in _agreeing(ops):

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from hashlib import sha1
 from importlib.resources import files
 
-from contracts.derived import NAMESPACE
+from contracts.derived import NAMESPACE, STEP_END_TYPES
 from service.core.layout import (
+    BY_RUN_MARK,
     ENDED_FIELDS,
     IN_PROGRESS,
     SEP,
@@ -25,11 +26,13 @@ from service.core.layout import (
     TOTALS,
     RunField,
 )
-from service.core.lifecycle import RUNS, STEPS, Action, Machine, transition_table
+from service.core.lifecycle import RUNS, STEPS, Action, Machine, ended_by_run, transition_table
 from service.core.published import PUBLISHES, Kind
-from service.storage.protocol import RUN_ARGS, STEP_ARGS
+from service.core.state import STEP_TYPE_CODES
+from service.storage.protocol import BATCH_ARGS, RUN_ARGS, STEP_ARGS
 
 __all__ = [
+    "BUDGET",
     "COMMIT",
     "DEADLETTER",
     "REAP",
@@ -84,6 +87,16 @@ def _publishes(kind: Kind) -> dict[str, dict[str, bool]]:
     }
 
 
+def _by_run() -> dict[str, dict[str, str]]:
+    return {
+        dialect: {
+            RUNS.codes[status]: STEPS.codes[ended_by_run(status, dialect == "responses")]
+            for status in sorted(RUNS.terminal)
+        }
+        for dialect in ("assistants", "responses")
+    }
+
+
 def header() -> str:
     """The Lua header every script starts with, generated from the declarations."""
     assert SEP not in _LUA_MAGIC, "SEP is used in Lua patterns"
@@ -101,9 +114,14 @@ def header() -> str:
         ("STEP", {k: str(v) for k, v in sorted(transition_table(STEPS).items())}),
         ("RUN", {k: str(v) for k, v in sorted(transition_table(RUNS).items())}),
         ("STEP_NAMES", _names(STEPS)),  # status code -> status
+        ("STEP_TYPE_NAMES", {c: t for t, c in STEP_TYPE_CODES.items()}),  # Assistants types
+        ("STEP_END_TYPES", {STEPS.codes[s]: t.value for s, t in STEP_END_TYPES.items()}),
+        ("BY_RUN", _by_run()),  # dialect -> run's end code -> its open steps' end code
+        ("BY_RUN_MARK", BY_RUN_MARK),
         ("RUN_NAMES", _names(RUNS)),
         ("ACT", {a.name: a.value for a in Action}),
         ("PUBLISHES", {"step": _publishes(Kind.STEP), "run": _publishes(Kind.RUN)}),
+        ("BATCH", {name: i for i, name in enumerate(BATCH_ARGS, 1)}),  # batch args' places
         ("STEP_ARGS", len(STEP_ARGS)),  # arguments per op (storage/protocol.py)
         ("RUN_ARGS", len(RUN_ARGS)),
     ]
@@ -115,6 +133,26 @@ def header() -> str:
         "-- core.layout.stall_member: a step's member in the stall index.",
         "local function stall_member(run_id, step_id)",
         "  return #run_id .. ':' .. run_id .. step_id",
+        "end",
+        "-- core.layout.budget_member: a run's member in the seconds-budget index.",
+        "local function budget_member(source, run_id)",
+        "  return string.sub(source, 1, 1) .. ':' .. run_id",
+        "end",
+        "-- contracts.derived.event_id_for: the UUIDv5 of 'run|step|type|qualifier'.",
+        "local function event_id(run_id, subject, type_, qualifier)",
+        "  local h = redis.sha1hex(NAMESPACE .. run_id .. '|' .. subject .. '|' .. type_ .. '|'",
+        "    .. qualifier)",
+        "  local variant = tonumber(string.sub(h, 17, 17), 16) % 4 + 1",
+        "  return string.sub(h, 1, 8) .. '-' .. string.sub(h, 9, 12) .. '-5' .. string.sub(h, 14,",
+        "    16) .. '-' .. string.sub('89ab', variant, variant) .. string.sub(h, 18, 20) .. '-'",
+        "    .. string.sub(h, 21, 32)",
+        "end",
+        "-- contracts.derived.RunBudgetExceeded: `ids` are its source .. thread ids, as JSON.",
+        "local function budget_event(run_id, ids, model, limit, budget, value, occurred)",
+        '  return \'{"type":"run.budget_exceeded","event_id":"\'',
+        "    .. event_id(run_id, '', 'run.budget_exceeded', limit) .. '\",' .. ids",
+        "    .. ',\"model\":' .. (model or 'null') .. ',\"limit\":\"' .. limit .. '\",\"budget\":'",
+        "    .. budget .. ',\"value\":' .. value .. ',\"occurred_at\":' .. occurred .. '}'",
         "end",
     ]
     return "\n".join(lines) + "\n"
@@ -135,4 +173,5 @@ STALL = _load("stall.lua")
 REAP = _load("reap.lua")
 STALL_PRUNE = _load("stall_prune.lua")
 TRIM = _load("trim.lua")
-SCRIPTS = (COMMIT, DEADLETTER, STALL, STALL_PRUNE, TRIM, REAP)
+BUDGET = _load("budget.lua")
+SCRIPTS = (COMMIT, DEADLETTER, STALL, STALL_PRUNE, TRIM, REAP, BUDGET)

@@ -11,12 +11,11 @@ import logging
 from typing import TYPE_CHECKING, Any, cast
 
 from service.storage.deadletters import dead_letter_call
-from service.storage.protocol import commit_call
-from service.storage.scripts import COMMIT, STALL, STALL_PRUNE
+from service.storage.protocol import Committed, commit_call
+from service.storage.scripts import BUDGET, COMMIT, STALL, STALL_PRUNE
 
 if TYPE_CHECKING:
     from service.core.batch import DeadLetter
-    from service.core.lifecycle import Action
     from service.core.ops import Op
     from service.storage.client import PartitionClient
 
@@ -47,14 +46,14 @@ class Store:
 
     async def apply(
         self, runs: dict[str, list[Op]], acks: list[bytes], dead: list[DeadLetter]
-    ) -> list[tuple[Op, Action]]:
+    ) -> Committed:
         """Apply a batch in one round trip: the commit script, then one script per dead letter.
 
         `runs` holds each run's ops in arrival order, acked atomically with their effects
         (unless their identity mismatched: IDENTITY_MISMATCH); `acks` the ids of the batch's
         other entries with no effects (ignored events). Returns every op with the action the
-        script took for it. Re-running after NOSCRIPT is safe: both scripts are idempotent
-        per source entry.
+        script took for it, and what it closed for runs' ends. Re-running after NOSCRIPT is
+        safe: both scripts are idempotent per source entry.
         """
         call = commit_call(self.conn, runs, acks) if runs or acks else None
 
@@ -65,14 +64,14 @@ class Store:
                 dead_letter_call(pipe, self.conn, d)
 
         results = await self.conn.execute(build)
-        return [] if call is None else call.read(cast("bytes", results[0]))
+        return Committed([], []) if call is None else call.read(cast("list[Any]", results[0]))
 
     async def commit(
         self, runs: dict[str, list[Op]], acks: list[bytes], dead: list[DeadLetter]
     ) -> str:
         """`apply`, answered as the actions' letters only, in the order of the ops sent (the
         commit script's own reply: what tests and benchmarks compare)."""
-        return "".join(action for _, action in await self.apply(runs, acks, dead))
+        return "".join(action for _, action in (await self.apply(runs, acks, dead)).actions)
 
     async def due_stalls(self, now: int, limit: int) -> tuple[list[StepRef], int]:
         """Up to `limit` (run id, step id) of steps in progress past their stall deadline, and
@@ -117,6 +116,28 @@ class Store:
             lambda pipe: pipe.evalsha(STALL_PRUNE.sha, len(keys), *keys, *args)
         )
         return [named[int(i) - 1][1] for i in cast("list[int]", kept)]
+
+    async def due_budgets(self, now: float, limit: int) -> list[tuple[str, str, float]]:
+        """Up to `limit` runs in progress past the seconds budget: (member, run id, when the
+        budget was passed), for `publish_budget`."""
+        conn = self.conn
+        due = cast(
+            "list[tuple[bytes, float]]",
+            await conn.redis.zrangebyscore(
+                conn.keys.budgets, "-inf", now, start=0, num=limit, withscores=True
+            ),
+        )
+        return [(m.decode(), m.decode().partition(":")[2], score) for m, score in due]
+
+    async def publish_budget(
+        self, member: str, run_id: str, *, ids: bytes, budget: str, value: str, now: str
+    ) -> bool:
+        """Publish the seconds budget's event for a run still in progress, once overall."""
+        conn = self.conn
+        keys = [conn.keys.budgets, conn.keys.run(run_id), conn.part.derived_stream]
+        args = [member, run_id, ids, budget, value, now, conn.settings.derived_maxlen]
+        [published] = await conn.execute(lambda pipe: pipe.evalsha(BUDGET.sha, 3, *keys, *args))
+        return bool(published)
 
     async def publish_stall(self, member: str, run_id: str, step_id: str, event: bytes) -> bool:
         """Publish `event` if this call takes the step off the stall index (once overall)."""

@@ -14,7 +14,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -120,6 +120,7 @@ class Worker:
         self.config_error: ConfigError | None = None
         self.aborted = False  # stopped by a signal before start-up completed
         self._stop = asyncio.Event()
+        self._stopping = asyncio.Event()  # shutdown began: a refused commit is not retried
 
     async def step(self, run_id: str, step_id: str) -> StepState | None:
         """A step's tracked state, from the partition its run id maps to."""
@@ -132,7 +133,7 @@ class Worker:
     async def start(self) -> None:
         """Start everything in this process (tests, demo); `stop` undoes it."""
         await self.on_startup()
-        await self.broker.start()
+        await self.start_consuming()
         await self.after_startup()
 
     async def stop(self) -> None:
@@ -143,9 +144,39 @@ class Worker:
 
     async def on_startup(self) -> None:
         """Connect, fail fast on configuration errors, create the group, finish own backlog."""
+        with self._starting():
+            await self._start_up()
+
+    async def start_consuming(self) -> None:
+        """Start every subscriber: FastStream's XGROUP CREATE, then its read loop.
+
+        A start-up hook too, so that the app reports itself started only once the worker
+        consumes: at maxmemory Redis may refuse the XGROUP CREATE although it let the group
+        check through a moment earlier (memory dipped), and a failure after the app reported
+        started would stop FastStream but leave the process up, consuming nothing. Redis
+        refusing or away is retried until every subscriber runs; any other failure fails the
+        start-up, which ends the process (exit 3).
+        """
+        with self._starting():
+            await self._retrying(self._start_subscribers)
+
+    async def _start_subscribers(self) -> None:
+        # What BrokerUsecase.start does, except that a subscriber already running (started
+        # before another one was refused) is not started a second time.
+        await self.broker.connect()
+        for subscriber in self.broker.subscribers:
+            if not subscriber.running:
+                await subscriber.start()
+        for publisher in self.broker.publishers:
+            await publisher.start()
+        self.broker.running = True
+
+    @contextlib.contextmanager
+    def _starting(self) -> Iterator[None]:
+        """A start-up hook's frame: SIGTERM ends its waits; what ended it is recorded."""
         try:
             with self._stop_on_signal():
-                await self._start_up()
+                yield
         except ConfigError as exc:
             self.config_error = exc  # uvicorn turns a failed start-up into SystemExit(3)
             raise
@@ -216,19 +247,33 @@ class Worker:
             if processor.store.conn.part.index in owned
         ]
         for recovery in self.recoveries:
-            await recovery.finish_own()
+            # At maxmemory its commits are refused: retried (each pass starts from id 0).
+            await self._retrying(recovery.finish_own)
 
     async def _connect(self, conn: PartitionClient) -> None:
+        async def prepare() -> None:
+            await conn.ensure_group()
+            await conn.check_access()
+            await conn.load_scripts()
+
+        await self._retrying(prepare)
+
+    async def _retrying(self, action: Callable[[], Awaitable[object]]) -> None:
+        """Run `action` until Redis lets it through: unreachable, loading, at maxmemory,
+        ... are retried with capped backoff; a stop request ends the wait."""
         backoff = 0.1
         while True:
             try:
-                await conn.ensure_group()
-                await conn.check_access()
-                await conn.load_scripts()
+                await action()
             except (AuthenticationError, AuthorizationError):
                 raise  # ConnectionError subclasses in redis-py, but no retry can fix them
             except INFRASTRUCTURE_ERRORS as exc:
-                log.warning("redis unavailable at start-up (%s); retrying in %.1fs", exc, backoff)
+                log.warning(
+                    "redis unavailable at start-up (%s: %s); retrying in %.1fs",
+                    type(exc).__name__,
+                    exc,
+                    backoff,
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), backoff)
                 if self._stop.is_set():
@@ -254,6 +299,7 @@ class Worker:
 
     async def on_shutdown(self) -> None:
         """Stop the recovery loops before the broker stops the subscribers."""
+        self._stopping.set()
         for task in self._loop_tasks:
             task.cancel()
         if self._loop_tasks:
@@ -271,7 +317,7 @@ class Worker:
         """One fetched batch of partition `index`, into that partition's pipeline."""
         pipeline = self.pipelines.get(index)
         if pipeline is None:
-            pipeline = self.pipelines[index] = Pipeline(self.processors[index])
+            pipeline = self.pipelines[index] = Pipeline(self.processors[index], self._stopping)
         await pipeline.submit(entries)
 
     async def after_shutdown(self) -> None:

@@ -17,11 +17,11 @@ from service.core.batch import Batch, DeadLetter, Entry, Partitioning, build_bat
 from service.core.decode import IGNORED_OTHER, Rejection
 from service.core.lifecycle import Action
 from service.core.prices import Prices, bundled_prices
-from service.core.published import published
+from service.core.published import Kind, published
 from service.errors import INFRASTRUCTURE_ERRORS
 
 if TYPE_CHECKING:
-    from service.core.ops import Op
+    from service.core.ops import Ended, Op
     from service.settings import Settings
     from service.storage.pending import Pending
     from service.storage.store import Store
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["Entry", "Processor"]
 
 log = logging.getLogger("runsteps.process")
+
+_ENDS = frozenset((Action.END, Action.BEGIN_END))
 
 
 class Processor:
@@ -91,8 +93,10 @@ class Processor:
         return failures
 
     async def _apply(self, entries: list[Entry], batch: Batch) -> None:
-        done = await self.store.apply(batch.runs, batch.acks, batch.dead)
+        committed = await self.store.apply(batch.runs, batch.acks, batch.dead)
+        done = committed.actions
         self._count(batch, done)
+        self._count_also(committed.also)
         if any(action is Action.IDENTITY_MISMATCH for _, action in done):
             await self._dead_letter_mismatched(done, dict(entries))
         if self.telemetry.observe is not None:
@@ -122,6 +126,7 @@ class Processor:
         telemetry = self.telemetry
         telemetry.consumed += batch.consumed - len(batch.failed)
         telemetry.error_events += batch.error_events
+        telemetry.status_mismatches.update(batch.status_mismatches)
         for message in batch.errors:
             log.warning("a producer forwarded an error event: %s", message[:200])
         for event, n in batch.ignored.items():
@@ -137,6 +142,30 @@ class Processor:
         for op, action in done:
             for type_ in published(op.kind, action, op.end_type, op.usage != ""):
                 derived[type_] += 1
+            ended = op.ended
+            if ended is not None and action in _ENDS:
+                self._count_ended(op.kind, ended)
+
+    def _count_ended(self, kind: Kind, ended: Ended) -> None:
+        """The domain metrics of a step or run that this commit ended."""
+        telemetry = self.telemetry
+        if kind is Kind.STEP:
+            types = [type_ for _, type_, _ in ended.tools]
+            telemetry.step_ended(ended.source, ended.step_type or "", types, ended.duration_s)
+            for _, type_, name in ended.tools:
+                telemetry.tool_call_ended(name, ended.status, type_)
+            return
+        telemetry.run_ended(ended.source, ended.status, ended.model, ended.usage, ended.cost_usd)
+        if ended.usage is not None and ended.cost_usd is None:
+            telemetry.unpriced(ended.model)
+
+    def _count_also(self, also: list[str]) -> None:
+        """Count what the commit published beyond the actions' declaration."""
+        for published_type in also:
+            type_, _, limit = published_type.partition("|")
+            self.telemetry.derived[type_] += 1
+            if limit:
+                self.telemetry.budget_exceeded(limit)
 
     async def _dead_letter_mismatched(
         self, done: list[tuple[Op, Action]], fields: dict[bytes, dict[bytes, bytes]]

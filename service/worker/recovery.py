@@ -7,6 +7,8 @@ that died, hung or restarted stay pending; these loops bring them back:
   and dead-letters those delivered RUNSTEPS_MAX_DELIVERIES times without success;
 - and removes consumers dead for 10 claim times with nothing pending (a worker that is gone
   leaves its name in the group: XINFO CONSUMERS would list every dead one forever).
+The same loop trims the source stream (trim.py), first thing in each pass, so that a pass
+whose claims Redis refuses for lack of memory still frees what every group has acked.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
+
+import orjson
 
 from contracts.derived import DerivedType, Source, StepStalled, event_id_for
-from service.core.layout import stall_member
+from service.core.layout import RunField, stall_member
 from service.errors import INFRASTRUCTURE_ERRORS
 from service.storage.reads import step_state
-from service.storage.trim import trim_source
+from service.storage.trim import memory_use, trim_source
 from service.worker.heal import group_lost
 
 if TYPE_CHECKING:
@@ -35,6 +39,9 @@ __all__ = ["Recovery"]
 # A consumer idle this many claim times with nothing pending is dead: a live one polls every
 # RUNSTEPS_BLOCK_MS, and whatever a dead one held was claimed after one claim time.
 DEAD_AFTER_CLAIMS = 10
+# How often, at most, the loop asks Redis how full it is (INFO memory): near maxmemory a
+# worker fills the headroom with derived events quickly.
+MEMORY_CHECK_S = 1.0
 
 log = logging.getLogger("runsteps.recovery")
 
@@ -48,6 +55,7 @@ class Recovery:
         self.pending: Pending = processor.pending
         self.settings: Settings = processor.settings
         self.last_pass = time.monotonic()  # liveness of the loops, for readiness
+        self.memory_tight = False  # Redis near its maxmemory at the last check
 
     async def finish_own(self) -> int:
         """Process this consumer's own pending entries (left by a previous run of it)."""
@@ -113,6 +121,57 @@ class Recovery:
                 raise
             await self.pending.forget_failures([i for i in _ids(retry) if i not in failures])
 
+    async def trim(self, due: bool = True) -> int:
+        """Trim the source stream, returning the entries removed: when `due`, of what every
+        group acked past RUNSTEPS_SOURCE_RETENTION_S; whenever Redis is near its maxmemory
+        (RUNSTEPS_MEMORY_PRESSURE_RATIO), of all that every group acked, whatever its age.
+        Such an episode is logged when it starts and when it ends."""
+        s, telemetry = self.settings, self.processor.telemetry
+        use = await memory_use(self.store.conn)
+        tight = use is not None and use >= s.memory_pressure_ratio
+        if tight != self.memory_tight:
+            self.memory_tight = tight
+            _log_memory(tight, use, s.memory_pressure_ratio, self.store.conn.part.source_stream)
+        if not (due or tight):
+            return 0
+        trimmed = await trim_source(self.store.conn, 0 if tight else s.source_retention_s)
+        telemetry.source_trimmed += trimmed
+        if tight:
+            telemetry.source_trimmed_early += trimmed
+        return trimmed
+
+    async def scan_budgets(self, now: float | None = None) -> int:
+        """Publish run.budget_exceeded (seconds) for each run still in progress past
+        RUNSTEPS_BUDGET_SECONDS (once across workers); 0 when that budget is off."""
+        budget = self.settings.budget_seconds
+        if budget is None:
+            return 0
+        now = time.time() if now is None else now
+        published = 0
+        conn = self.store.conn
+        for member, run_id, passed_at in await self.store.due_budgets(now, limit=500):
+            thread, assistant = cast(
+                "list[bytes | None]",
+                await conn.redis.hmget(
+                    conn.keys.run(run_id), RunField.THREAD.value, RunField.ASSISTANT.value
+                ),
+            )
+            ids = orjson.dumps({
+                "source": Source.RESPONSES if member[0] == "r" else Source.ASSISTANTS,
+                "run_id": run_id,
+                "thread_id": thread.decode() if thread else None,
+                "assistant_id": assistant.decode() if assistant else None,
+            })[1:-1]  # fmt: skip
+            value = round(now - (passed_at - budget), 3)
+            if await self.store.publish_budget(
+                member, run_id, ids=ids, budget=repr(budget), value=repr(value),
+                now=repr(round(now, 3)),
+            ):  # fmt: skip
+                published += 1
+                self.processor.telemetry.derived[DerivedType.RUN_BUDGET_EXCEEDED] += 1
+                self.processor.telemetry.budget_exceeded("seconds")
+        return published
+
     async def scan_stalls(self, now: int | None = None) -> int:
         """Publish run_step.stalled for every step past its deadline (once across workers)."""
         s = self.settings
@@ -150,14 +209,19 @@ class Recovery:
         """Claim and scan forever; survive Redis outages with capped exponential backoff."""
         s = self.settings
         claim_every = min(max(s.claim_idle_ms / 4000, 0.05), 5.0)
-        next_stall_scan = next_reap = 0.0
+        next_claim = next_stall_scan = next_reap = 0.0
         backoff = 0.1
         while True:
             try:
-                claimed = await self.claim_once()
-                if time.monotonic() >= next_stall_scan:
+                scan_due = time.monotonic() >= next_stall_scan
+                await self.trim(due=scan_due)  # first: claims may be refused for memory
+                claimed = 0
+                if time.monotonic() >= next_claim:
+                    claimed = await self.claim_once()
+                    next_claim = time.monotonic() + (0 if claimed else claim_every)
+                if scan_due:
                     await self.scan_stalls()
-                    self.processor.telemetry.source_trimmed += await trim_source(self.store.conn)
+                    await self.scan_budgets()
                     next_stall_scan = time.monotonic() + s.stall_scan_s
                 if time.monotonic() >= next_reap:
                     await self.remove_dead_consumers()
@@ -165,7 +229,7 @@ class Recovery:
                 self.last_pass = time.monotonic()
                 backoff = 0.1
                 if not claimed:
-                    await asyncio.sleep(claim_every)
+                    await asyncio.sleep(min(claim_every, MEMORY_CHECK_S))
             except INFRASTRUCTURE_ERRORS as exc:
                 log.warning("redis unavailable in recovery loop (%s); retrying", exc)
                 await asyncio.sleep(backoff)
@@ -177,6 +241,21 @@ class Recovery:
                     log.exception("recovery loop pass failed; retrying")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+
+def _log_memory(tight: bool, use: float | None, ratio: float, stream: str) -> None:
+    if tight:
+        log.warning(
+            "redis is near maxmemory (%.0f%% used, RUNSTEPS_MEMORY_PRESSURE_RATIO %.2f): "
+            "trimming from %s every entry all groups acked, regardless of "
+            "RUNSTEPS_SOURCE_RETENTION_S, until memory is lower",
+            100 * (use or 0),
+            ratio,
+            stream,
+        )
+    else:
+        used = "no maxmemory" if use is None else f"{100 * use:.0f}% used"
+        log.info("redis memory no longer tight (%s): %s keeps its retention", used, stream)
 
 
 def _ids(entries: list[Entry]) -> list[bytes]:

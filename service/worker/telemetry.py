@@ -88,7 +88,8 @@ class Telemetry:
     failed: int = 0  # entries whose processing raised; left pending
     reclaimed: int = 0  # pending entries taken over from other consumers
     error_events: int = 0  # `error` events the producers forwarded
-    source_trimmed: int = 0  # source entries trimmed: acked by every group, past retention
+    source_trimmed: int = 0  # source entries trimmed: acked by every group, past retention or early
+    source_trimmed_early: int = 0  # of those, trimmed before it: Redis near its maxmemory
     stall_index_pruned: int = 0  # stall index members of steps gone or no longer in progress
     groups_recreated: int = 0  # consumer groups found gone and created again
     consumers_removed: int = 0  # dead consumers (long idle, nothing pending) deleted
@@ -96,6 +97,9 @@ class Telemetry:
     decisions: Counter[str] = field(default_factory=Counter)  # by lifecycle.Outcome
     dead_letters: Counter[str] = field(default_factory=Counter)  # by DeadLetterKind
     ignored: Counter[str] = field(default_factory=Counter)  # by event name, or `other`
+    # Envelopes whose event name implies another status than their object has (tracked by
+    # the object's own), by (event name, object status): both from closed sets.
+    status_mismatches: Counter[tuple[str, str]] = field(default_factory=Counter)
     # Called after each committed batch with (entries, seconds from decode to reply).
     observe: Callable[[int, float], None] | None = None
     # Distinct values kept per free-form label (RUNSTEPS_METRICS_MAX_LABELS).

@@ -88,6 +88,26 @@ class Engine:
             raise AssertionError(f"{' '.join(command)}: {done.stdout}\n{done.stderr}")
         return done
 
+    def check_dns(self, network: str) -> None:
+        """Fail at once, saying why, when `network` gives its containers no DNS (podman's CNI
+        networks without the dnsname plugin, or made before it): a container looking
+        another up by name would otherwise just time out."""
+        if self.name != "podman":
+            return  # docker's user-defined networks always have DNS
+        found = self.run("network", "inspect", "--format", "{{.DNSEnabled}}", network)
+        if found.stdout.strip() != "true":
+            raise AssertionError(
+                f"podman network {network} has no DNS (dns_enabled: {found.stdout.strip()}):"
+                " its containers cannot find each other by name; run `bash .ci/ensure-podman`"
+                " (installs golang-github-containernetworking-plugin-dnsname and makes networks"
+                " that predate it again)"
+            )
+
+    def networks(self, label: str) -> list[str]:
+        """The names of the networks carrying `label` (key=value)."""
+        found = self.run("network", "ls", "--filter", f"label={label}", "--format", "{{.Name}}")
+        return found.stdout.split()
+
     def inspect(self, *args: str) -> dict[str, Any]:
         """`<engine> [image|container] inspect` of one object, parsed."""
         reply: list[dict[str, Any]] = json.loads(self.run(*args).stdout)

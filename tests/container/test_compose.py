@@ -108,11 +108,18 @@ def stack(engine: Engine, image: str, tmp_path: Path) -> Iterator[Stack]:
     }
     compose = [*compose_command(engine), "-p", project, "-f", str(COMPOSE_FILE)]
     stack = Stack(engine, project, port, compose, env)
+    label = f"com.docker.compose.project={project}"
     try:
         stack.up()
+        networks = engine.networks(label)
+        assert networks, f"compose made no network for project {project}"
+        for network in networks:
+            engine.check_dns(network)  # the worker finds `redis` by name
         yield stack
     finally:
         stack.down(check=False)
+        for network in engine.networks(label):  # podman-compose 1.0's `down` leaves it
+            engine.run("network", "rm", network, check=False)
 
 
 def test_compose_stack_carries_an_event_and_comes_down(engine: Engine, stack: Stack) -> None:

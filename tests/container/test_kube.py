@@ -71,16 +71,20 @@ class Pods:
         self.worker = worker
         self.redis = redis
 
-    def http_get(self, port: int, path: str) -> int:
-        """The HTTP status of GET 127.0.0.1:port/path from inside the worker's pod."""
+    def http_get(self, port: int, path: str, token: str = "") -> int:
+        """The HTTP status of GET 127.0.0.1:port/path from inside the worker's pod, bearing
+        `token` if given."""
         code = (
             "import sys, urllib.request, urllib.error\n"
-            "try: print(urllib.request.urlopen(sys.argv[1], timeout=2).status)\n"
+            "headers = {'Authorization': 'Bearer ' + sys.argv[2]} if sys.argv[2] else {}\n"
+            "request = urllib.request.Request(sys.argv[1], headers=headers)\n"
+            "try: print(urllib.request.urlopen(request, timeout=2).status)\n"
             "except urllib.error.HTTPError as e: print(e.code)\n"
             "except OSError: print(0)\n"
         )
         url = f"http://127.0.0.1:{port}{path}"
-        return int(self.engine.run("exec", self.worker, "python", "-c", code, url).stdout)
+        run = self.engine.run("exec", self.worker, "python", "-c", code, url, token)
+        return int(run.stdout)
 
     def redis_cli(self, user: str, password: str, *command: str) -> Any:
         """redis-cli in the Redis pod as `user`, the reply as JSON."""
@@ -121,6 +125,7 @@ def pods(engine: Engine, image: str, tmp_path_factory: pytest.TempPathFactory) -
 
     engine.run("network", "create", network)
     try:
+        engine.check_dns(network)  # the worker finds `redis` by name
         engine.run("secret", "create", secret["metadata"]["name"], str(secret_file))
         engine.run("kube", "play", "--network", network, str(redis_file))
         engine.run("kube", "play", "--network", network, str(worker_file))
@@ -168,3 +173,15 @@ def test_deployment_carries_an_event(pods: Pods) -> None:
         return any(e["type"] == "run_step.started" and e["step_id"] == step_id for e in events)
 
     wait_for(started, what=f"run_step.started for {step_id}")
+
+
+def test_query_api_answers_only_the_bearer_of_the_secrets_token(pods: Pods) -> None:
+    """The Secret's optional `http-token` reaches the pod: /runs/... answers 401 without it
+    and looks the run up with it (the probes answer without any, test above)."""
+    token = load("secret.example.yaml")["stringData"]["http-token"]
+    container = load("deployment.yaml")["spec"]["template"]["spec"]["containers"][0]
+    [port] = [p["containerPort"] for p in container["ports"] if p["name"] == "http"]
+    wait_for(functools.partial(answers_200, pods, port, "/healthz"), what="/healthz 200")
+    assert pods.http_get(port, "/runs/run_unknown") == 401
+    assert pods.http_get(port, "/runs/run_unknown", "not-" + token) == 401
+    assert pods.http_get(port, "/runs/run_unknown", token) == 404

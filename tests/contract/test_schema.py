@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from contracts.derived import (
     RunStarted,
     RunTransitionRejected,
 )
+from contracts.dispatch import Dispatch
+from contracts.schema import EXPORTED
 from service.core.decode import Rejection, decode_entry
 from tests.contract.samples import step
 
@@ -47,6 +50,7 @@ NAMES = {
     "run_event",
     "inbound",
     "derived_event",
+    "dead_letter_entry",
     "dead_letter_error",
     "responses_event",
     "run_state",
@@ -60,6 +64,88 @@ def test_every_schema_is_exported() -> None:
     assert set(schemas) == NAMES
     for schema in schemas.values():
         assert "$defs" in schema or "properties" in schema
+
+
+def _keys(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        yield from node
+        for value in node.values():
+            yield from _keys(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _keys(value)
+
+
+def test_no_schema_leaves_a_union_to_oneof_or_the_openapi_discriminator() -> None:
+    """Every union is an if/then/else chain: no `oneOf` (a value matching two members fails
+    it) and no OpenAPI `discriminator` (a strict validator refuses the keyword)."""
+    for name, schema in json_schemas().items():
+        assert {"oneOf", "discriminator"}.isdisjoint(_keys(schema)), name
+
+
+def _dispatches(node: Any) -> Iterator[Dispatch]:
+    """Every Dispatch in a pydantic core schema."""
+    if isinstance(node, dict):
+        if isinstance(node.get("discriminator"), Dispatch):
+            yield node["discriminator"]
+        for value in node.values():
+            yield from _dispatches(value)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            yield from _dispatches(value)
+
+
+DISPATCHES = list(
+    {id(d): d for a in EXPORTED.values() for d in _dispatches(a.core_schema)}.values()
+)
+
+
+def _examples(dispatch: Dispatch) -> list[str]:
+    """The strings a dispatch's rules name (consts, enums, prefixes), and near misses."""
+    found = ["", "other", "error", "thread.x", "response.x", "thread.run.step.paused"]
+    for key, value in _items(dispatch.rules):
+        if key == "const":
+            found.append(value)
+        elif key == "enum":
+            found.extend(value)
+        elif key == "pattern":
+            prefix = value.removeprefix("^").replace("\\.", ".")
+            found += [prefix, prefix + "x", prefix[:-1]]
+    return found
+
+
+def _items(node: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            yield from _items(value)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            yield from _items(value)
+
+
+@st.composite
+def _value(draw: st.DrawFn, dispatch: Dispatch) -> Any:
+    scalar = st.one_of(st.sampled_from(_examples(dispatch)), st.integers(), st.none())
+    keys = st.sampled_from(["object", "event", "type", "data"])
+    return draw(st.one_of(st.dictionaries(keys, scalar, max_size=3), scalar, st.lists(scalar)))
+
+
+@pytest.mark.parametrize("dispatch", DISPATCHES, ids=[d.__name__ for d in DISPATCHES])
+@given(data=st.data())
+def test_a_dispatch_chooses_in_json_schema_as_in_python(
+    dispatch: Dispatch, data: st.DataObject
+) -> None:
+    """For any value, the first JSON Schema guard it matches names the member the Python
+    function picks; a value matching none fails `otherwise` (pydantic refuses it too)."""
+    value = data.draw(_value(dispatch))
+    chosen = next(
+        (tag for guard, tag in dispatch.rules if Draft202012Validator(guard).is_valid(value)),
+        None,
+    )
+    assert chosen == dispatch(value)
+    if chosen is None:
+        assert not Draft202012Validator(dispatch.otherwise).is_valid(value)
 
 
 def test_metadata_limits_are_in_the_schema() -> None:

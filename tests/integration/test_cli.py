@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -117,13 +118,17 @@ def test_inspect_prints_one_page_of_a_huge_run(
 def test_replay_dlq_command(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`replay-dlq --type KIND` moves matching DLQ entries back to the source stream."""
+    """`replay-dlq --type KIND` moves matching DLQ entries back to the source stream; one
+    that claims a field no source can have had is refused, said, and left in place."""
 
     async def setup() -> None:
         redis = Redis.from_url(settings.redis_url)
         for kind in ("processing_failed", "processing_failed", "invalid_json"):
             error = json.dumps({"kind": kind, "message": "x", "errors": []})
             await redis.xadd(settings.dlq_stream, {"data": b"{}", "error": error})
+        error = json.dumps({"kind": "missing_data", "message": "x", "errors": []})
+        forged = {"data": b"", "error": error, "field:data": b"{}", "field:x": b"1"}
+        await redis.xadd(settings.dlq_stream, cast("Any", forged))
         await redis.aclose()
 
     async def lengths() -> tuple[int, int]:
@@ -137,7 +142,12 @@ def test_replay_dlq_command(
     _use(settings, monkeypatch)
     assert main(["replay-dlq", "--type", "processing_failed", "--limit", "1"]) == 0
     assert "re-submitted 1" in capsys.readouterr().out
-    assert asyncio.run(lengths()) == (2, 1)
+    assert asyncio.run(lengths()) == (3, 1)
+    assert main(["replay-dlq", "--type", "missing_data"]) == 0
+    out = capsys.readouterr().out
+    assert "re-submitted 0" in out
+    assert "refused 1 DLQ entries, left in place (field:data" in out
+    assert asyncio.run(lengths()) == (3, 1)
 
 
 def test_schema_command_writes_files(tmp_path: Path) -> None:

@@ -121,7 +121,7 @@ async def test_the_stream_holds_what_the_declaration_says(
         await store.apply({"run_1": [earlier]}, [], [])
     seen = len(await read_json(redis, conn.part.derived_stream))
     op.source_id = b"2-0"
-    done = await store.apply({"run_1": [op]}, [], [])
+    done = (await store.apply({"run_1": [op]}, [], [])).actions
     assert [action for _, action in done] == [action]
     events = (await read_json(redis, conn.part.derived_stream))[seen:]
     for event in events:

@@ -15,7 +15,15 @@ from service.core.prices import TokenUsage, bundled_prices
 from service.settings import Settings
 from service.worker.app import Worker, build_worker
 from tests.helpers import read_json, settle
-from tests.integration.test_real_traffic import ASSISTANTS, RESPONSES, _assistants, _responses
+from tests.integration.test_real_traffic import (
+    ASSISTANTS,
+    DATA,
+    RESPONSES,
+    _assistants,
+    _responses,
+)
+
+DATA_ASSISTANTS, DATA_RESPONSES = DATA / "assistants", DATA / "responses"
 
 RUN_TYPES = ("run.started", "run.requires_action", "run.completed", "run.failed",
              "run.cancelled", "run.expired", "run.incomplete", "run.usage")  # fmt: skip
@@ -156,3 +164,21 @@ async def test_each_recorded_run_with_usage_gets_the_librarys_cost(
         assert (end["cost_usd"], end["priced_model"]) == (
             expected.cost_usd, expected.priced_model), end  # fmt: skip
     assert priced >= 10
+
+
+async def test_the_domain_metrics_count_recorded_runs_and_tool_calls(
+    worker: Worker, redis: Redis, settings: Settings
+) -> None:
+    """Runs ended by model, tool calls by name, step durations and costs are counted from
+    what the worker committed, on recorded traffic of both dialects."""
+    entries = _assistants(DATA_ASSISTANTS / "openai-dotnet_streaming_tool_call.jsonl")
+    entries += _responses(DATA_RESPONSES / "function_call.jsonl")
+    await _replay(redis, settings, entries)
+    telemetry = worker.telemetry
+    ran = {(source, status) for source, status, _ in telemetry.runs_ended}
+    assert ("responses", "completed") in ran
+    assert any(model != "none" for _, _, model in telemetry.runs_ended)
+    tools = {(kind, name) for kind, name, _ in telemetry.tool_calls}
+    assert any(kind == "function" for kind, _ in tools)
+    assert sum(sum(counts) for counts in telemetry.step_seconds.counts.values()) > 0
+    assert sum(telemetry.cost_nano_usd.values()) > 0

@@ -21,7 +21,7 @@ from contracts.derived import DERIVED
 from contracts.responses_producer import ResponsesForwarder
 from service.settings import Settings
 from service.worker.app import Worker, build_worker
-from tests.helpers import apart, read_json, settle
+from tests.helpers import apart, read_json, scrape, settle
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 ASSISTANTS = sorted((DATA / "assistants").glob("*.jsonl"))
@@ -91,12 +91,18 @@ async def _in_order_then_shuffled(
     _check_one_start_before_end(again)
 
     def ends(es: list[dict[str, Any]]) -> Counter[tuple[str, str | None, str]]:
+        # A step still open when its run's end arrives takes the run's end (ended_by_run),
+        # so its status depends on the order: only that it ended is compared.
         return Counter(
-            (e["run_id"], e.get("step_id"), e["type"])
+            (e["run_id"], e.get("step_id"), "run_step.ended" if e.get("ended_by_run")
+             or by_run.get((e["run_id"], e.get("step_id"))) else e["type"])
             for e in es
-            if e["type"].endswith((".started", ".completed", ".failed", ".cancelled",
-                                   ".expired", ".incomplete"))
+            if e["type"].endswith((".completed", ".failed", ".cancelled", ".expired",
+                                   ".incomplete")) or e["type"].endswith(".started")
         )  # fmt: skip
+
+    by_run = {(e["run_id"], e.get("step_id")): True for e in events + again
+              if e.get("ended_by_run")}  # fmt: skip
 
     if not any(e["type"].endswith("transition_rejected") for e in events + again):
         assert ends(again) == ends(events)
@@ -165,3 +171,29 @@ async def test_recorded_azure_cancel_and_service_answered_wait(
     assert [e["type"] for e in answered] == ["run.started", "run.requires_action", "run.completed"]
     assert answered[1]["tool_call_ids"] == ["call_mzRYdtmDqSFqZb1HAvUztB8b"]
     assert (answered[2]["from_status"], answered[2]["occurred_at"]) == ("in_progress", 1745383397)
+
+
+async def test_recorded_openai_incomplete_run_under_completed_event(
+    worker: Worker, redis: Redis, settings: Settings
+) -> None:
+    """OpenAI streamed `thread.run.completed` carrying an `incomplete` run (max_prompt_tokens):
+    the run ends as run.incomplete, by its own status, nothing is dead-lettered, and the
+    disagreement is counted in runsteps_status_mismatches_total."""
+    entries = _assistants(DATA / "assistants" / "ruby-openai_streamed_incomplete_run.jsonl")
+    events = await _replay(redis, settings, entries)  # asserts an empty DLQ
+    run = [e for e in events if e["type"].startswith("run.") and e["type"] != "run.usage"]
+    assert [e["type"] for e in run] == ["run.started", "run.incomplete"]
+    ended = run[1]
+    assert ended["incomplete_details"] == {"reason": "max_prompt_tokens"}
+    assert (ended["from_status"], ended["occurred_at"], ended["duration_s"]) == (
+        "in_progress",
+        1714433732,
+        4,
+    )
+    assert ended["usage"]["total_tokens"] == 43
+    steps = [e["type"] for e in events if e["type"].startswith("run_step.")]
+    assert steps == ["run_step.started", "run_step.completed"]
+    assert await scrape(worker, "runsteps_status_mismatches_total") == {
+        ("thread.run.completed", "incomplete"): 1
+    }
+    assert set((await scrape(worker, "runsteps_dlq_entries_total")).values()) == {0}

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -16,7 +16,6 @@ from redis.exceptions import OutOfMemoryError
 from contracts.derived import Source
 from service.core.batch import DeadLetter
 from service.core.layout import stall_member
-from service.core.lifecycle import Action
 from service.core.ops import Op, step_op
 from service.dev.redis_server import LocalRedis
 from service.dev.sample import T0, step
@@ -24,14 +23,16 @@ from service.settings import Settings
 from service.storage.client import PartitionClient
 from service.storage.deadletters import replay_dlq
 from service.storage.pending import Pending
+from service.storage.protocol import Committed
 from service.storage.reads import run_state, step_state
+from service.storage.replies import keep_duplicate_fields
 from service.storage.store import Store
 from service.worker.app import build_worker
 from service.worker.process import Processor
 from service.worker.recovery import Recovery
 from service.worker.telemetry import Telemetry
 from tests.conftest import make_processor
-from tests.helpers import drained, entries, fetch, produce, read_json, wait_until
+from tests.helpers import drained, entries, fetch, produce, read_json, wait_until, xadd_raw
 
 
 class FailingStore(Store):
@@ -39,7 +40,7 @@ class FailingStore(Store):
 
     async def apply(
         self, runs: dict[str, list[Op]], acks: list[bytes], dead: list[DeadLetter]
-    ) -> list[tuple[Op, Action]]:
+    ) -> Committed:
         if any(op.field.startswith("@boom") for ops in runs.values() for op in ops):
             raise RuntimeError("injected script failure")
         return await super().apply(runs, acks, dead)
@@ -253,13 +254,82 @@ async def test_replay_dlq_resubmits_then_removes(
     await redis.xadd(s.dlq_stream, {"data": b"{", "error": json.dumps({"kind": "invalid_json"})})
     await redis.xadd(s.dlq_stream, {"data": b"{", "error": b"not json"})
     await redis.xadd(s.dlq_stream, {"data": b"{", "error": b"[1, 2]"})
-    assert await replay_dlq(conn, kind="processing_failed") == (1, 2)
+    done = await replay_dlq(conn, kind="processing_failed")
+    assert (done.replayed, done.unreadable, done.refused) == (1, 2, {})
     assert await redis.xlen(s.dlq_stream) == 3  # the other kind and the unreadable ones stay
     fixed = make_processor(conn, s)  # the bug is fixed
     await fixed.process(await fetch(redis, s.source_stream, s.group, s.consumer))
     assert [e["step_id"] for e in await read_json(redis, s.derived_stream)] == ["boom2"]
     [_, (_, replayed)] = await entries(redis, s.source_stream)
     assert b"replayed_from" in replayed
+
+
+async def raw_entries(redis_url: str, stream: str) -> list[list[bytes]]:
+    """Every entry's field list as Redis answers XRANGE, repeated names included."""
+    client = Redis.from_url(redis_url)
+    client.set_response_callback("XRANGE", lambda response, **_: response)
+    try:
+        reply = cast("list[tuple[bytes, list[bytes]]]", await client.xrange(stream))
+        return [list(fields) for _, fields in reply]
+    finally:
+        await client.aclose()
+
+
+async def test_replay_resubmits_exactly_the_source_fields(
+    conn: PartitionClient, redis: Redis, settings: Settings
+) -> None:
+    """Replayed, a dead letter becomes its source entry again, field for field: no `data`
+    for one that had none, both `data` fields for one that had two; plus `replayed_from`."""
+    keep_duplicate_fields(redis)  # as the worker's own reads
+    await xadd_raw(redis, settings.source_stream, "payload", "x", "trace", "t1")
+    await xadd_raw(redis, settings.source_stream, "data", "{}", "data", "[]", "trace", "t2")
+    await make_processor(conn).process(
+        await fetch(redis, settings.source_stream, settings.group, "c")
+    )
+    dead = await entries(redis, settings.dlq_stream)
+    kinds = [json.loads(fields[b"error"])["kind"] for _, fields in dead]
+    assert kinds == ["missing_data", "invalid_payload"]
+    done = await replay_dlq(conn)
+    assert (done.replayed, done.unreadable, done.refused) == (2, 0, {})
+    assert await redis.xlen(settings.dlq_stream) == 0
+    replayed = (await raw_entries(settings.redis_url, settings.source_stream))[2:]
+    assert replayed == [
+        [b"payload", b"x", b"trace", b"t1", b"replayed_from", dead[0][0]],
+        [b"data", b"{}", b"data", b"[]", b"trace", b"t2", b"replayed_from", dead[1][0]],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "reason"),
+    [
+        ("missing_data", {"field:data": "{}", "field:x": "1"}, "field:data"),
+        ("invalid_json", {"data": "{", "field:data": "{}"}, "field:data"),
+        ("missing_data", {"data": "{}", "field:x": "1"}, "missing_data entry with data"),
+        ("missing_data", {"data": ""}, "nothing to replay"),
+        ("missing_data", {"data": "", "field:replayed_from": "1-0"}, "nothing to replay"),
+        ("processing_failed", {"field:x": "1"}, "no data field"),
+    ],
+)
+async def test_replay_refuses_what_no_source_had(
+    conn: PartitionClient,
+    redis: Redis,
+    settings: Settings,
+    kind: str,
+    fields: dict[str, str],
+    reason: str,
+) -> None:
+    """A DLQ entry saying more than its source can have had (a `field:data`: a source's
+    `data` is kept in `data`), or with nothing to re-submit, is refused with the reason and
+    left in place; nothing reaches the source stream."""
+    error = json.dumps({"kind": kind, "message": "m", "errors": []})
+    dlq_entry: dict[Any, Any] = {**fields, "error": error}
+    dlq_id = await redis.xadd(settings.dlq_stream, dlq_entry)
+    done = await replay_dlq(conn)
+    assert done.replayed == 0
+    [(why, n)] = done.refused.items()
+    assert (why.startswith(reason), n) == (True, 1)
+    assert [i for i, _ in await entries(redis, settings.dlq_stream)] == [dlq_id]
+    assert await redis.xlen(settings.source_stream) == 0
 
 
 async def test_worker_survives_redis_restart_and_reports_unready(

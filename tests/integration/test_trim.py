@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, cast
 
+import pytest
 from redis.asyncio import Redis
 
 from service.dev.sample import step
@@ -12,6 +14,8 @@ from service.settings import Settings
 from service.storage.client import PartitionClient
 from service.storage.trim import trim_source
 from service.worker.app import build_worker
+from service.worker.recovery import Recovery
+from tests.conftest import make_processor
 from tests.helpers import drained, entries, fetch, produce, wait_until
 
 NODE = 100
@@ -123,6 +127,36 @@ async def test_nothing_trimmed_without_our_group_or_stream(
     await redis.xgroup_destroy(settings.source_stream, settings.group)
     assert await trim_source(conn) == 0
     assert await ids_left(redis, settings.source_stream) == old
+
+
+async def test_near_maxmemory_what_every_group_acked_goes_whatever_its_age(
+    conn: PartitionClient, redis: Redis, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis near its maxmemory (RUNSTEPS_MEMORY_PRESSURE_RATIO): acked entries go however
+    recent, counted as trimmed early, and the episode is logged once as it starts and once
+    as it ends; afterwards the retention holds again. Unacked entries stay throughout."""
+    await produce(redis, settings, *[{"n": i} for i in range(1000)])
+    await read_and_ack(redis, settings, 800)
+    recovery = Recovery(make_processor(conn))
+    assert await recovery.trim() == 0, "recent: the retention keeps them"
+    caplog.set_level(logging.INFO, logger="runsteps.recovery")
+    used = int((await redis.info("memory"))["used_memory"])
+    try:
+        await redis.config_set("maxmemory", str(int(used / 0.97)))  # writes still accepted
+        removed = await recovery.trim(due=False)  # tight: trimmed at once, scan or not
+        assert await recovery.trim(due=False) == 0  # still tight, nothing left to trim
+    finally:
+        await redis.config_set("maxmemory", "0")
+    assert await recovery.trim(due=False) == 0
+    left = await ids_left(redis, settings.source_stream)
+    assert removed == 1000 - len(left)
+    assert 200 < len(left) <= 200 + NODE  # the 200 never read all stay
+    telemetry = recovery.processor.telemetry
+    assert telemetry.source_trimmed == telemetry.source_trimmed_early == removed
+    messages = [r.getMessage() for r in caplog.records if r.name == "runsteps.recovery"]
+    assert len(messages) == 2, messages
+    assert "near maxmemory" in messages[0]
+    assert "no longer tight" in messages[1]
 
 
 async def test_worker_trims_what_it_processed(

@@ -29,6 +29,7 @@ from tests.helpers import (
     pending,
     produce,
     read_json,
+    scrape,
     settle,
     wait_until,
 )
@@ -135,11 +136,6 @@ async def test_observed_and_implied_starts_have_the_same_event_id(
             "invalid_payload",
             "metadata",
         ),
-        (
-            {"event": "thread.run.step.completed", "data": step("b6", "in_progress")},
-            "envelope_mismatch",
-            "status",
-        ),
         ({"hello": "world"}, "invalid_payload", ""),
     ],
 )
@@ -164,6 +160,32 @@ async def test_bad_input_goes_to_dlq_with_reason(
     [(source_id, _), _] = await entries(redis, settings.source_stream)
     assert entry[b"source_id"] == source_id
     assert [e["step_id"] for e in await read_json(redis, settings.derived_stream)] == ["good"]
+
+
+async def test_an_envelope_contradicting_its_step_is_tracked_by_the_step(
+    worker: Worker, redis: Redis, settings: Settings
+) -> None:
+    """A step event whose name implies another status than its step has is tracked by the
+    step's own status, not dead-lettered: `completed` naming an in-progress step starts it,
+    `in_progress` naming a completed step ends it."""
+    await produce(
+        redis,
+        settings,
+        {"event": "thread.run.step.completed", "data": step("m1", "in_progress")},
+        {"event": "thread.run.step.in_progress", "data": step("m2", "completed", ended_at=T0 + 4)},
+    )
+    await settle(redis, settings)
+    assert await redis.xlen(settings.dlq_stream) == 0
+    types = [(e["step_id"], e["type"]) for e in await read_json(redis, settings.derived_stream)]
+    assert [t for t in types if t[0] == "m1"] == [("m1", "run_step.started")]
+    assert [t for t in types if t[0] == "m2"] == [
+        ("m2", "run_step.started"),
+        ("m2", "run_step.completed"),
+    ]
+    assert await scrape(worker, "runsteps_status_mismatches_total") == {
+        ("thread.run.step.completed", "in_progress"): 1,
+        ("thread.run.step.in_progress", "completed"): 1,
+    }
 
 
 async def test_missing_data_field_and_oversized_payload(

@@ -113,7 +113,9 @@ async def test_worker_runs_the_sample_as_the_runsteps_user(
         for _, data in sample_entries():
             await producer.xadd(settings.source_stream, {"data": data})
         await producer.xadd(
-            settings.source_stream, {"data": _json(step("step_stuck", "in_progress"))}
+            # In a run that does not end: a step of an ended run ends with it, never stalls.
+            settings.source_stream,
+            {"data": _json(step("step_stuck", "in_progress", run_id="run_stuck"))},
         )
         await wait_until(
             lambda: drained(admin, settings.source_stream, settings.group), what="stream drained"
@@ -139,11 +141,11 @@ async def test_worker_runs_the_sample_as_the_runsteps_user(
     assert denials == [], f"the ACL denied the worker: {denials}"
 
 
-def _runs_by_partition(count: int) -> list[str]:
+def _runs_by_partition(count: int, prefix: str = "run_") -> list[str]:
     """One run id per partition: run_0, run_1, ... as partition_for spreads them."""
     runs: dict[int, str] = {}
     for i in range(1000):
-        runs.setdefault(partition_for(f"run_{i}", count), f"run_{i}")
+        runs.setdefault(partition_for(f"{prefix}{i}", count), f"{prefix}{i}")
         if len(runs) == count:
             return [runs[p] for p in range(count)]
     raise AssertionError("no run id for some partition")
@@ -189,8 +191,12 @@ async def test_worker_runs_as_runsteps_on_a_cluster(acl_cluster: LocalCluster) -
     try:
         worker = start_worker(settings, "acl-cluster")
         try:
-            for part, run_id in zip(parts, _runs_by_partition(len(parts)), strict=True):
-                stuck = _json(step("step_stuck", "in_progress", run_id=run_id))
+            # Each stuck step in a run that does not end (a step of an ended run ends with it).
+            open_runs = _runs_by_partition(len(parts), "open_")
+            for part, run_id, open_run in zip(
+                parts, _runs_by_partition(len(parts)), open_runs, strict=True
+            ):
+                stuck = _json(step("step_stuck", "in_progress", run_id=open_run))
                 for data in [*(data for _, data in sample_entries(run_id)), stuck]:
                     await producer.xadd(part.source_stream, {"data": data})
 

@@ -38,8 +38,8 @@ KEDA_KINDS = {
     "ScaledObject": "keda-scaledobject.schema.json",
     "TriggerAuthentication": "keda-triggerauthentication.schema.json",
 }
-# Settings that never go into the ConfigMap: a password, and each pod's own name.
-NOT_IN_CONFIGMAP = {"RUNSTEPS_REDIS_URL", "RUNSTEPS_CONSUMER"}
+# Settings that never go into the ConfigMap: a password, a token, and each pod's own name.
+NOT_IN_CONFIGMAP = {"RUNSTEPS_REDIS_URL", "RUNSTEPS_HTTP_TOKEN", "RUNSTEPS_CONSUMER"}
 
 
 def _env_name(field: str) -> str:
@@ -294,7 +294,7 @@ def test_kustomization_lists_every_manifest_but_the_secret_example() -> None:
 
 
 def test_configmap_holds_every_non_secret_setting_at_its_default() -> None:
-    """ConfigMap keys are exactly the Settings fields bar URL and consumer, at defaults."""
+    """ConfigMap keys are exactly the Settings fields bar URL, token, consumer, at defaults."""
     env = _configmap_env()
     fields = {_env_name(name) for name in Settings.model_fields}
     assert set(env) <= fields, f"not Settings fields: {sorted(set(env) - fields)}"
@@ -326,6 +326,10 @@ def test_deployment_wires_settings_probes_and_port() -> None:
     secret_ref = env["RUNSTEPS_REDIS_URL"]["valueFrom"]["secretKeyRef"]
     assert secret_ref["name"] == _one("Secret")["metadata"]["name"]
     assert secret_ref["key"] in _example_secret()
+    token_ref = env["RUNSTEPS_HTTP_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert token_ref["name"] == secret_ref["name"]
+    assert token_ref["key"] in _example_secret()
+    assert token_ref["optional"] is True, "a Secret without the token still starts the pod"
     port = _settings_from_env(_configmap_env()).http_port
     assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -375,7 +379,8 @@ def test_service_pdb_and_policy_select_the_worker_pods() -> None:
 
 
 def test_network_policy_allows_only_http_in_and_redis_and_dns_out() -> None:
-    """Ingress only on the HTTP port; egress only to Redis (6379, 6380 TLS) and DNS."""
+    """Ingress only on the HTTP port, only from Prometheus's namespace and labelled query
+    clients (no rule open to every source); egress only to Redis (6379, 6380 TLS) and DNS."""
     policy = _one("NetworkPolicy")["spec"]
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
 
@@ -385,6 +390,12 @@ def test_network_policy_allows_only_http_in_and_redis_and_dns_out() -> None:
     port = _settings_from_env(_configmap_env()).http_port
     assert ports(policy["ingress"]) == {(port, "TCP")}
     assert ports(policy["egress"]) == {(6379, "TCP"), (6380, "TCP"), (53, "UDP"), (53, "TCP")}
+    sources = [peer for rule in policy["ingress"] for peer in rule.get("from") or [{}]]
+    assert all(peer for peer in sources), "an ingress rule without `from` admits anyone"
+    assert sources == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+        {"podSelector": {"matchLabels": {"runsteps.io/query-client": "true"}}},
+    ]
 
 
 def test_repository_holds_only_placeholder_credentials() -> None:
@@ -395,6 +406,7 @@ def test_repository_holds_only_placeholder_credentials() -> None:
     assert url.password is not None
     assert url.password.startswith("change-me")
     assert _password_matches_acl(url.username, url.password)
+    assert example["http-token"].startswith("change-me")
     for name, doc in _manifests():
         if doc["kind"] == "Secret":
             assert name.endswith(".example.yaml"), "real Secrets are created out of band"

@@ -8,12 +8,14 @@ import functools
 import json
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from contracts.partitioning import partition_for
@@ -208,6 +210,41 @@ async def test_queries_return_state_or_404(base: str, redis: Redis, settings: Se
     assert (await get_json(base, "/runs/"))[0] == 404
     assert (await request(base, "/steps/q1"))[0] == 404  # a step is found under its run
     assert (await request(base, "/runs/rq/steps/q1", method="DELETE"))[0] == 405
+
+
+TOKEN = "s3cret-token-of-the-query-api"
+
+
+@pytest.mark.parametrize("source", ["RUNSTEPS_HTTP_TOKEN", "RUNSTEPS_HTTP_TOKEN_FILE"])
+async def test_query_api_answers_only_the_bearer_of_the_token(
+    redis: Redis, settings: Settings, tmp_path: Path, source: str
+) -> None:
+    """With a token set (directly or in a file, as a mounted Secret), /runs/... answers 401
+    with a Bearer challenge to a request without it or with another, the state to one with
+    it; probes and /metrics answer without it."""
+    if source == "RUNSTEPS_HTTP_TOKEN":
+        s = settings.model_copy(update={"http_token": SecretStr(TOKEN)})
+    else:
+        (tmp_path / "token").write_text(TOKEN + "\n")  # as `kubectl create secret` may write it
+        s = settings.model_copy(update={"http_token_file": str(tmp_path / "token")})
+    await produce(redis, s, step("s1", "in_progress", run_id="r1"))
+    async with serving(build_worker(s)) as base:
+        await settle(redis, s)
+        path = "/runs/r1/steps/s1"
+        status, headers, _ = await request(base, path)
+        assert (status, headers["www-authenticate"]) == (401, 'Bearer realm="runsteps"')
+        for wrong in (f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", f"Basic {TOKEN}", "Bearer"):
+            status, headers, _ = await request(base, path, headers={"Authorization": wrong})
+            assert status == 401, wrong
+            assert headers["www-authenticate"].startswith("Bearer"), wrong
+        for good in (f"Bearer {TOKEN}", f"bearer  {TOKEN}"):
+            status, _, body = await request(base, path, headers={"Authorization": good})
+            assert (status, json.loads(body)["status"]) == (200, "in_progress")
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        assert (await request(base, "/runs/unknown", headers=bearer))[0] == 404
+        assert (await request(base, "/runs/r1", method="POST"))[0] == 401
+        for open_path in ("/healthz", "/metrics", "/readyz"):
+            await wait_until(answers(base, open_path, 200), what=f"{open_path} 200, no token")
 
 
 async def test_ids_with_spaces_and_unicode_are_queryable(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -144,6 +145,104 @@ async def test_start_up_at_maxmemory_waits_then_drains(server: LocalRedis, priva
     assert w1.returncode == 0, err
 
 
+async def _own_pending_deltas(redis: Redis, s: Settings, consumer: str, n: int) -> None:
+    """What a previous run of `consumer` left fetched and unacked: `n` message deltas, which
+    its next start-up's pass over its own pending entries only acks (Redis allows that at
+    maxmemory); a pass long enough for a test to act while it runs."""
+    await redis.xgroup_create(s.source_stream, s.group, id="0", mkstream=True)
+    await produce(redis, s.source_stream, [_message_delta(f"token {i}") for i in range(n)])
+    await redis.xreadgroup(s.group, consumer, {s.source_stream: ">"}, count=n)
+
+
+async def test_subscriber_refused_at_start_is_retried_until_it_consumes(
+    server: LocalRedis, private: Redis
+) -> None:
+    """Memory fills after the worker's start-up wait passed, before its subscriber starts
+    (XGROUP CREATE refused, OOM): the worker retries until it consumes, never a live process
+    that reads nothing; once memory is freed the backlog drains once."""
+    s = private_settings(server)
+    load = Load.build(steps=1000, copies=2, seed=27)
+    data = load.shuffled()
+    await _own_pending_deltas(private, s, "w1", 30_000)
+    await produce(private, s.source_stream, data)  # the backlog nobody has read yet
+    used = int((await private.info("memory"))["used_memory"])
+    await private.config_set("maxmemory-policy", "noeviction")
+    await private.config_set("maxmemory", str(used + 8_000_000))
+    w1 = start_worker(s, "w1")
+    try:
+        held = _consumer_holds_fewer(private, s, "w1", 30_000)
+        await wait_until(held, 30, "w1's start-up to work through its own pending entries")
+        await private.setrange("filler", 16_000_000, "x")  # past maxmemory from here on
+        await wait_until(_group_create_refused(private), 30, "XGROUP CREATE refused (OOM)")
+        assert w1.poll() is None, "the worker gave up"
+        await private.delete("filler")
+        await wait_drained(private, s, timeout_s=60)
+        result = await tally(private, s.derived_stream, load, len(data))
+        assert_exact("subscriber start refused (OOM), then memory freed", result)
+    finally:
+        err = stop_worker(w1)
+    assert w1.returncode == 0, err
+
+
+async def test_subscriber_start_failing_for_good_ends_the_process(
+    server: LocalRedis, private: Redis
+) -> None:
+    """A subscriber start no retry can fix (XGROUP CREATE taken from the user's ACL after
+    start-up checked it) ends the worker process with a non-zero exit, never a live one
+    that consumes nothing."""
+    s = private_settings(server)
+    await _own_pending_deltas(private, s, "w1", 30_000)
+    w1 = start_worker(s, "w1")
+    try:
+        held = _consumer_holds_fewer(private, s, "w1", 30_000)
+        await wait_until(held, 30, "w1's start-up to work through its own pending entries")
+        await private.acl_setuser("default", enabled=True, nopass=True, commands=["-xgroup|create"])
+
+        async def exited() -> bool:
+            return w1.poll() is not None
+
+        await wait_until(exited, 30, "the worker to exit")
+    finally:
+        err = stop_worker(w1)
+    assert w1.returncode not in (None, 0), err
+    assert "NOPERM" in err or "permission" in err, err
+
+
+async def test_draining_a_backlog_at_maxmemory_lets_producers_write_again(
+    server: LocalRedis, private: Redis
+) -> None:
+    """A backlog filling Redis to near maxmemory (noeviction): the worker trims what every
+    group acked regardless of the retention while memory is tight, so it drains the backlog
+    and producers can write again; every event once, the early trimming counted."""
+    port = free_port()
+    s = private_settings(server, http_port=port, claim_idle_ms=2000)
+    load = Load.build(steps=6000, copies=2, seed=28)
+    data = load.shuffled()
+    await private.xgroup_create(s.source_stream, s.group, id="0", mkstream=True)
+    await produce(private, s.source_stream, data)
+    used = int((await private.info("memory"))["used_memory"])
+    await private.config_set("maxmemory-policy", "noeviction")
+    # Room for the backlog, not for its effects beside it (derived events, states).
+    await private.config_set("maxmemory", str(used + 4_000_000))
+    w1 = start_worker(s, "w1")
+    try:
+        await wait_drained(private, s, timeout_s=90)
+        later = Load.build(steps=300, seed=29, prefix="p")
+        await produce(private, s.source_stream, later.shuffled())  # refused while memory is full
+        await wait_drained(private, s)
+        both = Load(seed=0, required=load.required | later.required)
+        result = await tally(private, s.derived_stream, both, len(data) + len(later.entries))
+        assert_exact("backlog drained at maxmemory, then producers write again", result)
+        _, _, body = await request(f"http://127.0.0.1:{port}", "/metrics")
+        early = re.search(rb"^runsteps_source_trimmed_early_total (\S+)$", body, re.MULTILINE)
+        assert early is not None
+        assert float(early.group(1)) > 0
+    finally:
+        err = stop_worker(w1)
+    assert w1.returncode == 0, err
+    assert "near maxmemory" in err
+
+
 async def test_killed_worker_is_removed_from_the_group(redis: Redis, settings: Settings) -> None:
     """kill -9 of a worker holding a batch: the other takes its entries over, then removes
     it from the group (idle, nothing pending); every event once."""
@@ -210,6 +309,36 @@ async def _derived_at_least(redis: Redis, s: Settings, n: int) -> bool:
 
 async def _refused_for_memory(redis: Redis) -> bool:
     return "errorstat_OOM" in await redis.info("errorstats")
+
+
+def _message_delta(text: str) -> bytes:
+    """A message delta event: acked, with no lifecycle meaning."""
+    delta = {"content": [{"index": 0, "type": "text", "text": {"value": text}}]}
+    data = {"id": "msg_1", "object": "thread.message.delta", "delta": delta}
+    return json.dumps({"event": "thread.message.delta", "data": data}).encode()
+
+
+def _consumer_holds_fewer(redis: Redis, s: Settings, consumer: str, n: int) -> Any:
+    async def fewer() -> bool:
+        rows = await redis.xinfo_consumers(s.source_stream, s.group)
+        held = {r["name"].decode(): int(r["pending"]) for r in rows}
+        return held.get(consumer, 0) < n
+
+    return fewer
+
+
+def _group_create_refused(redis: Redis) -> Any:
+    """Whether Redis has refused an XGROUP CREATE since this check was made."""
+    before: list[int] = []
+
+    async def refused() -> bool:
+        stats = await redis.info("commandstats")
+        rejected = int(stats.get("cmdstat_xgroup|create", {}).get("rejected_calls", 0))
+        if not before:
+            before.append(rejected)
+        return rejected > before[0]
+
+    return refused
 
 
 async def _consumers_are(redis: Redis, s: Settings, names: set[str]) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,3 +69,34 @@ def test_every_command_refuses_bad_settings_the_same_way(
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert "RUNSTEPS_BATCH_SIZE: Input should be a valid integer" in err
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"RUNSTEPS_HTTP_TOKEN": "s3cret-short"}, "fewer than 16 characters"),
+        ({"RUNSTEPS_HTTP_TOKEN_FILE": "/nonexistent/token"}, "cannot be read"),
+        ({"RUNSTEPS_HTTP_TOKEN_FILE": "EMPTY"}, "fewer than 16 characters"),
+        (
+            {"RUNSTEPS_HTTP_TOKEN": "s3cret-token-0123456789", "RUNSTEPS_HTTP_TOKEN_FILE": "EMPTY"},
+            "not both",
+        ),
+    ],
+)
+def test_a_token_that_cannot_work_exits_2_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    env: dict[str, str],
+    reason: str,
+) -> None:
+    """An HTTP token too short, a token file unreadable or blank, or both set: exit 2, one
+    line, never the token."""
+    (tmp_path / "empty").write_text(" \n")
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(tmp_path / "empty") if value == "EMPTY" else value)
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert reason in err
+    assert "s3cret" not in err

@@ -15,23 +15,40 @@
 -- KEYS and ARGV: service/storage/protocol.py, which builds them (STEP_ARGS and RUN_ARGS are
 -- how many arguments one op takes; the two unpack() lines below name them in its order).
 -- Returns one action letter per op, in order: what was done (lifecycle.Action).
-local derived, source, stalls = KEYS[1], KEYS[2], KEYS[3]
-local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
-local nacks = tonumber(ARGV[4])
+local derived, source, stalls, budget_index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local group, maxlen, ttl = ARGV[BATCH.group], ARGV[BATCH.maxlen], ARGV[BATCH.ttl]
+local nacks = tonumber(ARGV[BATCH.acks])
+-- The run budgets (nil: off), and as given, for the events' JSON.
+local BUDGET = {}
+for _, limit in ipairs({'tokens', 'usd', 'steps', 'seconds'}) do
+  local given = ARGV[BATCH['budget_' .. limit]]
+  if given ~= '' then BUDGET[limit] = {tonumber(given), given} end
+end
 -- The run-wide fields read once per group, in this order (positions below).
 local FIXED = {F.live, F.thread, F.assistant, F.rounds, TOTALS[1], TOTALS[2], TOTALS[3],
                TOTALS[4], ENDED[1], ENDED[2], ENDED[3], ENDED[4], ENDED[5], F.model, F.priced,
-               F.prices}
+               F.prices, F.state, F.started, F.exceeded}
 local AT_LIVE, AT_THREAD, AT_ASSISTANT, AT_ROUNDS, AT_TOTALS, AT_ENDED = 1, 2, 3, 4, 4, 8
-local AT_MODEL, AT_PRICED, AT_PRICES = 14, 15, 16
-local STEP_BYTE = string.byte(STEP_PREFIX)
+local AT_MODEL, AT_PRICED, AT_PRICES, AT_RUN, AT_STARTED, AT_EXCEEDED = 14, 15, 16, 17, 18, 19
+local STEP_BYTE, TOOLS_BYTE = string.byte(STEP_PREFIX), string.byte(TOOLS_PREFIX)
+local BY_RUN_BYTE = string.byte(BY_RUN_MARK)
+-- A step's state string: status, refused, created_at, type, ended, then the rest.
+local STATE_PARTS = '^(.)' .. SEP .. '([^' .. SEP .. ']*)' .. SEP .. '([^' .. SEP .. ']*)'
+  .. SEP .. '([^' .. SEP .. ']*)' .. SEP .. '[^' .. SEP .. ']*' .. SEP .. '(.*)$'
+-- A run's state string: status, refused, created_at, ended (seconds after created_at).
+local RUN_STATE_PARTS = '^.' .. SEP .. '[^' .. SEP .. ']*' .. SEP .. '([^' .. SEP .. ']*)' .. SEP
+  .. '([^' .. SEP .. ']*)$'
 local REFUSED = '^.' .. SEP .. '([^' .. SEP .. ']*)'  -- a state's refused statuses' codes
 -- Token totals are doubles, written with '%.0f' (never '%d', which wraps past 2^63): exact
 -- up to 2^53-1, which counts bounded at decode (contracts/limits.py) keep for 2^20 steps.
 local results = {}
+-- What was published beyond PUBLISHES (the protocol's Committed.also): the types of the
+-- step ends runs' ends published, and 'run.budget_exceeded|<limit>'.
+local also = {}
+local badds, brems = {}, {}  -- seconds-budget index changes
 local adds, rems = {}, {}  -- stall index changes: one ZADD and one ZREM for the batch
 local acks, held = {}, {}  -- entries to ack; entries not to (their identity mismatched)
-for i = 5, 4 + nacks do acks[#acks + 1] = ARGV[i] end
+for i = BATCH.acks + 1, BATCH.acks + nacks do acks[#acks + 1] = ARGV[i] end
 
 local function publish(data)
   redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', data)
@@ -45,6 +62,7 @@ end
 -- run.usage: the template the entry carries, closed with these totals, the run's model and
 -- `cost` (its cost fields), or else the totals priced at the run's prices ('in,cached,out'
 -- nano-dollars per token: totals do not say which input was cached, so all is input).
+-- Returns the cost in US dollars, as written, or nil.
 local function publish_usage(template, totals, model, priced, prices, cost)
   if cost == '' then
     local input, _, output = string.match(prices or '', '^([^,]+),([^,]+),([^,]+)$')
@@ -59,6 +77,13 @@ local function publish_usage(template, totals, model, priced, prices, cost)
     '%s,"prompt_tokens":%.0f,"completion_tokens":%.0f,"total_tokens":%.0f,"steps_counted":%d,'
     .. '"model":%s,%s}', template, totals[1], totals[2], totals[3], totals[4], model or 'null',
     cost))
+  return string.match(cost, '^"cost_usd":([^,]+),')
+end
+
+-- The cost or duration a run's end reports, as written, or nil.
+local function reported(end_event, name)
+  local value = string.match(end_event, ',"' .. name .. '":([%d%.eE+-]+)')
+  return value
 end
 
 -- `command key f1 f2 ...` over `list`, in chunks of `n` (unpack's bound): HSET, ZADD, ...
@@ -89,15 +114,6 @@ local function spliced(template, name)
     .. string.sub(template, at + #FROM_FIELD)
 end
 
--- contracts.derived.event_id_for: the UUIDv5 of 'run|step|type|qualifier' in NAMESPACE.
-local function event_id(run_id, subject, type_, qualifier)
-  local h = redis.sha1hex(NAMESPACE .. run_id .. '|' .. subject .. '|' .. type_ .. '|' .. qualifier)
-  local variant = tonumber(string.sub(h, 17, 17), 16) % 4 + 1
-  return string.sub(h, 1, 8) .. '-' .. string.sub(h, 9, 12) .. '-5' .. string.sub(h, 14, 16)
-    .. '-' .. string.sub('89ab', variant, variant) .. string.sub(h, 18, 20) .. '-'
-    .. string.sub(h, 21, 32)
-end
-
 -- An event of an ending entry that the worker did not build: its type and id, the ids
 -- its end carries (`"source":…,"assistant_id":…`: quotes inside values are escaped, so the
 -- first ',"from_status":' ends them), then `rest`.
@@ -123,8 +139,52 @@ local function built_rejection(step, run_id, subject, finish, from, to)
     .. '; terminal statuses are final"}')
 end
 
-local at = 5 + nacks  -- the next argument to read
-local key_at = 3  -- the last run hash's key
+-- A number as core/state.py writes it: an integer without a point, else its shortest form.
+local function number(n)
+  if n == math.floor(n) then return string.format('%d', n) end
+  return string.format('%.17g', n)
+end
+
+-- When an ended run ended, as a JSON number, from its state string (nil if not kept).
+local function run_ended_at(run_state)
+  local created, ended = string.match(run_state, RUN_STATE_PARTS)
+  if created and created ~= '' and ended and ended ~= '' then
+    return number(tonumber(created) + tonumber(ended))
+  end
+  return nil
+end
+
+-- The end a step still in progress takes from its run's end (`run_code`, `occurred` the run
+-- end's occurred_at as written): its new state string and its end event, ended_by_run.
+-- Its thread and assistant are the run's (`thread`, `assistant`: JSON) for an Assistants
+-- step; a Responses item's events name none.
+local function ended_by_run(run_id, step_id, now, run_code, occurred, thread, assistant,
+                            tools)
+  local _, refused, created, type_, rest = string.match(now, STATE_PARTS)
+  local assistants = STEP_TYPE_NAMES[type_] ~= nil  -- Assistants types are one-letter codes
+  local to = BY_RUN[assistants and 'assistants' or 'responses'][run_code]
+  local at, since = tonumber(occurred), tonumber(created)
+  local duration = (at and since) and math.max(0, at - since) or nil
+  local state = to .. SEP .. BY_RUN_MARK .. refused .. SEP .. created .. SEP .. type_ .. SEP
+    .. (duration and number(duration) or '') .. SEP .. rest
+  local type_name = STEP_END_TYPES[to]
+  local step_type = assistants and STEP_TYPE_NAMES[type_]
+    or (string.byte(type_, 1) == 61 and string.sub(type_, 2) or type_)  -- '=': core/state.py
+  local event = '{"type":"' .. type_name .. '","event_id":"'
+    .. event_id(run_id, step_id, type_name, '') .. '","source":"'
+    .. (assistants and 'assistants' or 'responses') .. '","step_id":' .. cjson.encode(step_id)
+    .. ',"run_id":' .. cjson.encode(run_id) .. ',"thread_id":'
+    .. (assistants and thread or 'null') .. ',"assistant_id":'
+    .. (assistants and assistant or 'null') .. ',"tools":' .. (tools or '[]')
+    .. ',"from_status":"in_progress","to_status":"' .. STEP_NAMES[to] .. '","occurred_at":'
+    .. occurred .. ',"step_type":' .. cjson.encode(step_type) .. ',"duration_s":'
+    .. (duration and number(duration) or 'null')
+    .. ',"usage":null,"last_error":null,"ended_by_run":true}'
+  return to, state, event
+end
+
+local at = BATCH.acks + 1 + nacks  -- the next argument to read
+local key_at = 4  -- the last run hash's key
 local nargs = #ARGV
 while at <= nargs do
   key_at = key_at + 1
@@ -146,6 +206,7 @@ while at <= nargs do
   end
   local got = chunked('HMGET', run, want, 4000)
   local current = {}  -- each subject's state string, as this group leaves it
+  current[F.state] = got[AT_RUN]
   for f, pos in pairs(want_at) do
     current[f] = got[pos]
   end
@@ -156,6 +217,9 @@ while at <= nargs do
   local live_before, ended = live, false
   local rounds = got[AT_ROUNDS] or ''
   local current_model = got[AT_MODEL]  -- as JSON, or nil
+  local started = tonumber(got[AT_STARTED]) or 0  -- steps started, for the steps budget
+  local started_before = started
+  local exceeded = got[AT_EXCEEDED] or ''  -- budgets passed: each published once
   local current_priced, current_prices = got[AT_PRICED], got[AT_PRICES]
   local out, touched = {}, {}  -- fields to write, in first-written order
   local function set(f, v)
@@ -171,10 +235,45 @@ while at <= nargs do
     for c = 1, #ENDED do loaded[c] = tonumber(got[AT_ENDED + c]) or 0 end
     return loaded
   end
+  local function json_or_null(value)
+    return (value and value ~= '') and cjson.encode(value) or 'null'
+  end
+  -- Ends `step_id` (state `now`) with its run's end: state, counts, stall index; its event
+  -- goes into `into`, published before the run's own end.
+  local function close(step_id, now, run_code, occurred, into)
+    local f = STEP_PREFIX .. step_id
+    local to, state, event = ended_by_run(run_id, step_id, now, run_code, occurred,
+      json_or_null(got[AT_THREAD] or (not clash and thread) or nil),
+      json_or_null(got[AT_ASSISTANT] or (not clash and assistant) or nil),
+      current[TOOLS_PREFIX .. step_id] or redis.call('HGET', run, TOOLS_PREFIX .. step_id))
+    set(f, state)
+    counts = counts or load_counts()
+    counts[ENDED_AT[to]] = counts[ENDED_AT[to]] + 1
+    into[#into + 1] = event
+    also[#also + 1] = STEP_END_TYPES[to]
+    return f
+  end
+  -- A budget passed: its event (once per run and limit) goes into `into`.
+  local function exceed(limit, value, event, into)
+    local budget = BUDGET[limit]
+    if not budget or tonumber(value) <= budget[1] then return end
+    if string.find(',' .. exceeded .. ',', ',' .. limit .. ',', 1, true) then return end
+    exceeded = exceeded == '' and limit or (exceeded .. ',' .. limit)
+    set(F.exceeded, exceeded)
+    local ids = '"source":"' .. string.match(event, '"source":"(%a+)"') .. '","run_id":'
+      .. cjson.encode(run_id) .. ',"thread_id":'
+      .. json_or_null(got[AT_THREAD] or (not clash and thread) or nil) .. ',"assistant_id":'
+      .. json_or_null(got[AT_ASSISTANT] or (not clash and assistant) or nil)
+    into[#into + 1] = budget_event(run_id, ids, current_model, limit, budget[2], value,
+      string.match(event, ',"occurred_at":([^,}]*)'))
+    also[#also + 1] = 'run.budget_exceeded|' .. limit
+  end
   for _ = 1, nops do
     local field, source_id, status, names, state, deadline, start_event, end_event, usage,
       usage_event, tools, round, wait_event, model, priced_model, prices, usage_cost
     local step = string.byte(ARGV[at], 1) == STEP_BYTE
+    local run_closed, late_closed  -- step ends a run's end (or a late start) published
+    local passed = {}  -- budget events this entry's op published, after its own
     if step then
       field, source_id, status, names, state, deadline, start_event, end_event, usage,
         usage_event, tools = unpack(ARGV, at, at + STEP_ARGS - 1)
@@ -208,7 +307,9 @@ while at <= nargs do
     -- The state's effects of the action.
     if act == ACT.REJECT then
       local refused = string.match(now, REFUSED)
-      if string.find(refused, status, 1, true) then
+      if string.byte(refused, 1) == BY_RUN_BYTE then
+        act = ACT.LATE  -- ended by its run: its own end comes too late
+      elseif string.find(refused, status, 1, true) then
         act = ACT.DUPLICATE  -- refused already: one rejection per status
       else
         set(field, string.sub(now, 1, 2) .. refused .. status .. string.sub(now, 3 + #refused))
@@ -216,10 +317,25 @@ while at <= nargs do
       end
     elseif act == ACT.START or act == ACT.WAIT_START then
       set(field, state)
-      live = live + 1
-      if step then
-        adds[#adds + 1] = deadline
-        adds[#adds + 1] = stall_member(run_id, subject)
+      local run_now = current[F.state]
+      local run_code = run_now and string.sub(run_now, 1, 1)
+      if step and run_code and BY_RUN.assistants[run_code] then
+        -- Its run has ended already: the step takes the run's end at once.
+        late_closed = {}
+        close(subject, state, run_code, run_ended_at(run_now) or
+          string.match(start_event, ',"occurred_at":([^,}]*)'), late_closed)
+        ended = true
+      else
+        live = live + 1
+        if step then
+          adds[#adds + 1] = deadline
+          adds[#adds + 1] = stall_member(run_id, subject)
+        elseif BUDGET.seconds then
+          local since = tonumber(string.match(start_event, ',"occurred_at":([^,}]*)'))
+          badds[#badds + 1] = since + BUDGET.seconds[1]
+          badds[#badds + 1] = budget_member(string.match(start_event, '"source":"(%a+)"'),
+            run_id)
+        end
       end
     elseif act == ACT.MOVE or act == ACT.AWAIT then
       set(field, state)
@@ -229,6 +345,45 @@ while at <= nargs do
       if act == ACT.END then
         live = live - 1
         if step then rems[#rems + 1] = stall_member(run_id, subject) end
+      end
+      if not step then
+        if BUDGET.seconds then
+          brems[#brems + 1] = budget_member(string.match(end_event, '"source":"(%a+)"'), run_id)
+        end
+        local duration = reported(end_event, 'duration_s')
+        if duration then exceed('seconds', duration, end_event, passed) end
+        local cost = reported(end_event, 'cost_usd')
+        if cost then exceed('usd', cost, end_event, passed) end
+      end
+      if not step and live > 0 then
+        -- No step outlives its run: those still in progress take its end. (A run that
+        -- ends with none open, live = 0, reads nothing more.)
+        local occurred = string.match(end_event, ',"occurred_at":([^,]*),')
+        run_closed = {}
+        local all = redis.call('HGETALL', run)
+        local open = {}
+        for i = 1, #all, 2 do
+          local f = all[i]
+          if string.byte(f, 1) == STEP_BYTE and not touched[f] then
+            if string.sub(all[i + 1], 1, 1) == IN_PROGRESS then
+              open[#open + 1] = f
+              current[f] = all[i + 1]
+            end
+          elseif string.byte(f, 1) == TOOLS_BYTE and not current[f] then
+            current[f] = all[i + 1]  -- its calls, for its end event
+          end
+        end
+        for _, f in ipairs(out) do
+          if string.byte(f, 1) == STEP_BYTE and string.sub(current[f], 1, 1) == IN_PROGRESS then
+            open[#open + 1] = f
+          end
+        end
+        for _, f in ipairs(open) do
+          local step_id = string.sub(f, 2)
+          close(step_id, current[f], status, occurred, run_closed)
+          live = live - 1
+          rems[#rems + 1] = stall_member(run_id, step_id)
+        end
       end
       counts = counts or load_counts()
       if step then
@@ -248,6 +403,13 @@ while at <= nargs do
         for i = 1, #ENDED do ended_steps = ended_steps + counts[i] end
         totals = {tonumber(p), tonumber(c), tonumber(t), ended_steps}
       end
+    end
+    if step and (act == ACT.START or act == ACT.BEGIN_END) then
+      started = started + 1
+      exceed('steps', started, act == ACT.START and start_event or end_event, passed)
+    end
+    if totals and usage ~= '' and (act == ACT.END or act == ACT.BEGIN_END) then
+      exceed('tokens', string.format('%.0f', totals[3]), end_event, passed)
     end
     if tools and tools ~= '' and (act == ACT.START or act == ACT.END
         or act == ACT.BEGIN_END) then
@@ -273,18 +435,26 @@ while at <= nargs do
       if publishes.wait then
         publish(spliced(wait_event, act == ACT.AWAIT and RUN_NAMES[have] or nil))
       end
+      if late_closed then
+        for _, event in ipairs(late_closed) do publish(event) end
+      end
       if step then
         if publishes['end'] then publish(end_event) end
         if publishes.usage and usage ~= '' then
-          publish_usage(usage_event, totals, current_model, current_priced, current_prices,
-            usage_cost or '')
+          local cost = publish_usage(usage_event, totals, current_model, current_priced,
+            current_prices, usage_cost or '')
+          if cost then exceed('usd', cost, end_event, passed) end
         end
       else
         if publishes.usage and usage ~= '' then
-          publish_usage(usage_event, totals, current_model, current_priced, current_prices,
-            usage_cost or '')
+          local cost = publish_usage(usage_event, totals, current_model, current_priced,
+            current_prices, usage_cost or '')
+          if cost then exceed('usd', cost, end_event, passed) end
         end
         if publishes['end'] then
+          if run_closed then
+            for _, event in ipairs(run_closed) do publish(event) end
+          end
           publish(string.format(
             '%s,"steps":{"completed":%d,"failed":%d,"cancelled":%d,"expired":%d,'
             .. '"incomplete":%d}}', spliced(end_event, act == ACT.END and RUN_NAMES[have]
@@ -297,6 +467,7 @@ while at <= nargs do
           names_of[status]))
       end
     end
+    for _, event in ipairs(passed) do publish(event) end
     results[#results + 1] = act
   end
   if #out > 0 then
@@ -310,6 +481,9 @@ while at <= nargs do
     end
     if not clash and not got[AT_ASSISTANT] and assistant ~= '' then
       fields[#fields + 1], fields[#fields + 2] = F.assistant, assistant
+    end
+    if started ~= started_before then
+      fields[#fields + 1], fields[#fields + 2] = F.started, tostring(started)
     end
     if live ~= live_before then
       live = math.max(0, live)
@@ -343,6 +517,8 @@ end
 -- step is never removed and then added: it ends only once.)
 chunked('ZADD', stalls, adds, 1000)  -- score-member pairs: n is even
 chunked('ZREM', stalls, rems, 1000)
+chunked('ZADD', budget_index, badds, 1000)
+chunked('ZREM', budget_index, brems, 1000)
 -- An entry's ops are all held or none (they share its identity); held wins over acked.
 local acked = {}
 for _, sid in ipairs(acks) do
@@ -351,4 +527,4 @@ end
 for i = 1, #acked, 1000 do
   redis.call('XACK', source, group, unpack(acked, i, math.min(i + 999, #acked)))
 end
-return table.concat(results)
+return {table.concat(results), also}
