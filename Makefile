@@ -11,7 +11,7 @@ BASE ?=
 export IMAGE BASE
 
 .PHONY: install lock redis chromium schema-js demo test test-fast check lint types bench \
-	image image-test ops-test testcontainers-test
+	image image-test ops-test testcontainers-test phoenix-test
 
 # Every dependency from the hash-checked lock, then the project itself (editable, no deps).
 $(VENV)/.installed: pyproject.toml requirements-dev.lock
@@ -23,9 +23,10 @@ $(VENV)/.installed: pyproject.toml requirements-dev.lock
 
 install: $(VENV)/.installed
 
-# Re-resolve both locks from pyproject.toml (UPGRADE=1: newest allowed releases too).
+# Re-resolve both locks from pyproject.toml (UPGRADE=1: newest allowed releases too). The
+# image's lock holds the `otel` extra: one image runs `worker` and `export-otel`.
 lock: install
-	$(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra otel --universal --python-version 3.11 \
 		--generate-hashes --quiet $(if $(UPGRADE),--upgrade) -o requirements.lock
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
 		--generate-hashes --quiet $(if $(UPGRADE),--upgrade) -o requirements-dev.lock
@@ -83,3 +84,17 @@ ops-test: install redis
 # The integration suite against a testcontainers Redis served by a podman socket.
 testcontainers-test: install schema-js
 	@bash .ci/testcontainers-test
+
+# A real Phoenix (arize-phoenix, pinned) in a venv of its own: its dependencies are not ours.
+PHOENIX_VENV := .venv-phoenix
+PHOENIX_VERSION ?= 20.26.1
+$(PHOENIX_VENV)/.installed:
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PHOENIX_VENV)/bin/python -m pip install -q "arize-phoenix==$(PHOENIX_VERSION)"
+	touch $@
+
+# Recorded streams through a worker and `export-otel` into a real Phoenix, read back through
+# its API; the trace's screenshot (headless Chromium) lands in docs/phoenix-trace.png.
+phoenix-test: install redis chromium $(PHOENIX_VENV)/.installed
+	RUNSTEPS_PHOENIX_PYTHON=$(PHOENIX_VENV)/bin/python $(PY) -m pytest -m phoenix tests/phoenix

@@ -166,6 +166,18 @@ class Settings(BaseSettings):
         description="distinct tool names, models (and other free-form values) per metric "
         "label; the rest are counted as `other`",
     )
+    # `runsteps export-otel` (service/export/): OTLP itself is configured by the standard
+    # OTEL_* variables; these say what it reads and where its refusals go.
+    export_group: str = Field("runsteps-otel", description="the exporter's group on derived")
+    export_dlq_stream: str = Field(
+        "runsteps.export.dlq", description="derived entries the exporter cannot map, and why"
+    )
+    export_provider_name: str = Field(
+        "openai", description="gen_ai.provider.name of every span (e.g. azure.ai.openai)"
+    )
+    export_retry_max_s: float = Field(
+        30.0, gt=0, description="longest wait between attempts while the OTLP backend fails"
+    )
 
     @model_validator(mode="after")
     def _owned_partitions_exist(self) -> Self:

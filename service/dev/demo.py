@@ -18,7 +18,7 @@ from service.dev.sample import (
     responses_entries,
     sample_entries,
 )
-from service.errors import RedisServerNotFoundError
+from service.errors import ConfigError, RedisServerNotFoundError
 from service.settings import Settings
 from service.storage.reads import read_streams
 from service.worker.app import build_worker
@@ -43,7 +43,42 @@ def _describe(event: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-async def _demo(settings: Settings, timeout_s: float) -> bool:
+_TRACES_HINT = (
+    "see these runs as traces: start any OTLP backend (e.g. Phoenix: pip install "
+    "arize-phoenix && phoenix serve), then\n  OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:6006 "
+    "runsteps demo --export-otel\n(README.md, Traces: `runsteps export-otel` does it for a "
+    "deployment)"
+)
+
+
+async def _export(settings: Settings, redis: Redis, timeout_s: float) -> bool:
+    """Export the demo's derived events as traces to OTEL_EXPORTER_OTLP_ENDPOINT."""
+    from service.export.exporter import Exporter
+    from service.export.ids import trace_id_for
+
+    exporter = Exporter(settings)
+    await exporter.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            [group] = [g for g in await redis.xinfo_groups(settings.derived_stream)
+                       if g["name"].decode() == settings.export_group]  # fmt: skip
+            if group["lag"] == 0 and group["pending"] == 0:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            print(f"traces: not all exported in {timeout_s}s (is the backend up? see the log)")
+            return False
+    finally:
+        await exporter.stop()
+    spans = exporter.telemetry.spans
+    print(f"traces: {spans} spans exported to the OTLP endpoint; trace ids:")
+    for run_id in ("run_demo", "resp_demo"):
+        print(f"  {run_id:<10} {trace_id_for(run_id):032x}")
+    return spans > 0
+
+
+async def _demo(settings: Settings, timeout_s: float, export_otel: bool = False) -> bool:
     worker = build_worker(settings)
     await worker.start()
     redis = Redis.from_url(settings.redis_url)
@@ -76,14 +111,20 @@ async def _demo(settings: Settings, timeout_s: float) -> bool:
         ok = seen == expected
         print("demo OK: every expected derived event and DLQ entry arrived exactly once"
               if ok else f"demo FAILED: expected {dict(expected)}, saw {dict(seen)}")  # fmt: skip
+        print()
+        if export_otel:
+            return await _export(settings, redis, timeout_s) and ok
+        print(_TRACES_HINT)
         return ok
     finally:
         await redis.aclose()
         await worker.stop()
 
 
-def run_demo(redis_url: str | None = None, timeout_s: float = 30.0) -> int:
-    """Run the demo; returns the process exit code."""
+def run_demo(
+    redis_url: str | None = None, timeout_s: float = 30.0, export_otel: bool = False
+) -> int:
+    """Run the demo (and export its runs as traces); returns the process exit code."""
     local: LocalRedis | None = None
     try:
         if redis_url is None:
@@ -91,8 +132,8 @@ def run_demo(redis_url: str | None = None, timeout_s: float = 30.0) -> int:
             redis_url = local.url
             print(f"started a private redis-server at {redis_url}")
         settings = Settings(redis_url=redis_url, consumer="demo")
-        return 0 if asyncio.run(_demo(settings, timeout_s)) else 1
-    except RedisServerNotFoundError as exc:
+        return 0 if asyncio.run(_demo(settings, timeout_s, export_otel)) else 1
+    except (RedisServerNotFoundError, ConfigError) as exc:
         print(f"runsteps demo: {exc}", file=sys.stderr)
         return 2
     finally:

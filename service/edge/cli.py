@@ -1,4 +1,4 @@
-"""The `runsteps` command: worker, demo, inspect, replay-dlq, schema."""
+"""The `runsteps` command: worker, export-otel, demo, inspect, replay-dlq, schema."""
 
 from __future__ import annotations
 
@@ -100,10 +100,19 @@ def _worker(_: argparse.Namespace) -> int:
     return 0
 
 
+def _export_otel(_: argparse.Namespace) -> int:
+    from service.edge.logs import configure_logging
+    from service.export.main import run_exporter
+
+    settings = _settings()
+    configure_logging(settings)
+    return run_exporter(settings)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from service.dev.demo import run_demo
 
-    return run_demo(args.redis_url, args.timeout)
+    return run_demo(args.redis_url, args.timeout, args.export_otel)
 
 
 def _connections(settings: Settings) -> tuple[Redis, list[PartitionClient]]:
@@ -176,9 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="runsteps", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="consume the source stream (settings from RUNSTEPS_*)")
+    sub.add_parser("export-otel", help="derived events as OpenTelemetry spans over OTLP")
     demo = sub.add_parser("demo", help="private Redis + worker + sample run, events printed")
     demo.add_argument("--redis-url", default=None, help="use this Redis instead of a private one")
     demo.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for events")
+    demo.add_argument(
+        "--export-otel", action="store_true", help="then send its runs as traces (OTEL_* vars)"
+    )
     inspect = sub.add_parser("inspect", help="print a run's (or one of its steps') state")
     inspect.add_argument("--run", required=True, help="the run id: its steps and usage totals")
     inspect.add_argument("step_id", nargs="?", help="only this step of the run")
@@ -202,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "worker":
         return _worker(args)
+    if args.command == "export-otel":
+        return _export_otel(args)
     if args.command == "demo":
         return _demo(args)
     if args.command == "inspect":

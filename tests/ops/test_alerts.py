@@ -78,7 +78,8 @@ def test_dashboard_json_is_what_its_script_writes() -> None:
 async def test_every_metric_the_rules_and_dashboard_use_is_exposed(
     redis: Redis, settings: Settings
 ) -> None:
-    """Each runsteps_* name in an alert or a panel is a sample name on a worker's /metrics."""
+    """Each runsteps_* name in an alert or a panel is a sample name on a worker's /metrics
+    (or, for `runsteps_export_*`, on an exporter's)."""
     used = {m for expr in rule_exprs() + dashboard_exprs() for m in METRIC.findall(expr)}
     assert not used & GONE
     worker = build_worker(settings)
@@ -99,6 +100,7 @@ async def test_every_metric_the_rules_and_dashboard_use_is_exposed(
         for family in text_string_to_metric_families(body.decode())
         for sample in family.samples
     }
+    exposed |= await exporter_samples(settings)  # `runsteps_export_*`: the exporter's own
     assert used - exposed == set(), f"not exposed: {sorted(used - exposed)}"
     assert {
         "runsteps_consumer_group_lag",
@@ -117,6 +119,27 @@ async def test_every_metric_the_rules_and_dashboard_use_is_exposed(
         "runsteps_budget_exceeded_total",
         "runsteps_unpriced_total",
     } <= used, "and steps, tool calls, runs, tokens, cost, budgets and unpriced models"
+
+
+async def exporter_samples(settings: Settings) -> set[str]:
+    """The sample names on an exporter's /metrics (`runsteps export-otel`, started)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from service.export.exporter import Exporter
+    from service.export.http import ExportMetrics
+
+    exporter = Exporter(settings, OTLPSpanExporter(endpoint="http://127.0.0.1:9/v1/traces"))
+    metrics = ExportMetrics(exporter)
+    await exporter.start()
+    try:
+        body = await metrics.render()
+    finally:
+        await exporter.stop()
+    return {
+        sample.name
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
 
 
 # -- with Debian's prometheus -------------------------------------------------------------------
