@@ -41,7 +41,7 @@ FROM = "%FROM%"
 Event = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per ending entry: a frozen dataclass's __init__ costs more
 class Ended:
     """What an ending op says of its subject, for the domain metrics (counted once the
     commit says the op did end it)."""

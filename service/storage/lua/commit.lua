@@ -59,15 +59,21 @@ local function usd(nano)
   return string.format('%d.%09d', math.floor(nano / 1e9), nano % 1e9)
 end
 
+-- A run's prices ('in,cached,out' nano-dollars per token) as numbers: input and output.
+local function parse_prices(prices)
+  local input, _, output = string.match(prices or '', '^([^,]+),([^,]+),([^,]+)$')
+  if input then return {tonumber(input), tonumber(output)} end
+  return nil
+end
+
 -- run.usage: the template the entry carries, closed with these totals, the run's model and
--- `cost` (its cost fields), or else the totals priced at the run's prices ('in,cached,out'
--- nano-dollars per token: totals do not say which input was cached, so all is input).
--- Returns the cost in US dollars, as written, or nil.
+-- `cost` (its cost fields), or else the totals priced at the run's `prices` (parsed; totals
+-- do not say which input was cached, so all is input). Returns the cost in US dollars, as
+-- written, or nil.
 local function publish_usage(template, totals, model, priced, prices, cost)
   if cost == '' then
-    local input, _, output = string.match(prices or '', '^([^,]+),([^,]+),([^,]+)$')
-    if input then
-      local nano = math.floor(totals[1] * tonumber(input) + totals[2] * tonumber(output) + 0.5)
+    if prices then
+      local nano = math.floor(totals[1] * prices[1] + totals[2] * prices[2] + 0.5)
       cost = '"cost_usd":' .. usd(nano) .. ',"priced_model":' .. priced
     else
       cost = '"cost_usd":null,"priced_model":null'
@@ -220,7 +226,7 @@ while at <= nargs do
   local started = tonumber(got[AT_STARTED]) or 0  -- steps started, for the steps budget
   local started_before = started
   local exceeded = got[AT_EXCEEDED] or ''  -- budgets passed: each published once
-  local current_priced, current_prices = got[AT_PRICED], got[AT_PRICES]
+  local current_priced, current_prices = got[AT_PRICED], false  -- prices parsed when used
   local out, touched = {}, {}  -- fields to write, in first-written order
   local function set(f, v)
     if not touched[f] then
@@ -298,7 +304,7 @@ while at <= nargs do
         current_model = model
         set(F.model, model)
         if priced_model ~= '' then
-          current_priced, current_prices = priced_model, prices
+          current_priced, current_prices = priced_model, parse_prices(prices)
           set(F.priced, priced_model)
           set(F.prices, prices)
         end
@@ -404,16 +410,18 @@ while at <= nargs do
         totals = {tonumber(p), tonumber(c), tonumber(t), ended_steps}
       end
     end
-    if step and (act == ACT.START or act == ACT.BEGIN_END) then
-      started = started + 1
+    if BUDGET.steps and step and (act == ACT.START or act == ACT.BEGIN_END) then
+      started = started + 1  -- counted while the budget is set
       exceed('steps', started, act == ACT.START and start_event or end_event, passed)
     end
-    if totals and usage ~= '' and (act == ACT.END or act == ACT.BEGIN_END) then
+    if BUDGET.tokens and totals and usage ~= '' and (act == ACT.END or act == ACT.BEGIN_END)
+    then
       exceed('tokens', string.format('%.0f', totals[3]), end_event, passed)
     end
-    if tools and tools ~= '' and (act == ACT.START or act == ACT.END
-        or act == ACT.BEGIN_END) then
-      set(TOOLS_PREFIX .. subject, tools)  -- for stalls, queries and the run's end
+    if tools and tools ~= '' and (act == ACT.START or act == ACT.BEGIN_END) then
+      -- Kept while it may be needed of a step in progress (stalls, its run's end) and for
+      -- the query API; an ending step's own end event lists them already.
+      set(TOOLS_PREFIX .. subject, tools)
     end
     if act == ACT.WAIT_START or act == ACT.AWAIT then
       -- A round of tool calls is published once, whatever order its events come in (a
@@ -441,12 +449,14 @@ while at <= nargs do
       if step then
         if publishes['end'] then publish(end_event) end
         if publishes.usage and usage ~= '' then
+          if current_prices == false then current_prices = parse_prices(got[AT_PRICES]) end
           local cost = publish_usage(usage_event, totals, current_model, current_priced,
             current_prices, usage_cost or '')
           if cost then exceed('usd', cost, end_event, passed) end
         end
       else
         if publishes.usage and usage ~= '' then
+          if current_prices == false then current_prices = parse_prices(got[AT_PRICES]) end
           local cost = publish_usage(usage_event, totals, current_model, current_priced,
             current_prices, usage_cost or '')
           if cost then exceed('usd', cost, end_event, passed) end
