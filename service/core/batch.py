@@ -81,11 +81,10 @@ def _ops(
     """The ops of one entry: its steps first, then its run."""
     source = reported.source
     ops = [
-        # A stall is timed from when the step was first seen, not created_at alone:
-        # replaying old events must not raise a storm of stalls for steps long done.
-        step_op(
-            source_id, step, source, max(step.created_at, now) + stall_after_s, reported.identity
-        )
+        # A stall is timed from when runsteps first saw the step (its start is decoded
+        # now), never from created_at: replaying old events must not raise a storm of
+        # stalls, and a step dated in the future (a skewed clock) must still stall.
+        step_op(source_id, step, source, now + stall_after_s, reported.identity)
         for step in reported.steps
     ]
     if reported.run is not None:

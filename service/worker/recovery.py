@@ -196,7 +196,9 @@ class Recovery:
                 from_status="in_progress",
                 to_status="in_progress",
                 occurred_at=now,
-                stalled_for_s=max(0, int(now - created)),
+                # Since created_at, and at least the threshold (a step dated in the future
+                # stalls, timed from when it was first seen).
+                stalled_for_s=max(s.stall_after_s, int(now - created)),
                 stall_after_s=s.stall_after_s,
             )
             body = event.model_dump_json().encode()

@@ -442,3 +442,22 @@ async def test_deliveries_refused_by_a_full_redis_do_not_count(settings: Setting
     finally:
         await redis.aclose()
         server.stop()
+
+
+async def test_a_step_dated_in_the_future_still_stalls(
+    conn: PartitionClient, redis: Redis, settings: Settings
+) -> None:
+    """A step whose created_at is ten days ahead (a skewed clock) is reported stalled once
+    it has been in progress RUNSTEPS_STALL_AFTER_S since runsteps first saw it."""
+    s = settings.model_copy(update={"stall_after_s": 5})
+    future = int(time.time()) + 864_000
+    await produce(redis, s, step("ahead", "in_progress", run_id="run_ahead", created_at=future))
+    processor = make_processor(conn, s)
+    await processor.process(await fetch(redis, s.source_stream, s.group, s.consumer))
+    recovery = Recovery(processor)
+    assert await recovery.scan_stalls(now=int(time.time()) + 1) == 0
+    assert await recovery.scan_stalls(now=int(time.time()) + 10) == 1
+    [stalled] = [e for e in await read_json(redis, s.derived_stream)
+                 if e["type"] == "run_step.stalled"]  # fmt: skip
+    assert stalled["step_id"] == "ahead"
+    assert stalled["stalled_for_s"] >= 5

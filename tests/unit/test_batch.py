@@ -52,6 +52,12 @@ def test_a_stall_is_timed_from_when_the_step_was_seen() -> None:
     assert op.deadline == str(T0 + 1060)
 
 
+def test_a_step_dated_in_the_future_is_timed_from_now() -> None:
+    """A skewed clock's step (created ten days ahead) still stalls after the threshold."""
+    [op] = _build([_step("in_progress", created_at=T0 + 864_000)], now=T0).runs["run_1"]
+    assert op.deadline == str(T0 + 60)
+
+
 def test_an_ending_step_carries_its_end_and_usage() -> None:
     """A completed step with usage: its end event, and run.usage without its totals."""
     usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
