@@ -8,6 +8,7 @@ models (`storage.reads`) take them from here, so no script or query spells a fie
 
 from __future__ import annotations
 
+import json
 import math
 from enum import StrEnum
 
@@ -23,10 +24,11 @@ __all__ = [
     "TOTALS",
     "RunField",
     "budget_member",
+    "encode_prices",
     "stall_member",
     "step_field",
     "tools_field",
-    "totals_nano_usd",
+    "totals_cost",
 ]
 
 STEP_PREFIX = "@"
@@ -56,8 +58,9 @@ class RunField(StrEnum):
     TOTAL = "total_tokens"
     COUNTED = "steps_counted"  # steps whose usage the totals include
     MODEL = "m"  # the run's model, as JSON (a string), once a payload named it
-    PRICED = "pm"  # the price table's model for it, as JSON
-    PRICES = "pv"  # its prices, nano-dollars per token: 'input,cached_input,output'
+    # Its prices, nano-dollars per token, and the price table's model that matched (JSON):
+    # 'input,cached_input,output,"<model>"' (one field: every field read costs a scan).
+    PRICES = "pv"
     STARTED = "ns"  # steps started (for the steps budget)
     EXCEEDED = "bx"  # budgets passed (their limits, comma-separated): each published once
 
@@ -88,12 +91,18 @@ def tools_field(step_id: str) -> str:
     return TOOLS_PREFIX + step_id
 
 
-def totals_nano_usd(prices: str, prompt_tokens: float, completion_tokens: float) -> int:
-    """Token totals priced at a run's stored prices (`RunField.PRICES`), in nano-dollars,
-    as the commit script prices run.usage: totals do not say which input was cached, so all
-    input is priced as input."""
-    input_price, _, output_price = (float(p) for p in prices.split(","))
-    return math.floor(prompt_tokens * input_price + completion_tokens * output_price + 0.5)
+def encode_prices(input_: float, cached_input: float, output: float, priced_model: str) -> str:
+    """A run's prices as `RunField.PRICES` keeps them."""
+    return f"{input_!r},{cached_input!r},{output!r},{json.dumps(priced_model)}"
+
+
+def totals_cost(prices: str, prompt_tokens: float, completion_tokens: float) -> tuple[int, str]:
+    """Token totals priced at a run's stored prices (`RunField.PRICES`): nano-dollars and the
+    price table's model, as the commit script prices run.usage (totals do not say which
+    input was cached, so all input is priced as input)."""
+    input_price, _, output_price, priced = prices.split(",", 3)
+    nano = float(input_price) * prompt_tokens + float(output_price) * completion_tokens
+    return math.floor(nano + 0.5), json.loads(priced)
 
 
 def step_field(step_id: str) -> str:

@@ -26,7 +26,7 @@ from contracts.derived import (
     Source,
     event_id_for,
 )
-from service.core.layout import RunField, step_field
+from service.core.layout import RunField, encode_prices, step_field
 from service.core.lifecycle import RUNS, STEPS
 from service.core.prices import Priced, Prices, TokenUsage
 from service.core.published import Kind
@@ -81,8 +81,7 @@ class Op:
     wait_event: bytes = b""  # run.requires_action
     tools: bytes = b""  # a step's tool calls as its events list them ('' for none)
     model: bytes = b""  # a run's model, as JSON ('' when its payload names none)
-    priced_model: bytes = b""  # the price table's model for it, as JSON ('' if unpriced)
-    prices: str = ""  # its prices, nano-dollars per token: 'input,cached_input,output'
+    prices: str = ""  # its prices as the run hash keeps them (core.layout.encode_prices)
     usage_cost: bytes = b""  # run.usage's cost fields for the run's own totals, priced here
     end_type: str = ""  # the end event's type, for counting what was published
     ended: Ended | None = None  # an ending op's subject, for the domain metrics
@@ -115,9 +114,8 @@ def _step_ids(step: ReportedStep, source: Source) -> bytes:
 _NO_TOOLS = b"[]"
 
 
-def _tools(step: ReportedStep) -> bytes:
-    """The step's tool calls as its events list them."""
-    tools = step.tools
+def _tools(tools: tuple[ToolRef, ...]) -> bytes:
+    """A step's tool calls as its events list them."""
     if not tools:
         return _NO_TOOLS
     return orjson.dumps([{"id": id_, "type": type_, "name": name} for id_, type_, name in tools])
@@ -185,10 +183,11 @@ def step_op(
         ),
     )
     ids = _step_ids(step, source)
-    tools = _tools(step)
-    if tools is not _NO_TOOLS:
+    calls = step.tools
+    tools = _tools(calls)
+    if calls:
         op.tools = tools
-    head = b'%b,"tools":%b' % (ids, tools)  # a step event's ids, then its tools
+    head = ids + b',"tools":' + tools  # a step event's ids, then its tools
     if status == "in_progress":
         op.deadline = str(int(stall_deadline))
         start: Event = {"from_status": None, "to_status": status, "occurred_at": step.created_at}
@@ -209,7 +208,7 @@ def step_op(
     end["last_error"] = None if error is None else {"code": error.code, "message": error.message}
     end["ended_by_run"] = False
     op.end_event = _event(type_, event_id_for(step.run_id, step.id, type_), head, end)
-    op.ended = Ended(source, status, step.type, step.tools, end["duration_s"])
+    op.ended = Ended(source, status, step.type, calls, end["duration_s"])
     if triple is not None:
         op.usage = "%d,%d,%d" % triple  # noqa: UP031  # the script parses exactly this
         usage_event: Event = {"from_status": "in_progress", "to_status": status}
@@ -252,8 +251,9 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source, prices: Prices | 
         op.model = orjson.dumps(run.model)
         vector = None if prices is None else prices.per_token(run.model, run.created_at)
         if vector is not None:
-            op.priced_model = orjson.dumps(vector.priced_model)
-            op.prices = "%r,%r,%r" % (vector.input, vector.cached_input, vector.output)  # noqa: UP031
+            op.prices = encode_prices(
+                vector.input, vector.cached_input, vector.output, vector.priced_model
+            )
     if terminal:  # the start's last field: the script builds the rest from the end
         op.start_event = _dumps({"occurred_at": run.created_at})[1:]
     else:

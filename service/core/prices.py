@@ -171,6 +171,8 @@ class Prices:
         self._providers = providers
         self._snapshot = self._fresh_snapshot()
         self._found: dict[tuple[str, str | None], tuple[Provider, ModelInfo] | None] = {}
+        # Vectors by (model, provider, day): every run op of a run asks again.
+        self._vectors: dict[tuple[str, str | None, date], TokenPrices | None] = {}
 
     @classmethod
     def load(cls, settings: Settings) -> Prices:
@@ -238,6 +240,15 @@ class Prices:
         if not model:
             return None
         when = _day(at)
+        key = (model, provider, when.date())
+        if key in self._vectors:
+            return self._vectors[key]
+        if len(self._vectors) >= _CACHED:  # endless unique names cannot grow memory
+            self._vectors.clear()
+        vector = self._vectors[key] = self._per_token(model, provider, when)
+        return vector
+
+    def _per_token(self, model: str, provider: str | None, when: datetime) -> TokenPrices | None:
         entry = self._entry(model, provider, when.date())
         if entry is not None:
             cached = entry.cached_input_usd_per_mtok

@@ -82,7 +82,6 @@ RUN_ARGS = (
     "round",
     "wait_event",
     "model",
-    "priced_model",
     "prices",
     "usage_cost",
 )

@@ -19,7 +19,7 @@ from service.core.layout import (
     RunField,
     step_field,
     tools_field,
-    totals_nano_usd,
+    totals_cost,
 )
 from service.core.state import decode_run_state, decode_state, parse_number
 
@@ -38,7 +38,6 @@ _ENDED = {field: status for status, field in ENDED_FIELDS.items()}
 _THREAD, _ASSISTANT, _LIVE = RunField.THREAD.value, RunField.ASSISTANT.value, RunField.LIVE.value
 _PRICING = (
     RunField.MODEL.value,
-    RunField.PRICED.value,
     RunField.PRICES.value,
     RunField.EXCEEDED.value,
 )
@@ -140,10 +139,11 @@ async def run_state(
     ids = [name.removeprefix(STEP_PREFIX) for name in sorted(steps)]
     tools = await conn.redis.hmget(key, [tools_field(i) for i in ids]) if ids else []
     usage = TokenTotals(**{k: int(got[k] or 0) for k in _USAGE})
-    prices, priced = got[RunField.PRICES], got[RunField.PRICED]
-    cost = None
-    if prices and priced:
-        cost = totals_nano_usd(prices, usage.prompt_tokens, usage.completion_tokens) / 1e9
+    prices = got[RunField.PRICES]
+    cost = priced = None
+    if prices:
+        nano, priced = totals_cost(prices, usage.prompt_tokens, usage.completion_tokens)
+        cost = nano / 1e9
     created, ended = _num(run.get("c")), _num(run.get("d"))
     return RunState(
         run_id=run_id,
@@ -156,7 +156,7 @@ async def run_state(
         usage=usage,
         model=_json(got[RunField.MODEL]),
         cost_usd=cost,
-        priced_model=_json(priced) if cost is not None else None,
+        priced_model=priced,
         budgets_exceeded=(got[RunField.EXCEEDED] or "").split(",")
         if got[RunField.EXCEEDED]
         else [],

@@ -25,11 +25,15 @@ for _, limit in ipairs({'tokens', 'usd', 'steps', 'seconds'}) do
   if given ~= '' then BUDGET[limit] = {tonumber(given), given} end
 end
 -- The run-wide fields read once per group, in this order (positions below).
+-- (Each field read scans a compact hash: the budgets' two only while a budget is set.)
 local FIXED = {F.live, F.thread, F.assistant, F.rounds, TOTALS[1], TOTALS[2], TOTALS[3],
-               TOTALS[4], ENDED[1], ENDED[2], ENDED[3], ENDED[4], ENDED[5], F.model, F.priced,
-               F.prices, F.state, F.started, F.exceeded}
+               TOTALS[4], ENDED[1], ENDED[2], ENDED[3], ENDED[4], ENDED[5], F.model, F.prices,
+               F.state}
 local AT_LIVE, AT_THREAD, AT_ASSISTANT, AT_ROUNDS, AT_TOTALS, AT_ENDED = 1, 2, 3, 4, 4, 8
-local AT_MODEL, AT_PRICED, AT_PRICES, AT_RUN, AT_STARTED, AT_EXCEEDED = 14, 15, 16, 17, 18, 19
+local AT_MODEL, AT_PRICES, AT_RUN, AT_STARTED, AT_EXCEEDED = 14, 15, 16, 17, 18
+if next(BUDGET) then
+  FIXED[AT_STARTED], FIXED[AT_EXCEEDED] = F.started, F.exceeded
+end
 local STEP_BYTE, TOOLS_BYTE = string.byte(STEP_PREFIX), string.byte(TOOLS_PREFIX)
 local BY_RUN_BYTE = string.byte(BY_RUN_MARK)
 -- A step's state string: status, refused, created_at, type, ended, then the rest.
@@ -59,10 +63,11 @@ local function usd(nano)
   return string.format('%d.%09d', math.floor(nano / 1e9), nano % 1e9)
 end
 
--- A run's prices ('in,cached,out' nano-dollars per token) as numbers: input and output.
+-- A run's prices (F.prices: 'in,cached,out' nano-dollars per token, then the price table's
+-- model as JSON): input and output as numbers, and that model.
 local function parse_prices(prices)
-  local input, _, output = string.match(prices or '', '^([^,]+),([^,]+),([^,]+)$')
-  if input then return {tonumber(input), tonumber(output)} end
+  local input, _, output, priced = string.match(prices or '', '^([^,]+),([^,]+),([^,]+),(.*)$')
+  if input then return {tonumber(input), tonumber(output), priced} end
   return nil
 end
 
@@ -70,11 +75,11 @@ end
 -- `cost` (its cost fields), or else the totals priced at the run's `prices` (parsed; totals
 -- do not say which input was cached, so all is input). Returns the cost in US dollars, as
 -- written, or nil.
-local function publish_usage(template, totals, model, priced, prices, cost)
+local function publish_usage(template, totals, model, prices, cost)
   if cost == '' then
     if prices then
       local nano = math.floor(totals[1] * prices[1] + totals[2] * prices[2] + 0.5)
-      cost = '"cost_usd":' .. usd(nano) .. ',"priced_model":' .. priced
+      cost = '"cost_usd":' .. usd(nano) .. ',"priced_model":' .. prices[3]
     else
       cost = '"cost_usd":null,"priced_model":null'
     end
@@ -226,7 +231,7 @@ while at <= nargs do
   local started = tonumber(got[AT_STARTED]) or 0  -- steps started, for the steps budget
   local started_before = started
   local exceeded = got[AT_EXCEEDED] or ''  -- budgets passed: each published once
-  local current_priced, current_prices = got[AT_PRICED], false  -- prices parsed when used
+  local current_prices = false  -- parsed when first used
   local out, touched = {}, {}  -- fields to write, in first-written order
   local function set(f, v)
     if not touched[f] then
@@ -276,7 +281,7 @@ while at <= nargs do
   end
   for _ = 1, nops do
     local field, source_id, status, names, state, deadline, start_event, end_event, usage,
-      usage_event, tools, round, wait_event, model, priced_model, prices, usage_cost
+      usage_event, tools, round, wait_event, model, prices, usage_cost
     local step = string.byte(ARGV[at], 1) == STEP_BYTE
     local run_closed, late_closed  -- step ends a run's end (or a late start) published
     local passed = {}  -- budget events this entry's op published, after its own
@@ -286,7 +291,7 @@ while at <= nargs do
       at = at + STEP_ARGS
     else
       field, source_id, status, names, state, start_event, end_event, usage, usage_event,
-        round, wait_event, model, priced_model, prices, usage_cost = unpack(ARGV, at,
+        round, wait_event, model, prices, usage_cost = unpack(ARGV, at,
         at + RUN_ARGS - 1)
       at = at + RUN_ARGS
     end
@@ -303,9 +308,8 @@ while at <= nargs do
         -- The run's model (and its prices) as its payloads name it: the latest wins.
         current_model = model
         set(F.model, model)
-        if priced_model ~= '' then
-          current_priced, current_prices = priced_model, parse_prices(prices)
-          set(F.priced, priced_model)
+        if prices ~= '' then
+          current_prices = parse_prices(prices)
           set(F.prices, prices)
         end
       end
@@ -450,15 +454,15 @@ while at <= nargs do
         if publishes['end'] then publish(end_event) end
         if publishes.usage and usage ~= '' then
           if current_prices == false then current_prices = parse_prices(got[AT_PRICES]) end
-          local cost = publish_usage(usage_event, totals, current_model, current_priced,
-            current_prices, usage_cost or '')
+          local cost = publish_usage(usage_event, totals, current_model, current_prices,
+            usage_cost or '')
           if cost then exceed('usd', cost, end_event, passed) end
         end
       else
         if publishes.usage and usage ~= '' then
           if current_prices == false then current_prices = parse_prices(got[AT_PRICES]) end
-          local cost = publish_usage(usage_event, totals, current_model, current_priced,
-            current_prices, usage_cost or '')
+          local cost = publish_usage(usage_event, totals, current_model, current_prices,
+            usage_cost or '')
           if cost then exceed('usd', cost, end_event, passed) end
         end
         if publishes['end'] then
