@@ -450,30 +450,21 @@ while at <= nargs do
       if late_closed then
         for _, event in ipairs(late_closed) do publish(event) end
       end
-      if step then
-        if publishes['end'] then publish(end_event) end
-        if publishes.usage and usage ~= '' then
-          if current_prices == false then current_prices = parse_prices(got[AT_PRICES]) end
-          local cost = publish_usage(usage_event, totals, current_model, current_prices,
-            usage_cost or '')
-          if cost then exceed('usd', cost, end_event, passed) end
+      if step and publishes['end'] then publish(end_event) end  -- a step's end, then usage
+      if publishes.usage and usage ~= '' then  -- a run's usage, then its end
+        if current_prices == false then current_prices = parse_prices(got[AT_PRICES]) end
+        local cost = publish_usage(usage_event, totals, current_model, current_prices,
+          usage_cost or '')
+        if cost then exceed('usd', cost, end_event, passed) end
+      end
+      if not step and publishes['end'] then
+        if run_closed then
+          for _, event in ipairs(run_closed) do publish(event) end
         end
-      else
-        if publishes.usage and usage ~= '' then
-          if current_prices == false then current_prices = parse_prices(got[AT_PRICES]) end
-          local cost = publish_usage(usage_event, totals, current_model, current_prices,
-            usage_cost or '')
-          if cost then exceed('usd', cost, end_event, passed) end
-        end
-        if publishes['end'] then
-          if run_closed then
-            for _, event in ipairs(run_closed) do publish(event) end
-          end
-          publish(string.format(
-            '%s,"steps":{"completed":%d,"failed":%d,"cancelled":%d,"expired":%d,'
-            .. '"incomplete":%d}}', spliced(end_event, act == ACT.END and RUN_NAMES[have]
-            or 'in_progress'), counts[1], counts[2], counts[3], counts[4], counts[5]))
-        end
+        publish(string.format(
+          '%s,"steps":{"completed":%d,"failed":%d,"cancelled":%d,"expired":%d,'
+          .. '"incomplete":%d}}', spliced(end_event, act == ACT.END and RUN_NAMES[have]
+          or 'in_progress'), counts[1], counts[2], counts[3], counts[4], counts[5]))
       end
       if publishes.rejection then
         local names_of = step and STEP_NAMES or RUN_NAMES
