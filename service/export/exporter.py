@@ -1,15 +1,17 @@
 """The exporter: one loop per partition reads the derived stream through the exporter's
 consumer group, turns each batch into spans, exports them, and only then acks the batch.
 
-A batch's whole path is `_handle`: decode and validate each entry (bad ones are dead
-letters, with the reason), read the step extent of each run that ended with steps, map,
-make the SDK's spans, export them (blocking HTTP or gRPC, in a thread), then dead-letter and
-ack in one transaction. An export that fails acks nothing: the loop waits (doubling up to
+A batch's whole path is `_prepare` then `_finish`: decode each entry and validate it, in
+full if its type makes spans, else its type only (bad ones are dead letters, with the
+reason), read the step extent of each run that ended with steps, map, encode (wire.py, or
+the SDK's spans for its encoder); then export (blocking HTTP or gRPC, in a thread), and
+dead-letter and ack in one transaction. The next batch is prepared while one is exported.
+An export that fails acks nothing: the loop waits (doubling up to
 RUNSTEPS_EXPORT_RETRY_MAX_S), then reads its own pending entries again from the start, so a
 backend that is down makes the lag grow, loses nothing, and is caught up with by itself
 once it answers. Entries another exporter left pending (it died or was scaled away) are
-claimed after RUNSTEPS_CLAIM_IDLE_MS. Span ids are deterministic (ids.py): exporting a batch
-twice (a crash between export and ack) sends the same spans again, never new ones.
+claimed after RUNSTEPS_CLAIM_IDLE_MS. Span ids are deterministic (ids.py): exporting a
+batch twice (a crash between export and ack) sends the same spans again, never new ones.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
@@ -31,17 +33,23 @@ from redis.exceptions import (
     ResponseError,
 )
 
-from contracts.derived import DERIVED, AnyDerived
+from contracts.derived import DERIVED, AnyDerived, DerivedType
 from service.errors import INFRASTRUCTURE_ERRORS, ConfigError, RunstepsError
-from service.export.mapping import SpanRecord, UnmappableError, needs_extent, spans_of
-from service.export.otlp import SpanFactory, build_exporter, build_resource
+from service.export.mapping import (
+    SPAN_TYPES,
+    SpanRecord,
+    UnmappableError,
+    needs_extent,
+    spans_of,
+)
+from service.export.otlp import SpanFactory, build_exporter, build_resource, byte_sender
 from service.export.reader import DeadLetter, DerivedReader
+from service.export.wire import WireEncoder
 from service.storage.client import PartitionClient, connect
 from service.storage.keys import partitions
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import SpanExporter
     from redis.asyncio import Redis
 
@@ -54,6 +62,15 @@ log = logging.getLogger("runsteps.export")
 
 _FIRST_BACKOFF_S = 0.1
 _TRIMMED = "trimmed from the derived stream (MAXLEN) before it was exported"
+
+
+class _Typed(BaseModel):
+    """A derived event's type, all an event that makes no span is checked for."""
+
+    type: DerivedType
+
+
+_TYPED = TypeAdapter(_Typed)
 
 
 class ExportFailedError(RunstepsError):
@@ -84,6 +101,38 @@ def _invalid(exc: ValidationError) -> tuple[str, str]:
     return kind, f"{where}: {first['msg']}{more}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """A batch ready to export: its entries' ids (all acked once exported), its dead
+    letters, its spans (and their OTLP request, with runsteps' encoder), what it counts."""
+
+    ids: list[bytes]
+    dead: list[DeadLetter]
+    records: list[SpanRecord]
+    payload: bytes | None
+    outcomes: Counter[str]
+
+
+async def _settled(sending: asyncio.Task[None] | None) -> None:
+    """Wait for the batch being sent (its failure raises here); None: nothing is sent."""
+    if sending is not None:
+        await sending
+
+
+async def _mend(reader: DerivedReader, exc: Exception, backoff: float) -> None:
+    """Say why a pass of the loop failed; a group that was deleted is created again."""
+    if isinstance(exc, ExportFailedError):
+        log.warning("OTLP export failed (%s); retrying in %.1fs", exc, backoff)
+    elif isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP"):
+        log.warning("the exporter's group on %s was gone; created again", reader.stream)
+        with contextlib.suppress(*INFRASTRUCTURE_ERRORS, ResponseError):
+            await reader.ensure_group()
+    elif isinstance(exc, INFRASTRUCTURE_ERRORS):
+        log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
+    else:
+        log.exception("export loop pass failed; retrying in %.1fs", backoff, exc_info=exc)
+
+
 class Exporter:
     """One `runsteps export-otel` process: a loop per partition, one span exporter."""
 
@@ -98,6 +147,10 @@ class Exporter:
         self.telemetry = ExportTelemetry()
         self.factory = SpanFactory(resource if resource is not None else build_resource())
         self.span_exporter = span_exporter if span_exporter is not None else build_exporter()
+        # Spans encoded here and sent by the exporter's client, unless the settings ask for
+        # the SDK's encoder or the exporter takes only the SDK's spans (gRPC, a test's).
+        self._send = None if settings.export_encoder == "sdk" else byte_sender(self.span_exporter)
+        self.wire = WireEncoder(self.factory.resource, self.factory.scope)
         self.redis: Redis | None = None
         self.readers: list[DerivedReader] = []
         self.last_progress = time.monotonic()  # the last read that Redis answered
@@ -170,13 +223,20 @@ class Exporter:
     # -- the loop --------------------------------------------------------------------------
 
     async def _consume(self, reader: DerivedReader) -> None:
-        """Own pending entries first, then new ones; claims now and then; retry forever."""
+        """Own pending entries first, then new ones; claims now and then; retry forever.
+
+        While one batch is exported and acked (`sending`), the next is read and prepared:
+        a batch is sent only once the one before it was acked, so acks stay in order, and a
+        failed export drops the batch prepared behind it (unacked: it is read again)."""
         s = self.settings
         claim_every = min(max(s.claim_idle_ms / 4000, 0.05), 5.0)
         after, next_claim, backoff = b"0", 0.0, _FIRST_BACKOFF_S
+        sending: asyncio.Task[None] | None = None
         while not self._stop.is_set():
             try:
                 if time.monotonic() >= next_claim:
+                    await _settled(sending)
+                    sending = None
                     await self._claim(reader)
                     next_claim = time.monotonic() + claim_every
                 if after == b">":
@@ -185,24 +245,25 @@ class Exporter:
                     entries = await reader.read(after, s.batch_size, None)
                     after = entries[-1][0] if entries else b">"
                 self.last_progress = time.monotonic()
-                if entries:
-                    await self._handle(reader, entries)
+                batch = await self._prepare(reader, entries) if entries else None
+                await _settled(sending)
+                sending = None
+                if batch is not None:
+                    sending = asyncio.create_task(self._finish(reader, batch))
                 backoff = _FIRST_BACKOFF_S
             except Exception as exc:  # the loop outlives anything; its pending entries wait
                 after = b"0"
-                if isinstance(exc, ExportFailedError):
-                    log.warning("OTLP export failed (%s); retrying in %.1fs", exc, backoff)
-                elif isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP"):
-                    log.warning("the exporter's group on %s was gone; created again", reader.stream)
-                    with contextlib.suppress(*INFRASTRUCTURE_ERRORS, ResponseError):
-                        await reader.ensure_group()
-                elif isinstance(exc, INFRASTRUCTURE_ERRORS):
-                    log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
-                else:
-                    log.exception("export loop pass failed; retrying in %.1fs", backoff)
+                if sending is not None:  # read again from the start, with what it held
+                    with contextlib.suppress(Exception):
+                        await sending
+                    sending = None
+                await _mend(reader, exc, backoff)
                 if await self._pause(backoff):
                     return
                 backoff = min(backoff * 2, s.export_retry_max_s)
+        if sending is not None:  # stopped: the batch in hand is exported and acked
+            with contextlib.suppress(Exception):
+                await sending
 
     async def _claim(self, reader: DerivedReader) -> None:
         """Take over and export entries other exporters left idle (one pass)."""
@@ -217,10 +278,14 @@ class Exporter:
                 return
 
     async def _handle(self, reader: DerivedReader, entries: StreamEntries) -> None:
-        """One batch: validate, map, export, then dead-letter and ack (ExportFailedError:
-        nothing acked)."""
+        """One batch, whole: prepared, exported, acked (ExportFailedError: nothing acked)."""
+        await self._finish(reader, await self._prepare(reader, entries))
+
+    async def _prepare(self, reader: DerivedReader, entries: StreamEntries) -> _Batch:
+        """Validate, map and encode a batch: what _finish exports and acks."""
         valid: list[tuple[bytes, dict[bytes, bytes], AnyDerived]] = []
         dead: list[DeadLetter] = []
+        outcomes: Counter[str] = Counter()
         for entry_id, fields in entries:
             data = fields.get(b"data")
             if not fields:
@@ -228,14 +293,16 @@ class Exporter:
             elif data is None:
                 dead.append(DeadLetter(entry_id, fields, "missing_data", "no `data` field"))
             else:
-                try:
-                    valid.append((entry_id, fields, DERIVED.validate_json(data)))
+                try:  # validated whole only if it makes spans: 2 in 3 events do not
+                    if _TYPED.validate_json(data).type in SPAN_TYPES:
+                        valid.append((entry_id, fields, DERIVED.validate_json(data)))
+                    else:
+                        outcomes["no_span"] += 1
                 except ValidationError as exc:
                     dead.append(DeadLetter(entry_id, fields, *_invalid(exc)))
         ends = {e.run_id for _, _, e in valid if needs_extent(e)}
         extents = dict(zip(ends, await asyncio.gather(*map(reader.extent, ends)), strict=True))
         records: list[SpanRecord] = []
-        outcomes: Counter[str] = Counter()
         provider = self.settings.export_provider_name
         for entry_id, fields, event in valid:
             try:
@@ -245,25 +312,39 @@ class Exporter:
                 continue
             records.extend(made)
             outcomes["span" if made else "no_span"] += 1
-        spans = self.factory.spans(records)
-        if spans:
-            await self._export(spans)
-        await reader.settle([i for i, _ in entries], dead, self.settings.dlq_maxlen)
         outcomes["dead_letter"] += len(dead)
-        self.telemetry.events.update(outcomes)
-        self.telemetry.dead_letters.update(d.kind for d in dead)
-        for d in dead:
+        payload = self.wire.request(records) if self._send is not None and records else None
+        return _Batch([i for i, _ in entries], dead, records, payload, outcomes)
+
+    async def _finish(self, reader: DerivedReader, batch: _Batch) -> None:
+        """Export a prepared batch's spans, then dead-letter and ack it."""
+        if batch.records:
+            await self._export(batch)
+        await reader.settle(batch.ids, batch.dead, self.settings.dlq_maxlen)
+        self.telemetry.events.update(batch.outcomes)
+        self.telemetry.dead_letters.update(d.kind for d in batch.dead)
+        for d in batch.dead:
             log.warning("derived entry %s dead-lettered (%s): %s", d.entry_id, d.kind, d.message)
 
-    async def _export(self, spans: list[ReadableSpan]) -> None:
+    @property
+    def encoding(self) -> str:
+        """Which encoder makes the OTLP requests: `wire` (runsteps') or `sdk`."""
+        return "sdk" if self._send is None else "wire"
+
+    async def _export(self, batch: _Batch) -> None:
         """Hand the spans to the OTLP exporter (its own retries inside its timeout)."""
         from opentelemetry.sdk.trace.export import SpanExportResult
 
         started = time.perf_counter()
-        result = await asyncio.to_thread(self.span_exporter.export, spans)
-        if result is not SpanExportResult.SUCCESS:
+        if self._send is not None and batch.payload is not None:
+            accepted = await asyncio.to_thread(self._send, batch.payload)
+        else:
+            spans = self.factory.spans(batch.records)
+            result = await asyncio.to_thread(self.span_exporter.export, spans)
+            accepted = result is SpanExportResult.SUCCESS
+        if not accepted:
             self.telemetry.export_failures += 1
-            raise ExportFailedError(f"the backend did not accept {len(spans)} spans")
-        self.telemetry.spans += len(spans)
+            raise ExportFailedError(f"the backend did not accept {len(batch.records)} spans")
+        self.telemetry.spans += len(batch.records)
         if self.telemetry.observe is not None:
             self.telemetry.observe(time.perf_counter() - started)

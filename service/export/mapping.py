@@ -25,12 +25,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from contracts.derived import AnyDerived, RunFinished, StepFinished
+from contracts.derived import RUN_END_TYPES, STEP_END_TYPES, AnyDerived, RunFinished, StepFinished
 from service.export.ids import span_id_for, trace_id_for
 
 __all__ = [
     "ERROR_STATUSES",
     "SEMCONV",
+    "SPAN_TYPES",
     "Extent",
     "SpanKind",
     "SpanRecord",
@@ -41,6 +42,10 @@ __all__ = [
 
 SEMCONV = "open-telemetry/semantic-conventions-genai@e8fc5751 (on semconv v1.41.1)"
 """The version of the GenAI conventions the mapping follows."""
+
+SPAN_TYPES = frozenset({*STEP_END_TYPES.values(), *RUN_END_TYPES.values()})
+"""The derived event types that make spans (StepFinished's and RunFinished's): spans_of
+makes none of any other."""
 
 ERROR_STATUSES = frozenset({"failed", "expired", "cancelled"})
 """Terminal statuses whose span has status ERROR and `error.type` (the `last_error.code`, or

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib.metadata import version
 
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -30,7 +30,7 @@ from service.errors import ConfigError
 from service.export.mapping import SpanKind as Kind
 from service.export.mapping import SpanRecord
 
-__all__ = ["SpanFactory", "build_exporter", "build_resource"]
+__all__ = ["SpanFactory", "build_exporter", "build_resource", "byte_sender"]
 
 _KINDS = {Kind.CLIENT: SpanKind.CLIENT, Kind.INTERNAL: SpanKind.INTERNAL}
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -127,3 +127,27 @@ def build_exporter() -> SpanExporter:
     raise ConfigError(
         f"OTLP protocol {protocol!r} is not supported: http/protobuf (the default) or grpc"
     )
+
+
+def byte_sender(exporter: SpanExporter) -> Callable[[bytes], bool] | None:
+    """How to send a request encoded by runsteps (wire.py) through `exporter`: the SDK's
+    OTLP/HTTP exporter's own client (endpoint, headers, compression, TLS, timeout and retries
+    as the OTEL_* variables configure them); True once the backend accepted it. None for any
+    other exporter (gRPC, a test's), which is handed the SDK's spans instead.
+
+    The client is the exporter's private `_client` (opentelemetry-exporter-otlp-proto-http
+    1.45, pinned in the lock): if a release moves it, this answers None and the SDK's own
+    encoder is used, slower but the same spans (tests/integration/test_export.py fails first:
+    it requires the fast path with the pinned release)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    if type(exporter) is not OTLPSpanExporter:
+        return None
+    export = getattr(getattr(exporter, "_client", None), "export", None)
+    if not callable(export):
+        return None
+
+    def send(data: bytes) -> bool:
+        return getattr(export(data), "success", False) is True
+
+    return send

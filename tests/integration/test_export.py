@@ -30,6 +30,7 @@ from service.settings import Settings
 from service.storage.keys import partitions
 from service.worker.app import build_worker
 from tests.helpers import drained, entries, pending, read_json, settle, wait_until
+from tests.integration.test_real_traffic import ASSISTANTS, RESPONSES, _assistants, _responses
 from tests.otlp import OtlpReceiver, ReceivedSpan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -204,6 +205,37 @@ async def test_a_replayed_stream_gives_the_same_spans(
     }
 
 
+async def test_both_encoders_hand_the_backend_the_same_spans(
+    redis: Redis, settings: Settings
+) -> None:
+    """Every recorded stream of both dialects, tracked once, exported by two exporters in
+    their own groups: runsteps' encoder (the default, sent by the pinned SDK exporter's own
+    client) and the SDK's (`RUNSTEPS_EXPORT_ENCODER=sdk`). The backends receive the same
+    spans, every id, time, attribute and status, and as many of them."""
+    recorded = [d for p in ASSISTANTS for d in _assistants(p)]
+    recorded += [d for p in RESPONSES for d in _responses(p)]
+    await track(redis, settings, [("", d) for d in recorded])
+    received: dict[str, list[Any]] = {}
+    for encoder in ("wire", "sdk"):
+        own = settings.model_copy(
+            update={"export_encoder": encoder, "export_group": f"otel-{encoder}"}
+        )
+        with OtlpReceiver() as receiver:
+            exporter = make_exporter(own, receiver)
+            assert exporter.encoding == encoder, "the pinned SDK exporter's client is used"
+            await exporter.start()
+            try:
+                await exported(redis, own)
+            finally:
+                await exporter.stop()
+            received[encoder] = sorted(
+                receiver.received(), key=lambda s: (s.trace_id, s.span_id, s.name)
+            )
+    ends_made = ends(await read_json(redis, settings.derived_stream))
+    assert len(received["wire"]) >= len(ends_made) > 100
+    assert received["wire"] == received["sdk"]
+
+
 def _step_end(run_id: str, step_id: str, **extra: Any) -> dict[str, Any]:
     event = {
         "type": "run_step.completed", "source": "assistants", "step_id": step_id,
@@ -220,13 +252,15 @@ async def test_what_cannot_be_mapped_is_dead_lettered_with_the_reason(
     redis: Redis, settings: Settings, receiver: OtlpReceiver, exporter: Exporter
 ) -> None:
     """Bad JSON, a missing `data`, an unknown event and a time OTLP cannot carry each go
-    to the exporter's dead-letter stream with their kind; all acked, the good one exported."""
+    to the exporter's dead-letter stream with their kind; all acked, the good one exported.
+    An event of a type that makes no span is checked for its type only: acked, no span."""
     stream = settings.derived_stream
     await redis.xadd(stream, {"data": b"{nope"})
     await redis.xadd(stream, {"other": b"x"})
     await redis.xadd(stream, {"data": json.dumps({"type": "run_step.unheard_of"})})
     await redis.xadd(stream, {"data": json.dumps(_step_end("r1", "s_far", occurred_at=2**40))})
     await redis.xadd(stream, {"data": json.dumps(_step_end("r1", "s_ok"))})
+    await redis.xadd(stream, {"data": json.dumps({"type": "run_step.started"})})
     await exported(redis, settings)
     dead = await entries(redis, settings.export_dlq_stream)
     kinds = [json.loads(f[b"error"])["kind"] for _, f in dead]
@@ -238,6 +272,7 @@ async def test_what_cannot_be_mapped_is_dead_lettered_with_the_reason(
     [span] = receiver.received()
     assert span.span_id == hex_span("r1", "s_ok")
     assert span.end_ns - span.start_ns == 3 * 10**9
+    assert exporter.telemetry.events["no_span"] == 1
     assert Counter(exporter.telemetry.dead_letters) == Counter(
         {"invalid_json": 1, "missing_data": 1, "invalid_payload": 1, "unmappable": 1}
     )

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contracts.derived import DERIVED, event_id_for
+from contracts.derived import DERIVED, RunFinished, StepFinished, event_id_for
 from service.export.ids import span_id_for, trace_id_for
-from service.export.mapping import SpanKind, UnmappableError, needs_extent, spans_of
+from service.export.mapping import SPAN_TYPES, SpanKind, UnmappableError, needs_extent, spans_of
 
 
 def step_end(status: str = "completed", **extra: Any) -> dict[str, Any]:
@@ -223,3 +223,13 @@ def test_ids_are_the_documented_hashes() -> None:
     assert span_id_for("run_abc", "step_1", "call_9") == prefix(
         "runsteps.span|run_abc|step_1|call_9", 8
     )
+
+
+def test_span_types_are_those_of_the_events_that_make_spans() -> None:
+    """SPAN_TYPES, the types the exporter validates in full, are exactly the types of the
+    two event classes spans_of maps: StepFinished and RunFinished."""
+    declared = {
+        *get_args(StepFinished.model_fields["type"].annotation),
+        *get_args(RunFinished.model_fields["type"].annotation),
+    }
+    assert declared == SPAN_TYPES
