@@ -7,7 +7,8 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 import uvicorn
 
@@ -57,9 +58,10 @@ async def _serve(settings: Settings) -> None:
         else:
             starting.result()  # a ConfigError surfaces here
             log.info(
-                "exporting derived events of %d partition(s) as group %s",
+                "exporting derived events of %d partition(s) as group %s (%s encoder)",
                 len(exporter.parts),
                 settings.export_group,
+                exporter.encoding,
             )
             await stop.wait()
     finally:
@@ -68,10 +70,13 @@ async def _serve(settings: Settings) -> None:
         await http
 
 
-def run_exporter(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; the process exit code (2: configuration error)."""
+def run_exporter(
+    settings: Settings, run: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
+) -> int:
+    """Run until SIGTERM/SIGINT on `run`'s event loop (the CLI's: RUNSTEPS_EVENT_LOOP, as
+    the worker); the process exit code (2: configuration error)."""
     try:
-        asyncio.run(_serve(settings))
+        run(_serve(settings))
     except ConfigError as exc:
         print(f"runsteps export-otel: configuration error: {exc}", file=sys.stderr)
         return 2
