@@ -24,6 +24,7 @@ from contracts.derived import (
     STEP_END_TYPES,
     DerivedType,
     Source,
+    StepFinished,
     event_id_for,
 )
 from service.core.layout import RunField, encode_prices, step_field
@@ -33,7 +34,7 @@ from service.core.published import Kind
 from service.core.reported import ReportedRun, ReportedStep, ToolRef
 from service.core.state import encode_run_state, encode_state
 
-__all__ = ["FROM", "Ended", "Op", "run_op", "step_op"]
+__all__ = ["FROM", "Ended", "Op", "closed_step", "run_op", "step_op"]
 
 FROM = "%FROM%"
 """Where the commit script writes the tracked status into a rejection."""
@@ -54,6 +55,14 @@ class Ended:
     model: str | None = None  # runs
     usage: TokenUsage | None = None  # runs: what the API reports
     cost_usd: float | None = None  # runs
+
+
+def closed_step(end_event: str) -> Ended:
+    """What the end of a step its run's end closed says, for the domain metrics: the commit
+    script builds that event (`ended_by_run` true) and returns it (Committed.also)."""
+    event = StepFinished.model_validate_json(end_event)
+    tools = tuple((t.id, t.type, t.name) for t in event.tools)
+    return Ended(str(event.source), event.to_status, event.step_type, tools, event.duration_s)
 
 
 @dataclass(slots=True)  # built per entry: a frozen dataclass's __init__ costs more

@@ -116,8 +116,8 @@ def _agreeing(ops: list[Op]) -> list[tuple[str, str, list[Op]]]:
 @dataclass(frozen=True, slots=True)
 class Committed:
     """What a commit did: each op with its action, in the order sent, and the events it
-    published beyond what the actions declare (core.published): the ends of steps a run's
-    end closed (their types) and budget events (`run.budget_exceeded|<limit>`)."""
+    published beyond what the actions declare (core.published): the end events of the steps
+    a run's end closed (their JSON, `{...`) and budget events (`run.budget_exceeded|<limit>`)."""
 
     actions: list[tuple[Op, Action]]
     also: list[str]

@@ -12,10 +12,11 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from contracts.derived import DeadLetterKind
+from contracts.derived import STEP_END_TYPES, DeadLetterKind
 from service.core.batch import Batch, DeadLetter, Entry, Partitioning, build_batch, describe
 from service.core.decode import IGNORED_OTHER, Rejection
 from service.core.lifecycle import Action
+from service.core.ops import closed_step
 from service.core.prices import Prices, bundled_prices
 from service.core.published import Kind, published
 from service.errors import INFRASTRUCTURE_ERRORS
@@ -160,12 +161,17 @@ class Processor:
             telemetry.unpriced(ended.model)
 
     def _count_also(self, also: list[str]) -> None:
-        """Count what the commit published beyond the actions' declaration."""
-        for published_type in also:
-            type_, _, limit = published_type.partition("|")
+        """Count what the commit published beyond the actions' declaration: the ends of
+        steps their runs' ends closed (in the domain metrics too), budget events."""
+        for item in also:
+            if item.startswith("{"):  # a closed step's end event
+                ended = closed_step(item)
+                self.telemetry.derived[STEP_END_TYPES[ended.status]] += 1
+                self._count_ended(Kind.STEP, ended)
+                continue
+            type_, _, limit = item.partition("|")
             self.telemetry.derived[type_] += 1
-            if limit:
-                self.telemetry.budget_exceeded(limit)
+            self.telemetry.budget_exceeded(limit)
 
     async def _dead_letter_mismatched(
         self, done: list[tuple[Op, Action]], fields: dict[bytes, dict[bytes, bytes]]

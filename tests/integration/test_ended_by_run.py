@@ -73,6 +73,30 @@ async def test_an_open_step_takes_its_runs_end(
     assert tracked.steps_in_progress == 0
 
 
+async def test_a_closed_step_counts_in_the_domain_metrics(
+    worker: Worker, redis: Redis, settings: Settings
+) -> None:
+    """A tool step its run's cancellation closed is counted like a step that ended by
+    itself: its duration by step and tool type, its tool call by name and status, and its
+    end event among the derived events published."""
+    await produce(
+        redis, settings,
+        run("run_demo", "in_progress"),
+        step("call", "in_progress", kind="function"),
+        _run_end("cancelled"),
+    )  # fmt: skip
+    await settle(redis, settings)
+    [closed] = [e for e in await read_json(redis, settings.derived_stream) if e.get("step_id")
+                and e["type"] == "run_step.cancelled"]  # fmt: skip
+    assert closed["ended_by_run"] is True
+    t = worker.telemetry
+    assert t.tool_calls[("function", "get_weather", "cancelled")] == 1
+    labels = ("assistants", "tool_calls", "function")
+    assert sum(t.step_seconds.counts[labels]) == 1
+    assert t.step_seconds.sums[labels] == END - T0
+    assert t.derived["run_step.cancelled"] == 1
+
+
 async def test_a_step_first_seen_after_its_run_ended_ends_with_it(
     worker: Worker, redis: Redis, settings: Settings
 ) -> None:

@@ -46,8 +46,8 @@ local REFUSED = '^.' .. SEP .. '([^' .. SEP .. ']*)'  -- a state's refused statu
 -- Token totals are doubles, written with '%.0f' (never '%d', which wraps past 2^63): exact
 -- up to 2^53-1, which counts bounded at decode (contracts/limits.py) keep for 2^20 steps.
 local results = {}
--- What was published beyond PUBLISHES (the protocol's Committed.also): the types of the
--- step ends runs' ends published, and 'run.budget_exceeded|<limit>'.
+-- What was published beyond PUBLISHES (the protocol's Committed.also): the end events of
+-- the steps runs' ends closed, and 'run.budget_exceeded|<limit>'.
 local also = {}
 local badds, brems = {}, {}  -- seconds-budget index changes
 local adds, rems = {}, {}  -- stall index changes: one ZADD and one ZREM for the batch
@@ -261,7 +261,7 @@ while at <= nargs do
     counts = counts or load_counts()
     counts[ENDED_AT[to]] = counts[ENDED_AT[to]] + 1
     into[#into + 1] = event
-    also[#also + 1] = STEP_END_TYPES[to]
+    also[#also + 1] = event  -- for the domain metrics: its step type, tools, duration
     return f
   end
   -- A budget passed: its event (once per run and limit) goes into `into`.
