@@ -2,9 +2,10 @@
 
 On a shared machine absolute rates drift by tens of percent within minutes, so one drain of
 each build says little. This drains the same pre-filled workload with REV's worker and this
-tree's worker, one after the other, several rounds, and prints each round's ratio and their
-median: the side-by-side measurement a change's claim rests on. REV's tree is a temporary
-git worktree; both builds run with this environment's packages.
+tree's worker, one after the other (each first in every other round), several rounds, and
+prints each round's ratio and their median: the side-by-side measurement a change's claim
+rests on. REV's tree is a temporary git worktree; both builds run with this environment's
+packages.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from .throughput import run_workers
 from .workers import ROOT
 from .workload import build
 
-__all__ = ["main"]
+__all__ = ["main", "worktree"]
 
 
 @contextlib.contextmanager
-def _worktree(rev: str) -> Iterator[Path]:
+def worktree(rev: str) -> Iterator[Path]:
     """A detached git worktree of `rev`, removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="runsteps-compare-") as tmp:
         tree = Path(tmp) / "tree"
@@ -50,10 +51,16 @@ async def compare(rev: str, rounds: int, events: int, processes: int, cap: float
     workload = build(events)
     ratios: list[float] = []
     cpu: dict[str, list[float]] = {"consumer": [], "redis": []}  # this tree's / REV's, per event
-    with _worktree(rev) as base:
+    with worktree(rev) as base:
         for n in range(1, rounds + 1):
-            old = await run_workers(workload, processes, "old", cap=cap, root=base)
-            new = await run_workers(workload, processes, "new", cap=cap)
+            # Each build first in every other round: a drift within a round (the machine
+            # slowing down, a warmer page cache) does not favour one of them every time.
+            if n % 2:
+                old = await run_workers(workload, processes, "old", cap=cap, root=base)
+                new = await run_workers(workload, processes, "new", cap=cap)
+            else:
+                new = await run_workers(workload, processes, "new", cap=cap)
+                old = await run_workers(workload, processes, "old", cap=cap, root=base)
             ratios.append(new.drain.rate / old.drain.rate)
             for role, ratio in cpu.items():
                 ratio.append(new.drain.cpu_us(role) / old.drain.cpu_us(role))
