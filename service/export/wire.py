@@ -6,13 +6,15 @@ Why by hand: the OpenTelemetry SDK's encoder builds a protobuf message per span,
 up with one worker. Most of a span's attributes repeat from span to span (operation,
 provider, source, status, tool name and type), so their encoded bytes are kept and reused
 here; only ids, times and counts are encoded per span. `bench.export` measures both
-encoders side by side (`--encoder sdk`).
+encoders side by side (RUNSTEPS_EXPORT_ENCODER=sdk is the SDK's).
 
 What is not by hand: the resource and the instrumentation scope are encoded once, by the
 SDK's own encoder (`encode_spans` of a probe span), and the bytes are sent by the SDK's
 OTLP/HTTP exporter's client, with its endpoint, headers, compression, certificates, timeout
-and retries. tests/unit/test_export_wire.py checks, span by span over recorded traffic of
-both dialects, that these bytes decode to the very message the SDK's encoder makes.
+and retries. tests/unit/test_export_wire.py checks that these are the very bytes the SDK's
+encoder writes (any span records, and the mapping's spans of both dialects);
+tests/integration/test_export.py that a backend receives the same spans from both encoders
+over every recorded stream.
 
 The wire format (opentelemetry-proto, trace/v1/trace.proto, common/v1/common.proto): fields
 in field-number order as protobuf writes them; proto3 defaults (empty strings, zero counts)
@@ -42,6 +44,7 @@ _PACK_Q = struct.Struct("<Q").pack
 _PACK_D = struct.Struct("<d").pack
 # Encoded string-valued attributes kept at most (ids churn through; the rest repeat).
 _CACHE_MAX = 4096
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]  # the varints below 128: most lengths
 
 
 def _varint(n: int) -> bytes:
@@ -56,9 +59,6 @@ def _varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
-
-
-_ONE_BYTE = [bytes((n,)) for n in range(0x80)]  # the varints below 128: most lengths
 
 
 def _field(tag: bytes, body: bytes) -> bytes:
