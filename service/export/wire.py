@@ -63,8 +63,7 @@ def _varint(n: int) -> bytes:
 
 def _field(tag: bytes, body: bytes) -> bytes:
     """A length-delimited field: its tag, the body's length, the body."""
-    n = len(body)
-    return tag + (_ONE_BYTE[n] if n < 0x80 else _varint(n)) + body
+    return tag + _varint(len(body)) + body
 
 
 def _value(value: str | bool | int | float) -> bytes:
@@ -91,19 +90,20 @@ class WireEncoder:
     def _attribute(self, key: str, value: str | bool | int | float) -> bytes:
         """Span.attributes (9): a KeyValue, key (1) then value (2); a string-valued one
         from the kept bytes when it was seen lately."""
-        if isinstance(value, str):
-            cached = self._strings.get((key, value))
-            if cached is not None:
-                return cached
+        if not isinstance(value, str):
+            return self._key_value(key, value)
+        encoded = self._strings.get((key, value))
+        if encoded is None:
+            if len(self._strings) >= _CACHE_MAX:
+                self._strings.clear()
+            encoded = self._strings[key, value] = self._key_value(key, value)
+        return encoded
+
+    def _key_value(self, key: str, value: str | bool | int | float) -> bytes:
         encoded_key = self._keys.get(key)
         if encoded_key is None:
             encoded_key = self._keys[key] = _field(b"\x0a", key.encode())
-        encoded = _field(b"\x4a", encoded_key + _field(b"\x12", _value(value)))
-        if isinstance(value, str):
-            if len(self._strings) >= _CACHE_MAX:
-                self._strings.clear()
-            self._strings[key, value] = encoded
-        return encoded
+        return _field(b"\x4a", encoded_key + _field(b"\x12", _value(value)))
 
     def span(self, r: SpanRecord) -> bytes:
         """One Span message's body."""

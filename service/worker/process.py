@@ -171,7 +171,8 @@ class Processor:
                 continue
             type_, _, limit = item.partition("|")
             self.telemetry.derived[type_] += 1
-            self.telemetry.budget_exceeded(limit)
+            if limit:
+                self.telemetry.budget_exceeded(limit)
 
     async def _dead_letter_mismatched(
         self, done: list[tuple[Op, Action]], fields: dict[bytes, dict[bytes, bytes]]
