@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from contracts.derived import DERIVED
+from contracts.derived import DERIVED, STEP_END_TYPES
 from contracts.responses_producer import ResponsesForwarder
 from service.settings import Settings
 from service.worker.app import Worker, build_worker
-from tests.helpers import apart, read_json, scrape, settle
+from tests.helpers import apart, read_json, scrape, settle, wait_until
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 ASSISTANTS = sorted((DATA / "assistants").glob("*.jsonl"))
@@ -86,6 +86,17 @@ async def _in_order_then_shuffled(
     await w.start()
     try:
         again = await _replay(redis, other, shuffled)
+        # The domain metrics count each step end published once, those a run's end closed
+        # (ended_by_run: the shuffled order makes some) included.
+        step_ends = [e for e in again if e["type"] in STEP_END_TYPES.values()]
+        calls = sum(len(e["tools"]) for e in step_ends)
+        timed = sum(e["duration_s"] is not None for e in step_ends)
+
+        async def counted() -> bool:
+            observed = sum(sum(c) for c in w.telemetry.step_seconds.counts.values())
+            return (sum(w.telemetry.tool_calls.values()), observed) == (calls, timed)
+
+        await wait_until(counted, what="every step end and tool call in the domain metrics")
     finally:
         await w.stop()
     _check_one_start_before_end(again)
