@@ -30,7 +30,8 @@ WORKDIR /src
 # .dockerignore lets in only pyproject.toml, requirements.lock, README.md, service/, contracts/.
 COPY . .
 RUN python -m pip wheel --require-hashes --wheel-dir /wheels -r requirements.lock \
- && python -m pip wheel --no-deps --wheel-dir /wheels .
+ && python -m pip wheel --no-deps --wheel-dir /wheels . \
+ && cd /wheels && sha256sum -- *.whl > SHA256SUMS
 
 
 FROM ${BASE} AS runtime
@@ -48,6 +49,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 10001 runsteps \
  && useradd --system --uid 10001 --gid runsteps --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin runsteps
+
+# The wheels' checksums, copied so the install below is rebuilt whenever a wheel changes:
+# podman (buildah) keys a RUN's cache on its text, not on what it bind-mounts, and reused a
+# stale install after the sources changed. Also a record of what the image holds.
+COPY --from=build /wheels/SHA256SUMS /usr/local/share/runsteps/wheels.sha256
 
 # Only the wheels from the build stage, bind-mounted so they never land in a layer: the
 # locked dependencies (hashes checked again), then the project itself. pip compiles the .pyc
