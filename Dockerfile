@@ -31,7 +31,7 @@ WORKDIR /src
 COPY . .
 RUN python -m pip wheel --require-hashes --wheel-dir /wheels -r requirements.lock \
  && python -m pip wheel --no-deps --wheel-dir /wheels . \
- && cd /wheels && sha256sum -- *.whl > SHA256SUMS
+ && sha256sum /wheels/*.whl > /wheels/SHA256SUMS
 
 
 FROM ${BASE} AS runtime
