@@ -24,6 +24,8 @@ from service.core.reported import Reported
 
 __all__ = ["Batch", "DeadLetter", "Entry", "Partitioning", "build_batch", "describe"]
 
+_ENVELOPED = (StepEntry, RunEntry)  # a tuple: `A | B` would build a union per entry
+
 Entry = tuple[bytes, dict[bytes, bytes]]
 """One stream entry as redis-py returns it: (entry id, fields)."""
 
@@ -142,7 +144,7 @@ def build_batch(
         if rejection is not None:
             batch.dead.append(DeadLetter(source_id, fields, rejection.to_json(), rejection.kind))
             continue
-        if isinstance(decoded, StepEntry | RunEntry) and decoded.status_mismatch:
+        if isinstance(decoded, _ENVELOPED) and decoded.status_mismatch:
             subject = decoded.step if isinstance(decoded, StepEntry) else decoded.run
             batch.status_mismatches[(str(decoded.event), str(subject.status))] += 1
         for op in ops:

@@ -31,6 +31,7 @@ from contracts.run_step import (
     StepType,
 )
 from contracts.stream_events import EVENT_STATUS, StepEventLiteral
+from service.core.reported import ToolRef
 
 __all__ = ["FastStep", "decode_fast"]
 
@@ -134,6 +135,14 @@ class _ToolCallsDetails(_Known, frozen=True, tag="tool_calls"):
     tool_calls: list[_CodeInterpreterCall | _FileSearchCall | _FunctionCallItem]
 
 
+def _tool_ref(call: _CodeInterpreterCall | _FileSearchCall | _FunctionCallItem) -> ToolRef:
+    """A tool call as `contracts.RunStep.tools` names it: (id, type, name)."""
+    if isinstance(call, _FunctionCallItem):
+        return (call.id, "function", call.function.name)
+    kind = "code_interpreter" if isinstance(call, _CodeInterpreterCall) else "file_search"
+    return (call.id, kind, None)
+
+
 _Metadata = Annotated[
     dict[
         Annotated[str, msgspec.Meta(max_length=METADATA_MAX_KEY_CHARS)],
@@ -166,18 +175,15 @@ class FastStep(_Known, frozen=True, kw_only=True):
     usage: _Usage | None = None
 
     @property
-    def tools(self) -> tuple[tuple[str, str, str | None], ...]:
+    def tools(self) -> tuple[ToolRef, ...]:
         """(id, type, name) of each tool call, as `contracts.RunStep.tools` says."""
         details = self.step_details
         if not isinstance(details, _ToolCallsDetails):
             return ()
-        return tuple(
-            (call.id, "function", call.function.name)
-            if isinstance(call, _FunctionCallItem)
-            else (call.id, "code_interpreter" if isinstance(call, _CodeInterpreterCall)
-                  else "file_search", None)
-            for call in details.tool_calls
-        )  # fmt: skip
+        calls = details.tool_calls
+        if len(calls) == 1:  # most steps: no generator (bench/README.md, "tools")
+            return (_tool_ref(calls[0]),)
+        return tuple([_tool_ref(call) for call in calls])
 
     @property
     def terminal_at(self) -> int | None:

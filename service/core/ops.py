@@ -34,7 +34,7 @@ from service.core.published import Kind
 from service.core.reported import ReportedRun, ReportedStep, ToolRef
 from service.core.state import encode_run_state, encode_state
 
-__all__ = ["FROM", "Ended", "Op", "closed_step", "run_op", "step_op"]
+__all__ = ["FROM", "Op", "RunEnded", "StepEnded", "closed_step", "run_op", "step_op"]
 
 FROM = "%FROM%"
 """Where the commit script writes the tracked status into a rejection."""
@@ -42,27 +42,30 @@ FROM = "%FROM%"
 Event = dict[str, Any]
 
 
-@dataclass(slots=True)  # built per ending entry: a frozen dataclass's __init__ costs more
-class Ended:
-    """What an ending op says of its subject, for the domain metrics (counted once the
-    commit says the op did end it)."""
+StepEnded = tuple[str, str, str, tuple[ToolRef, ...], float | None]
+"""What a step's end says, for the domain metrics (counted once the commit says the op did
+end it): (source, status, step type, tool calls, duration in seconds or None). A tuple, as
+it is built per step end: a dataclass costs five times as much (bench/README.md)."""
+
+
+@dataclass(slots=True)
+class RunEnded:
+    """What a run's end says, for the domain metrics (counted once the commit says the op
+    did end it)."""
 
     source: str
     status: str
-    step_type: str | None = None  # steps
-    tools: tuple[ToolRef, ...] = ()  # steps
-    duration_s: float | None = None  # steps
-    model: str | None = None  # runs
-    usage: TokenUsage | None = None  # runs: what the API reports
-    cost_usd: float | None = None  # runs
+    model: str | None
+    usage: TokenUsage | None  # what the API reports
+    cost_usd: float | None
 
 
-def closed_step(end_event: str) -> Ended:
+def closed_step(end_event: str) -> StepEnded:
     """What the end of a step its run's end closed says, for the domain metrics: the commit
     script builds that event (`ended_by_run` true) and returns it (Committed.also)."""
     event = StepFinished.model_validate_json(end_event)
     tools = tuple((t.id, t.type, t.name) for t in event.tools)
-    return Ended(str(event.source), event.to_status, event.step_type, tools, event.duration_s)
+    return (str(event.source), event.to_status, event.step_type, tools, event.duration_s)
 
 
 @dataclass(slots=True)  # built per entry: a frozen dataclass's __init__ costs more
@@ -93,7 +96,8 @@ class Op:
     prices: str = ""  # its prices as the run hash keeps them (core.layout.encode_prices)
     usage_cost: bytes = b""  # run.usage's cost fields for the run's own totals, priced here
     end_type: str = ""  # the end event's type, for counting what was published
-    ended: Ended | None = None  # an ending op's subject, for the domain metrics
+    step_ended: StepEnded | None = None  # an ending step op's, for the domain metrics
+    run_ended: RunEnded | None = None  # an ending run op's, for the domain metrics
 
 
 def _dumps(event: Event) -> bytes:
@@ -127,6 +131,9 @@ def _tools(tools: tuple[ToolRef, ...]) -> bytes:
     """A step's tool calls as its events list them."""
     if not tools:
         return _NO_TOOLS
+    if len(tools) == 1:  # most tool steps: no list comprehension (bench/README.md, "tools")
+        id_, type_, name = tools[0]
+        return orjson.dumps(({"id": id_, "type": type_, "name": name},))
     return orjson.dumps([{"id": id_, "type": type_, "name": name} for id_, type_, name in tools])
 
 
@@ -217,7 +224,7 @@ def step_op(
     end["last_error"] = None if error is None else {"code": error.code, "message": error.message}
     end["ended_by_run"] = False
     op.end_event = _event(type_, event_id_for(step.run_id, step.id, type_), head, end)
-    op.ended = Ended(source, status, step.type, calls, end["duration_s"])
+    op.step_ended = (source, status, step.type, calls, end["duration_s"])
     if triple is not None:
         op.usage = "%d,%d,%d" % triple  # noqa: UP031  # the script parses exactly this
         usage_event: Event = {"from_status": "in_progress", "to_status": status}
@@ -308,12 +315,12 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source, prices: Prices | 
     end["last_error"] = run.last_error
     end["incomplete_details"] = run.incomplete_details
     end |= _cost(priced)
-    op.ended = Ended(
+    op.run_ended = RunEnded(
         source,
         status,
-        model=run.model,
-        usage=None if usage is None else _token_usage(usage),
-        cost_usd=None if priced is None else priced.cost_usd,
+        run.model,
+        None if usage is None else _token_usage(usage),
+        None if priced is None else priced.cost_usd,
     )
     # The script appends the run's step counts and the brace.
     op.end_event = _event(type_, event_id_for(run.id, "", type_), ids, end)[:-1]

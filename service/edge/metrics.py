@@ -221,12 +221,12 @@ def _histogram(name: str, doc: str, labels: list[str], histogram: Buckets) -> Me
     """A labelled histogram family from a telemetry histogram (cumulative buckets)."""
     family = HistogramMetricFamily(name, doc, labels=labels)
     bounds = [*map(floatToGoString, histogram.bounds), "+Inf"]  # as prometheus_client writes le
-    for values, counts in histogram.counts.items():
+    for values, series in histogram.series.items():
         cumulative, total = [], 0
-        for bound, n in zip(bounds, counts, strict=True):
+        for bound, n in zip(bounds, series.counts, strict=True):
             total += n
             cumulative.append((bound, float(total)))
-        family.add_metric(list(values), cumulative, histogram.sums[values])
+        family.add_metric(list(values), cumulative, series.sum)
     return family
 
 

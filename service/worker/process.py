@@ -18,11 +18,11 @@ from service.core.decode import IGNORED_OTHER, Rejection
 from service.core.lifecycle import Action
 from service.core.ops import closed_step
 from service.core.prices import Prices, bundled_prices
-from service.core.published import Kind, published
+from service.core.published import published
 from service.errors import INFRASTRUCTURE_ERRORS
 
 if TYPE_CHECKING:
-    from service.core.ops import Ended, Op
+    from service.core.ops import Op, RunEnded
     from service.settings import Settings
     from service.storage.pending import Pending
     from service.storage.store import Store
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["Entry", "Processor"]
 
 log = logging.getLogger("runsteps.process")
-
-_ENDS = frozenset((Action.END, Action.BEGIN_END))
 
 
 class Processor:
@@ -143,19 +141,15 @@ class Processor:
         for op, action in done:
             for type_ in published(op.kind, action, op.end_type, op.usage != ""):
                 derived[type_] += 1
-            ended = op.ended
-            if ended is not None and action in _ENDS:
-                self._count_ended(op.kind, ended)
+            if action is Action.END or action is Action.BEGIN_END:  # it ended its subject
+                if op.step_ended is not None:
+                    telemetry.step_ended(*op.step_ended)
+                elif op.run_ended is not None:
+                    self._count_run_ended(op.run_ended)
 
-    def _count_ended(self, kind: Kind, ended: Ended) -> None:
-        """The domain metrics of a step or run that this commit ended."""
+    def _count_run_ended(self, ended: RunEnded) -> None:
+        """The domain metrics of a run that this commit ended."""
         telemetry = self.telemetry
-        if kind is Kind.STEP:
-            types = [type_ for _, type_, _ in ended.tools]
-            telemetry.step_ended(ended.source, ended.step_type or "", types, ended.duration_s)
-            for _, type_, name in ended.tools:
-                telemetry.tool_call_ended(name, ended.status, type_)
-            return
         telemetry.run_ended(ended.source, ended.status, ended.model, ended.usage, ended.cost_usd)
         if ended.usage is not None and ended.cost_usd is None:
             telemetry.unpriced(ended.model)
@@ -166,8 +160,8 @@ class Processor:
         for item in also:
             if item.startswith("{"):  # a closed step's end event
                 ended = closed_step(item)
-                self.telemetry.derived[STEP_END_TYPES[ended.status]] += 1
-                self._count_ended(Kind.STEP, ended)
+                self.telemetry.derived[STEP_END_TYPES[ended[1]]] += 1
+                self.telemetry.step_ended(*ended)
                 continue
             type_, _, limit = item.partition("|")
             self.telemetry.derived[type_] += 1

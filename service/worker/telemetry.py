@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from service.core.prices import TokenUsage
+    from service.core.reported import ToolRef
 
 __all__ = [
     "BUDGET_LIMITS",
@@ -25,6 +26,7 @@ __all__ = [
     "STEP_SECONDS_BUCKETS",
     "BoundedLabels",
     "Buckets",
+    "Series",
     "Telemetry",
 ]
 
@@ -41,6 +43,13 @@ STEP_SECONDS_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 second (functions) to many minutes (deep research, code interpreter)."""
 
 Labels = tuple[str, ...]
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+MEMO_MAX = 4096
+"""Raw label values remembered with what they count into (their bounded labels, or their
+histogram series), per metric: counting a value seen before skips bounding and joining. A
+flood of unique values past this many is bounded afresh each time, at the old cost."""
 
 
 class BoundedLabels:
@@ -63,21 +72,28 @@ class BoundedLabels:
         return OTHER
 
 
+@dataclass(slots=True)
+class Series:
+    """One label set's observations: how many fell in each bucket (the last: +Inf), and
+    their sum."""
+
+    counts: list[int]
+    sum: float = 0.0
+
+
 @dataclass
 class Buckets:
     """Observations by label values, bucketed (no Prometheus types: metrics renders it)."""
 
     bounds: tuple[float, ...]
-    counts: dict[Labels, list[int]] = field(default_factory=dict)  # per bucket, + one for +Inf
-    sums: dict[Labels, float] = field(default_factory=dict)
+    series: dict[Labels, Series] = field(default_factory=dict)
 
-    def observe(self, labels: Labels, value: float) -> None:
-        """Count `value` in the first bucket whose upper bound is at least `value`."""
-        counts = self.counts.get(labels)
-        if counts is None:
-            counts = self.counts[labels] = [0] * (len(self.bounds) + 1)
-        counts[bisect_left(self.bounds, value)] += 1
-        self.sums[labels] = self.sums.get(labels, 0.0) + value
+    def of(self, labels: Labels) -> Series:
+        """The series of `labels` (empty at first)."""
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = Series([0] * (len(self.bounds) + 1))
+        return series
 
 
 @dataclass
@@ -119,6 +135,14 @@ class Telemetry:
     _tool_types: BoundedLabels = field(init=False)
     _step_types: BoundedLabels = field(init=False)
     _step_tool_types: BoundedLabels = field(init=False)  # joined types: a label of its own
+    # Bounded labels by raw values (MEMO_MAX each): sound because a bound's answer for a
+    # value never changes (kept stays kept; `other` stays `other`).
+    _step_series: dict[tuple[str, str, tuple[str, ...]], Series] = field(
+        init=False, default_factory=dict
+    )
+    _call_labels: dict[tuple[str | None, str, str], Labels] = field(
+        init=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         self._models = BoundedLabels(self.max_labels)
@@ -128,25 +152,45 @@ class Telemetry:
         self._step_tool_types = BoundedLabels(self.max_labels)
 
     def step_ended(
-        self, source: str, step_type: str, tool_types: Iterable[str], duration_s: float | None
+        self,
+        source: str,
+        status: str,
+        step_type: str,
+        tools: tuple[ToolRef, ...],
+        duration_s: float | None,
     ) -> None:
-        """A step ended after `duration_s` (None: no end time known, not observed).
+        """A step ended with `status` after `duration_s` (None: no end time known, its
+        duration is not observed), and each of its tool calls with it.
 
-        `tool_types` are the types of the step's tool calls: a step's observation is
-        labelled with its distinct types joined by `+` (`function`, `code_interpreter+
-        function`), or `none` when it holds no tool call.
+        The duration is labelled with the distinct types of the step's tool calls joined by
+        `+` (`function`, `code_interpreter+function`), or `none` when it holds none. A tool
+        call is labelled with its name; built-in tools without one (web search, code
+        interpreter, ...) with their type.
         """
+        for _, tool_type, name in tools:
+            call = (name, status, tool_type)
+            labels = self._call_labels.get(call)
+            if labels is None:
+                labels = (self._tool_types(tool_type), self._tools(name or tool_type), status)
+                _remember(self._call_labels, call, labels)
+            self.tool_calls[labels] += 1
         if duration_s is None:
             return
-        kinds = "+".join(sorted(set(tool_types))) or NO_TOOL
-        labels = (source, self._step_types(step_type), self._step_tool_types(kinds))
-        self.step_seconds.observe(labels, max(duration_s, 0.0))
-
-    def tool_call_ended(self, name: str | None, status: str, tool_type: str) -> None:
-        """A tool call ended with its step's terminal `status`. Built-in tools without a
-        name (web search, code interpreter, ...) are labelled with their type."""
-        tool = self._tools(name or tool_type)
-        self.tool_calls[(self._tool_types(tool_type), tool, status)] += 1
+        types: tuple[str, ...] = ()
+        if len(tools) == 1:  # most tool steps: no list comprehension
+            types = (tools[0][1],)
+        elif tools:
+            types = tuple([type_ for _, type_, _ in tools])
+        key = (source, step_type, types)
+        series = self._step_series.get(key)
+        if series is None:
+            kinds = "+".join(sorted(set(types))) or NO_TOOL
+            labels = (source, self._step_types(step_type), self._step_tool_types(kinds))
+            series = self.step_seconds.of(labels)
+            _remember(self._step_series, key, series)
+        # In the first bucket whose upper bound is at least the duration.
+        series.counts[bisect_left(STEP_SECONDS_BUCKETS, duration_s)] += 1
+        series.sum += duration_s if duration_s > 0 else 0.0
 
     def run_ended(
         self,
@@ -180,3 +224,8 @@ class Telemetry:
         """An event that should carry a cost carries none: its model is unknown or has no
         price."""
         self.unpriced_events[self._models(model or NO_MODEL)] += 1
+
+
+def _remember(memo: dict[_K, _V], key: _K, value: _V) -> None:
+    if len(memo) < MEMO_MAX:
+        memo[key] = value

@@ -92,8 +92,8 @@ async def test_a_closed_step_counts_in_the_domain_metrics(
     t = worker.telemetry
     assert t.tool_calls[("function", "get_weather", "cancelled")] == 1
     labels = ("assistants", "tool_calls", "function")
-    assert sum(t.step_seconds.counts[labels]) == 1
-    assert t.step_seconds.sums[labels] == END - T0
+    assert sum(t.step_seconds.series[labels].counts) == 1
+    assert t.step_seconds.series[labels].sum == END - T0
     assert t.derived["run_step.cancelled"] == 1
 
 

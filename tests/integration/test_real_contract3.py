@@ -161,5 +161,5 @@ async def test_the_domain_metrics_count_recorded_runs_and_tool_calls(
     assert any(model != "none" for _, _, model in telemetry.runs_ended)
     tools = {(kind, name) for kind, name, _ in telemetry.tool_calls}
     assert any(kind == "function" for kind, _ in tools)
-    assert sum(sum(counts) for counts in telemetry.step_seconds.counts.values()) > 0
+    assert sum(sum(s.counts) for s in telemetry.step_seconds.series.values()) > 0
     assert sum(telemetry.cost_nano_usd.values()) > 0

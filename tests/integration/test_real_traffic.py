@@ -93,7 +93,7 @@ async def _in_order_then_shuffled(
         timed = sum(e["duration_s"] is not None for e in step_ends)
 
         async def counted() -> bool:
-            observed = sum(sum(c) for c in w.telemetry.step_seconds.counts.values())
+            observed = sum(sum(s.counts) for s in w.telemetry.step_seconds.series.values())
             return (sum(w.telemetry.tool_calls.values()), observed) == (calls, timed)
 
         await wait_until(counted, what="every step end and tool call in the domain metrics")

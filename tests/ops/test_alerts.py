@@ -86,8 +86,8 @@ async def test_every_metric_the_rules_and_dashboard_use_is_exposed(
     # The domain metrics have samples once a step, a tool call or a run ended: reported as
     # the commit path reports them.
     telemetry = worker.telemetry
-    telemetry.step_ended("assistants", "tool_calls", ["function"], 2.0)
-    telemetry.tool_call_ended("get_weather", "failed", "function")
+    call = ("call_1", "function", "get_weather")
+    telemetry.step_ended("assistants", "failed", "tool_calls", (call,), 2.0)
     telemetry.run_ended("assistants", "failed", "gpt-4o", TokenUsage(10, 2), 0.00005)
     telemetry.unpriced("my-local-llama")
     async with serving(worker) as base:

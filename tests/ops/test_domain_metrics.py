@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from service.core.prices import Prices, TokenUsage
 from service.settings import Settings
 from service.worker.app import build_worker
-from service.worker.telemetry import BUDGET_LIMITS, OTHER
+from service.worker.telemetry import BUDGET_LIMITS, MEMO_MAX, OTHER
 from tests.ops.test_http import scrape, serving
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -33,13 +33,14 @@ async def test_steps_tools_runs_tokens_cost_and_budgets_are_exposed(
     """Each telemetry call shows on /metrics with its labels; cost sums to the nano-dollar."""
     worker = build_worker(settings)
     t = worker.telemetry
-    t.step_ended("assistants", "tool_calls", ["function", "code_interpreter", "function"], 3.0)
-    t.step_ended("assistants", "tool_calls", ["function"], 0.2)
-    t.step_ended("responses", "message", [], 40.0)
-    t.step_ended("responses", "message", [], None)  # no end time known: not observed
-    t.tool_call_ended("get_weather", "completed", "function")
-    t.tool_call_ended("get_weather", "failed", "function")
-    t.tool_call_ended(None, "completed", "web_search")
+    weather = ("call_1", "function", "get_weather")
+    three = (weather, ("call_2", "code_interpreter", None), ("call_3", "function", "get_weather"))
+    t.step_ended("assistants", "completed", "tool_calls", three, 3.0)
+    t.step_ended("assistants", "failed", "tool_calls", (weather,), 0.2)
+    t.step_ended("responses", "completed", "message", (), 40.0)
+    t.step_ended("responses", "completed", "message", (), None)  # no end time: not observed
+    # No end time either: its duration is not observed, its tool call is counted.
+    t.step_ended("responses", "completed", "web_search_call", (("ws_1", "web_search", None),), None)
     usage = TokenUsage(
         input_tokens=1200, output_tokens=300, cached_input_tokens=200, reasoning_tokens=100
     )
@@ -68,9 +69,14 @@ async def test_steps_tools_runs_tokens_cost_and_budgets_are_exposed(
     assert value(m, "runsteps_step_duration_seconds_sum", **msg) == 40.0
 
     calls = "runsteps_tool_calls_ended_total"
-    assert value(m, calls, type="function", tool="get_weather", status="completed") == 1
+    assert value(m, calls, type="function", tool="get_weather", status="completed") == 2
     assert value(m, calls, type="function", tool="get_weather", status="failed") == 1
     assert value(m, calls, type="web_search", tool="web_search", status="completed") == 1
+    code = {"type": "code_interpreter", "tool": "code_interpreter", "status": "completed"}
+    assert value(m, calls, **code) == 1
+    assert label_values(m, "runsteps_step_duration_seconds_count", "step_type") == {
+        "tool_calls", "message"
+    }  # fmt: skip
 
     runs = "runsteps_runs_ended_total"
     assert value(m, runs, source="assistants", status="completed", model="gpt-4o") == 2
@@ -93,14 +99,16 @@ async def test_steps_tools_runs_tokens_cost_and_budgets_are_exposed(
 async def test_a_flood_of_unique_names_stays_within_the_label_bound(
     redis: Redis, settings: Settings
 ) -> None:
-    """Past RUNSTEPS_METRICS_MAX_LABELS distinct tools or models, the rest count as `other`."""
+    """Past RUNSTEPS_METRICS_MAX_LABELS distinct tools or models, the rest count as `other`;
+    so it stays past the labels the counting path remembers (MEMO_MAX)."""
     worker = build_worker(settings.model_copy(update={"metrics_max_labels": 5}))
     t = worker.telemetry
-    for i in range(1000):
-        t.tool_call_ended(f"tool_{i}", "completed", f"type_{i % 7}")
+    flood = MEMO_MAX + 1000
+    for i in range(flood):
+        call = (f"call_{i}", f"type_{i % 7}", f"tool_{i}")
+        t.step_ended("responses", "completed", f"item_{i}", (call,), 1.0)
         t.run_ended("responses", "completed", f"model-{i}", TokenUsage(10, 1), 0.001)
         t.unpriced(f"model-{i}")
-        t.step_ended("responses", f"item_{i}", [f"kind_{i}"], 1.0)
 
     async with serving(worker) as base:
         m = await scrape(base)
@@ -119,8 +127,11 @@ async def test_a_flood_of_unique_names_stays_within_the_label_bound(
         assert OTHER in values, (name, label)
         assert len(values) == 6, (name, label, sorted(values))  # 5 kept + other
     # Nothing is lost: every call is counted, under its name or under `other`.
-    assert sum(n for (k, _), n in m.items() if k == "runsteps_tool_calls_ended_total") == 1000
+    assert sum(n for (k, _), n in m.items() if k == "runsteps_tool_calls_ended_total") == flood
+    assert sum(
+        n for (k, _), n in m.items() if k == "runsteps_step_duration_seconds_count"
+    ) == flood  # fmt: skip
     assert value(m, "runsteps_runs_ended_total", source="responses", status="completed",
-                 model=OTHER) == 995  # fmt: skip
-    assert value(m, "runsteps_cost_usd_total", model=OTHER) == 0.995
+                 model=OTHER) == flood - 5  # fmt: skip
+    assert value(m, "runsteps_cost_usd_total", model=OTHER) == (flood - 5) / 1000
     assert value(m, "runsteps_unpriced_total", model="model-0") == 1  # the same 5 models kept
