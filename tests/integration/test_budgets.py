@@ -115,3 +115,24 @@ async def test_no_budget_no_event(conn: PartitionClient, redis: Redis, settings:
         entries += [step(f"s{i}", "completed", ended_at=T0 + 1, usage=(4000, 2000))]
     await _apply(conn, redis, settings, *entries)
     assert _budget_events(await read_json(redis, settings.derived_stream)) == []
+
+
+async def test_an_unpriced_run_passes_no_usd_budget_and_commits(
+    conn: PartitionClient, redis: Redis, settings: Settings
+) -> None:
+    """A usd budget set and a model with no price: its usage is published unpriced (null
+    cost), no usd event, and every entry commits (none left pending, none dead)."""
+    s = settings.model_copy(update={"budget_usd": 0.0000001})
+    unpriced = run("run_demo", "in_progress")
+    unpriced["data"]["model"] = "my-local-llama"
+    entries = [unpriced]
+    for i in range(3):
+        entries += [step(f"s{i}", "completed", ended_at=T0 + 1, usage=(4000, 2000))]
+    await _apply(conn, redis, s, *entries)
+    events = await read_json(redis, s.derived_stream)
+    usage = [e for e in events if e["type"] == "run.usage"]
+    assert len(usage) == 3
+    assert {(e["model"], e["cost_usd"]) for e in usage} == {("my-local-llama", None)}
+    assert _budget_events(events) == []
+    assert (await redis.xpending(s.source_stream, s.group))["pending"] == 0
+    assert await redis.xlen(s.dlq_stream) == 0

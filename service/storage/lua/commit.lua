@@ -24,6 +24,8 @@ for _, limit in ipairs({'tokens', 'usd', 'steps', 'seconds'}) do
   local given = ARGV[BATCH['budget_' .. limit]]
   if given ~= '' then BUDGET[limit] = {tonumber(given), given} end
 end
+local BUDGETED = next(BUDGET) ~= nil
+local NO_EVENTS = {}  -- shared, never added to
 -- The run-wide fields read once per group, in this order (positions below).
 -- (Each field read scans a compact hash: the budgets' two only while a budget is set.)
 local FIXED = {F.live, F.thread, F.assistant, F.rounds, TOTALS[1], TOTALS[2], TOTALS[3],
@@ -31,7 +33,7 @@ local FIXED = {F.live, F.thread, F.assistant, F.rounds, TOTALS[1], TOTALS[2], TO
                F.state}
 local AT_LIVE, AT_THREAD, AT_ASSISTANT, AT_ROUNDS, AT_TOTALS, AT_ENDED = 1, 2, 3, 4, 4, 8
 local AT_MODEL, AT_PRICES, AT_RUN, AT_STARTED, AT_EXCEEDED = 14, 15, 16, 17, 18
-if next(BUDGET) then
+if BUDGETED then
   FIXED[AT_STARTED], FIXED[AT_EXCEEDED] = F.started, F.exceeded
 end
 local STEP_BYTE, TOOLS_BYTE = string.byte(STEP_PREFIX), string.byte(TOOLS_PREFIX)
@@ -58,10 +60,12 @@ local function publish(data)
   redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', data)
 end
 
--- A cost in nano-dollars as a JSON number of US dollars, exact to the nano-dollar.
-local function usd(nano)
-  return string.format('%d.%09d', math.floor(nano / 1e9), nano % 1e9)
-end
+-- run.usage's fields after its template: totals, steps counted, model, then its cost fields.
+local USAGE_FIELDS = '%s,"prompt_tokens":%.0f,"completion_tokens":%.0f,"total_tokens":%.0f,'
+  .. '"steps_counted":%d,"model":%s,'
+-- Its cost priced here: US dollars exact to the nano-dollar, then the price table's model.
+local USAGE_PRICED = USAGE_FIELDS .. '"cost_usd":%d.%09d,"priced_model":%s}'
+local USAGE_GIVEN = USAGE_FIELDS .. '%s}'  -- cost fields as the entry gives them
 
 -- A run's prices (F.prices: 'in,cached,out' nano-dollars per token, then the price table's
 -- model as JSON): input and output as numbers, and that model.
@@ -73,22 +77,20 @@ end
 
 -- run.usage: the template the entry carries, closed with these totals, the run's model and
 -- `cost` (its cost fields), or else the totals priced at the run's `prices` (parsed; totals
--- do not say which input was cached, so all is input). Returns the cost in US dollars, as
--- written, or nil.
+-- do not say which input was cached, so all is input). Returns the event (one string.format:
+-- each string Lua makes costs), for `usage_cost` to read only while a usd budget is set.
 local function publish_usage(template, totals, model, prices, cost)
-  if cost == '' then
-    if prices then
-      local nano = math.floor(totals[1] * prices[1] + totals[2] * prices[2] + 0.5)
-      cost = '"cost_usd":' .. usd(nano) .. ',"priced_model":' .. prices[3]
-    else
-      cost = '"cost_usd":null,"priced_model":null'
-    end
+  local event
+  if cost == '' and prices then
+    local nano = math.floor(totals[1] * prices[1] + totals[2] * prices[2] + 0.5)
+    event = string.format(USAGE_PRICED, template, totals[1], totals[2], totals[3], totals[4],
+      model or 'null', math.floor(nano / 1e9), nano % 1e9, prices[3])
+  else
+    event = string.format(USAGE_GIVEN, template, totals[1], totals[2], totals[3], totals[4],
+      model or 'null', cost ~= '' and cost or '"cost_usd":null,"priced_model":null')
   end
-  publish(string.format(
-    '%s,"prompt_tokens":%.0f,"completion_tokens":%.0f,"total_tokens":%.0f,"steps_counted":%d,'
-    .. '"model":%s,%s}', template, totals[1], totals[2], totals[3], totals[4], model or 'null',
-    cost))
-  return string.match(cost, '^"cost_usd":([^,]+),')
+  publish(event)
+  return event
 end
 
 -- The cost or duration a run's end reports, as written, or nil.
@@ -267,7 +269,8 @@ while at <= nargs do
   -- A budget passed: its event (once per run and limit) goes into `into`.
   local function exceed(limit, value, event, into)
     local budget = BUDGET[limit]
-    if not budget or tonumber(value) <= budget[1] then return end
+    local reached = tonumber(value)  -- nil for a null cost: an unpriced run passes no budget
+    if not budget or not reached or reached <= budget[1] then return end
     if string.find(',' .. exceeded .. ',', ',' .. limit .. ',', 1, true) then return end
     exceeded = exceeded == '' and limit or (exceeded .. ',' .. limit)
     set(F.exceeded, exceeded)
@@ -284,7 +287,9 @@ while at <= nargs do
       usage_event, tools, round, wait_event, model, prices, usage_cost
     local step = string.byte(ARGV[at], 1) == STEP_BYTE
     local run_closed, late_closed  -- step ends a run's end (or a late start) published
-    local passed = {}  -- budget events this entry's op published, after its own
+    -- Budget events this entry's op published, after its own (none while no budget is set:
+    -- `exceed` adds only for a limit that is set).
+    local passed = BUDGETED and {} or NO_EVENTS
     if step then
       field, source_id, status, names, state, deadline, start_event, end_event, usage,
         usage_event, tools = unpack(ARGV, at, at + STEP_ARGS - 1)
@@ -453,9 +458,12 @@ while at <= nargs do
       if step and publishes['end'] then publish(end_event) end  -- a step's end, then usage
       if publishes.usage and usage ~= '' then  -- a run's usage, then its end
         if current_prices == false then current_prices = parse_prices(got[AT_PRICES]) end
-        local cost = publish_usage(usage_event, totals, current_model, current_prices,
-          usage_cost or '')
-        if cost then exceed('usd', cost, end_event, passed) end
+        local usage_published = publish_usage(usage_event, totals, current_model,
+          current_prices, usage_cost or '')
+        if BUDGET.usd then
+          local cost = reported(usage_published, 'cost_usd')
+          if cost then exceed('usd', cost, end_event, passed) end
+        end
       end
       if not step and publishes['end'] then
         if run_closed then
@@ -472,7 +480,9 @@ while at <= nargs do
           names_of[status]))
       end
     end
-    for _, event in ipairs(passed) do publish(event) end
+    if passed ~= NO_EVENTS then
+      for _, event in ipairs(passed) do publish(event) end
+    end
     results[#results + 1] = act
   end
   if #out > 0 then
