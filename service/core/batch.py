@@ -24,7 +24,9 @@ from service.core.reported import Reported
 
 __all__ = ["Batch", "DeadLetter", "Entry", "Partitioning", "build_batch", "describe"]
 
-_ENVELOPED = (StepEntry, RunEntry)  # a tuple: `A | B` would build a union per entry
+# Tuples: `A | B` in an isinstance would build a union object per entry.
+_ENVELOPED = (StepEntry, RunEntry)  # may carry an event name its object disagrees with
+_NO_OPS = (Ignored, ErrorReport, Rejection)  # decoded entries that move no step or run
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 """One stream entry as redis-py returns it: (entry id, fields)."""
@@ -125,7 +127,7 @@ def build_batch(
             decoded = decode_entry(fields, max_payload_bytes, seen_at)
             ops = (
                 []
-                if isinstance(decoded, Ignored | ErrorReport | Rejection)
+                if isinstance(decoded, _NO_OPS)
                 else _ops(source_id, reported(decoded), now, stall_after_s, prices)
             )
         except Exception as exc:  # a bug, not the entry's bytes: it stays pending
