@@ -39,17 +39,28 @@ def bench_settings(redis_url: str, tag: str, **overrides: object) -> Settings:
 class WorkerProcess:
     """One worker subprocess; its log goes to a temporary file, shown if it fails."""
 
-    def __init__(self, settings: Settings, consumer: str, root: Path = ROOT) -> None:
-        """`root`: the source tree to run the worker from (another build's, to compare)."""
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: str,
+        root: Path = ROOT,
+        *,
+        wrapper: tuple[str, ...] = (),
+        hash_seed: str | None = None,
+    ) -> None:
+        """`root`: the source tree to run the worker from (another build's, to compare);
+        `wrapper`: a command to run it under (valgrind); `hash_seed`: PYTHONHASHSEED."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTEPS_")}
         for name, value in settings.model_dump().items():
             env[f"RUNSTEPS_{name.upper()}"] = "" if value is None else str(value)  # "": unset
         env["RUNSTEPS_CONSUMER"] = consumer
+        if hash_seed is not None:
+            env["PYTHONHASHSEED"] = hash_seed
         self.consumer = consumer
         self._text = ""
         self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115  # closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "worker"],
+            [*wrapper, sys.executable, "-m", "service", "worker"],
             cwd=root,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -70,9 +70,12 @@ class LocalRedis:
         port: int | None = None,
         args: tuple[str, ...] = (),
         data_dir: Path | None = None,
+        wrapper: tuple[str, ...] = (),
     ) -> None:
+        """`wrapper`: a command to run the server under (bench.instructions: valgrind)."""
         self.port = port or free_port()
         self.args = args
+        self.wrapper = wrapper
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="runsteps-redis-")
@@ -88,6 +91,7 @@ class LocalRedis:
     def start(self, timeout_s: float = 10.0) -> LocalRedis:
         """Start the server and wait until it answers PING."""
         cmd = [
+            *self.wrapper,
             find_redis_server(),
             "--bind", "127.0.0.1",
             "--port", str(self.port),
@@ -122,12 +126,13 @@ class LocalRedis:
         if self.proc is not None and self.proc.stderr is not None:
             self.proc.stderr.close()
 
-    def stop(self) -> None:
-        """Stop the server and remove its private data directory."""
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the server (SIGTERM, SIGKILL after `timeout_s`) and remove its private data
+        directory."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
