@@ -160,7 +160,8 @@ class Processor:
         for item in also:
             if item.startswith("{"):  # a closed step's end event
                 ended = closed_step(item)
-                self.telemetry.derived[STEP_END_TYPES[ended[1]]] += 1
+                _, status, *_ = ended  # StepEnded: (source, status, ...)
+                self.telemetry.derived[STEP_END_TYPES[status]] += 1
                 self.telemetry.step_ended(*ended)
                 continue
             type_, _, limit = item.partition("|")

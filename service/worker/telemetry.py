@@ -135,8 +135,9 @@ class Telemetry:
     _tool_types: BoundedLabels = field(init=False)
     _step_types: BoundedLabels = field(init=False)
     _step_tool_types: BoundedLabels = field(init=False)  # joined types: a label of its own
-    # Bounded labels by raw values (MEMO_MAX each): sound because a bound's answer for a
-    # value never changes (kept stays kept; `other` stays `other`).
+    # What raw values count into (MEMO_MAX each): a step's histogram series, a tool call's
+    # bounded labels. Sound because a bound's answer for a value never changes (kept stays
+    # kept; `other` stays `other`).
     _step_series: dict[tuple[str, str, tuple[str, ...]], Series] = field(
         init=False, default_factory=dict
     )
@@ -189,7 +190,7 @@ class Telemetry:
             series = self.step_seconds.of(labels)
             _remember(self._step_series, key, series)
         # In the first bucket whose upper bound is at least the duration.
-        series.counts[bisect_left(STEP_SECONDS_BUCKETS, duration_s)] += 1
+        series.counts[bisect_left(self.step_seconds.bounds, duration_s)] += 1
         series.sum += duration_s if duration_s > 0 else 0.0
 
     def run_ended(

@@ -77,8 +77,9 @@ end
 
 -- run.usage: the template the entry carries, closed with these totals, the run's model and
 -- `cost` (its cost fields), or else the totals priced at the run's `prices` (parsed; totals
--- do not say which input was cached, so all is input). Returns the event (one string.format:
--- each string Lua makes costs), for `usage_cost` to read only while a usd budget is set.
+-- do not say which input was cached, so all is input). Built in one string.format (each
+-- string Lua makes costs); returns the event, whose cost the caller reads back (`reported`)
+-- only while a usd budget is set.
 local function publish_usage(template, totals, model, prices, cost)
   local event
   if cost == '' and prices then
