@@ -235,7 +235,7 @@ class _RunIds(_Derived):
     assistant_id: str | None
     model: str | None = Field(
         description="the run's (or response's) model as the payload reports it; null until "
-        "any payload of the run names it"
+        "any payload of the run names it (an empty string names none)"
     )
 
 

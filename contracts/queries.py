@@ -61,7 +61,8 @@ class RunState(_Answer):
     usage: TokenTotals
     model: str | None = Field(description="the run's model, once a payload named it")
     cost_usd: float | None = Field(
-        description="the usage totals priced at the run's model's prices (null: unpriced)"
+        description="the cost the run's last run.usage reported: the usage totals at the "
+        "run's model's prices (null: unpriced)"
     )
     priced_model: str | None
     budgets_exceeded: list[BudgetLimit] = Field(description="budgets the run has passed")

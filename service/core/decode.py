@@ -207,7 +207,7 @@ def reported_run(run: Run) -> ReportedRun:
         incomplete_details=None
         if run.incomplete_details is None
         else run.incomplete_details.model_dump(mode="json"),
-        model=run.model,
+        model=run.model or None,  # an empty model names none
     )
 
 
@@ -258,7 +258,7 @@ def _response_run(response: ResponseObject) -> ReportedRun:
         incomplete_details=None
         if response.incomplete_details is None
         else response.incomplete_details.model_dump(mode="json", exclude_none=True),
-        model=response.model,
+        model=response.model or None,
     )
 
 

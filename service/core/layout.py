@@ -63,6 +63,10 @@ class RunField(StrEnum):
     PRICES = "pv"
     STARTED = "ns"  # steps started (for the steps budget)
     EXCEEDED = "bx"  # budgets passed (their limits, comma-separated): each published once
+    # The cost fields run.usage of the run's own totals reported ('"cost_usd":...,
+    # "priced_model":...': a response's usage, priced with its details); absent while the
+    # totals are its steps' sums, which the read models price at PRICES as the script does.
+    COST = "uc"
 
 
 TOTALS = (RunField.PROMPT, RunField.COMPLETION, RunField.TOTAL, RunField.COUNTED)

@@ -40,6 +40,7 @@ _PRICING = (
     RunField.MODEL.value,
     RunField.PRICES.value,
     RunField.EXCEEDED.value,
+    RunField.COST.value,
 )
 MAX_PAGE = 1000
 """The most steps one answer holds: a run of any size is read in pages."""
@@ -139,9 +140,12 @@ async def run_state(
     ids = [name.removeprefix(STEP_PREFIX) for name in sorted(steps)]
     tools = await conn.redis.hmget(key, [tools_field(i) for i in ids]) if ids else []
     usage = TokenTotals(**{k: int(got[k] or 0) for k in _USAGE})
-    prices = got[RunField.PRICES]
+    prices, reported = got[RunField.PRICES], got[RunField.COST]
     cost = priced = None
-    if prices:
+    if reported:  # the run's own usage, as its run.usage priced it
+        fields = json.loads("{" + reported + "}")
+        cost, priced = fields["cost_usd"], fields["priced_model"]
+    elif prices:
         nano, priced = totals_cost(prices, usage.prompt_tokens, usage.completion_tokens)
         cost = nano / 1e9
     created, ended = _num(run.get("c")), _num(run.get("d"))

@@ -428,9 +428,11 @@ while at <= nargs do
     then
       exceed('tokens', string.format('%.0f', totals[3]), end_event, passed)
     end
-    if tools and tools ~= '' and (act == ACT.START or act == ACT.BEGIN_END) then
-      -- Kept while it may be needed of a step in progress (stalls, its run's end) and for
-      -- the query API; an ending step's own end event lists them already.
+    if tools and tools ~= '' and (act == ACT.START or act == ACT.END or act == ACT.BEGIN_END)
+    then
+      -- Its calls as its latest applied entry lists them, for its stalls and its run's end
+      -- while it is in progress, and for the query API: an Assistants stream creates a
+      -- tool step with none, its end lists them.
       set(TOOLS_PREFIX .. subject, tools)
     end
     if act == ACT.WAIT_START or act == ACT.AWAIT then
@@ -461,6 +463,9 @@ while at <= nargs do
         if current_prices == false then current_prices = parse_prices(got[AT_PRICES]) end
         local usage_published = publish_usage(usage_event, totals, current_model,
           current_prices, usage_cost or '')
+        if usage_cost and usage_cost ~= '' then
+          set(F.cost, usage_cost)  -- the query API answers the cost this reported
+        end
         if BUDGET.usd then
           local cost = reported(usage_published, 'cost_usd')
           if cost then exceed('usd', cost, end_event, passed) end
