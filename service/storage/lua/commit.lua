@@ -15,6 +15,14 @@
 -- KEYS and ARGV: service/storage/protocol.py, which builds them (STEP_ARGS and RUN_ARGS are
 -- how many arguments one op takes; the two unpack() lines below name them in its order).
 -- Returns one action letter per op, in order: what was done (lifecycle.Action).
+-- Locals for the functions called per op: a global's lookup costs two table reads.
+local byte, sub, find, match, format = string.byte, string.sub, string.find, string.match,
+  string.format
+local call, encode, floor, tonumber, unpack = redis.call, cjson.encode, math.floor, tonumber,
+  unpack
+-- The actions tested per op, as locals too.
+local START, END, BEGIN_END, AWAIT, WAIT_START, MOVE, REJECT = ACT.START, ACT.END,
+  ACT.BEGIN_END, ACT.AWAIT, ACT.WAIT_START, ACT.MOVE, ACT.REJECT
 local derived, source, stalls, budget_index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, maxlen, ttl = ARGV[BATCH.group], ARGV[BATCH.maxlen], ARGV[BATCH.ttl]
 local nacks = tonumber(ARGV[BATCH.acks])
@@ -36,8 +44,8 @@ local AT_MODEL, AT_PRICES, AT_RUN, AT_STARTED, AT_EXCEEDED = 14, 15, 16, 17, 18
 if BUDGETED then
   FIXED[AT_STARTED], FIXED[AT_EXCEEDED] = F.started, F.exceeded
 end
-local STEP_BYTE, TOOLS_BYTE = string.byte(STEP_PREFIX), string.byte(TOOLS_PREFIX)
-local BY_RUN_BYTE = string.byte(BY_RUN_MARK)
+local STEP_BYTE, TOOLS_BYTE = byte(STEP_PREFIX), byte(TOOLS_PREFIX)
+local BY_RUN_BYTE = byte(BY_RUN_MARK)
 -- A step's state string: status, refused, created_at, type, ended, then the rest.
 local STATE_PARTS = '^(.)' .. SEP .. '([^' .. SEP .. ']*)' .. SEP .. '([^' .. SEP .. ']*)'
   .. SEP .. '([^' .. SEP .. ']*)' .. SEP .. '[^' .. SEP .. ']*' .. SEP .. '(.*)$'
@@ -45,8 +53,14 @@ local STATE_PARTS = '^(.)' .. SEP .. '([^' .. SEP .. ']*)' .. SEP .. '([^' .. SE
 local RUN_STATE_PARTS = '^.' .. SEP .. '[^' .. SEP .. ']*' .. SEP .. '([^' .. SEP .. ']*)' .. SEP
   .. '([^' .. SEP .. ']*)$'
 local REFUSED = '^.' .. SEP .. '([^' .. SEP .. ']*)'  -- a state's refused statuses' codes
--- Token totals are doubles, written with '%.0f' (never '%d', which wraps past 2^63): exact
--- up to 2^53-1, which counts bounded at decode (contracts/limits.py) keep for 2^20 steps.
+-- Token totals are doubles, exact up to 2^53-1, which counts bounded at decode
+-- (contracts/limits.py) keep for 2^20 steps. Below 2^53 they are written with '%d', past it
+-- with '%.0f' (whose float formatting costs several times as much), never with '%d' there:
+-- its C cast wraps past 2^63.
+local EXACT = 2^53
+local function count(n)
+  return format(n < EXACT and '%d' or '%.0f', n)
+end
 local results = {}
 -- What was published beyond PUBLISHES (the protocol's Committed.also): the end events of
 -- the steps runs' ends closed, and 'run.budget_exceeded|<limit>'.
@@ -57,20 +71,23 @@ local acks, held = {}, {}  -- entries to ack; entries not to (their identity mis
 for i = BATCH.acks + 1, BATCH.acks + nacks do acks[#acks + 1] = ARGV[i] end
 
 local function publish(data)
-  redis.call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', data)
+  call('XADD', derived, 'MAXLEN', '~', maxlen, '*', 'data', data)
 end
 
--- run.usage's fields after its template: totals, steps counted, model, then its cost fields.
-local USAGE_FIELDS = '%s,"prompt_tokens":%.0f,"completion_tokens":%.0f,"total_tokens":%.0f,'
-  .. '"steps_counted":%d,"model":%s,'
--- Its cost priced here: US dollars exact to the nano-dollar, then the price table's model.
-local USAGE_PRICED = USAGE_FIELDS .. '"cost_usd":%d.%09d,"priced_model":%s}'
-local USAGE_GIVEN = USAGE_FIELDS .. '%s}'  -- cost fields as the entry gives them
+-- run.usage's formats after its template: totals written as `totals` (see count), steps
+-- counted, model, then its cost fields: priced here (US dollars exact to the nano-dollar,
+-- then the price table's model), or given (as the entry gives them).
+local function usage_formats(totals)
+  local fields = '%s,"prompt_tokens":' .. totals .. ',"completion_tokens":' .. totals
+    .. ',"total_tokens":' .. totals .. ',"steps_counted":%d,"model":%s,'
+  return {priced = fields .. '"cost_usd":%d.%09d,"priced_model":%s}', given = fields .. '%s}'}
+end
+local USAGE, USAGE_WIDE = usage_formats('%d'), usage_formats('%.0f')
 
 -- A run's prices (F.prices: 'in,cached,out' nano-dollars per token, then the price table's
 -- model as JSON): input and output as numbers, and that model.
 local function parse_prices(prices)
-  local input, _, output, priced = string.match(prices or '', '^([^,]+),([^,]+),([^,]+),(.*)$')
+  local input, _, output, priced = match(prices or '', '^([^,]+),([^,]+),([^,]+),(.*)$')
   if input then return {tonumber(input), tonumber(output), priced} end
   return nil
 end
@@ -82,12 +99,14 @@ end
 -- only while a usd budget is set.
 local function publish_usage(template, totals, model, prices, cost)
   local event
+  local forms = (totals[1] < EXACT and totals[2] < EXACT and totals[3] < EXACT) and USAGE
+    or USAGE_WIDE
   if cost == '' and prices then
-    local nano = math.floor(totals[1] * prices[1] + totals[2] * prices[2] + 0.5)
-    event = string.format(USAGE_PRICED, template, totals[1], totals[2], totals[3], totals[4],
-      model or 'null', math.floor(nano / 1e9), nano % 1e9, prices[3])
+    local nano = floor(totals[1] * prices[1] + totals[2] * prices[2] + 0.5)
+    event = format(forms.priced, template, totals[1], totals[2], totals[3], totals[4],
+      model or 'null', floor(nano / 1e9), nano % 1e9, prices[3])
   else
-    event = string.format(USAGE_GIVEN, template, totals[1], totals[2], totals[3], totals[4],
+    event = format(forms.given, template, totals[1], totals[2], totals[3], totals[4],
       model or 'null', cost ~= '' and cost or '"cost_usd":null,"priced_model":null')
   end
   publish(event)
@@ -96,7 +115,7 @@ end
 
 -- The cost or duration a run's end reports, as written, or nil.
 local function reported(end_event, name)
-  local value = string.match(end_event, ',"' .. name .. '":([%d%.eE+-]+)')
+  local value = match(end_event, ',"' .. name .. '":([%d%.eE+-]+)')
   return value
 end
 
@@ -105,11 +124,11 @@ local function chunked(command, key, list, n)
   if #list == 0 then
     return {}
   elseif #list <= n then
-    return redis.call(command, key, unpack(list))  -- the common case: one call, as is
+    return call(command, key, unpack(list))  -- the common case: one call, as is
   end
   local replies = {}
   for i = 1, #list, n do
-    local reply = redis.call(command, key, unpack(list, i, math.min(i + n - 1, #list)))
+    local reply = call(command, key, unpack(list, i, math.min(i + n - 1, #list)))
     if type(reply) == 'table' then
       for _, v in ipairs(reply) do replies[#replies + 1] = v end
     end
@@ -122,10 +141,10 @@ end
 local FROM_FIELD = '"from_status":"%FROM%"'
 local FROM_VALUE_AT = #'"from_status":'  -- where the value starts, less one
 local function spliced(template, name)
-  local at = string.find(template, FROM_FIELD, 1, true)
+  local at = find(template, FROM_FIELD, 1, true)
   local value = name and ('"' .. name .. '"') or 'null'
-  return string.sub(template, 1, at + FROM_VALUE_AT - 1) .. value
-    .. string.sub(template, at + #FROM_FIELD)
+  return sub(template, 1, at + FROM_VALUE_AT - 1) .. value
+    .. sub(template, at + #FROM_FIELD)
 end
 
 -- An event of an ending entry that the worker did not build: its type and id, the ids
@@ -133,7 +152,7 @@ end
 -- first ',"from_status":' ends them), then `rest`.
 local function built(type_, run_id, subject, qualifier, finish, rest)
   return '{"type":"' .. type_ .. '","event_id":"' .. event_id(run_id, subject, type_, qualifier)
-    .. '",' .. string.match(finish, '^{"type":"[^"]*","event_id":"[^"]*",(.-),"from_status":')
+    .. '",' .. match(finish, '^{"type":"[^"]*","event_id":"[^"]*",(.-),"from_status":')
     .. ',' .. rest
 end
 
@@ -146,7 +165,7 @@ end
 -- The rejection of a second terminal status `to` for a subject already `from`.
 local function built_rejection(step, run_id, subject, finish, from, to)
   local kind = step and 'step' or 'run'
-  local occurred = string.match(finish, ',"occurred_at":([^,]*),')
+  local occurred = match(finish, ',"occurred_at":([^,]*),')
   return built((step and 'run_step' or 'run') .. '.transition_rejected', run_id, subject, to,
     finish, '"from_status":"' .. from .. '","to_status":"' .. to .. '","occurred_at":'
     .. occurred .. ',"reason":"' .. kind .. ' is already ' .. from
@@ -155,13 +174,13 @@ end
 
 -- A number as core/state.py writes it: an integer without a point, else its shortest form.
 local function number(n)
-  if n == math.floor(n) then return string.format('%d', n) end
-  return string.format('%.17g', n)
+  if n == floor(n) then return format('%d', n) end
+  return format('%.17g', n)
 end
 
 -- When an ended run ended, as a JSON number, from its state string (nil if not kept).
 local function run_ended_at(run_state)
-  local created, ended = string.match(run_state, RUN_STATE_PARTS)
+  local created, ended = match(run_state, RUN_STATE_PARTS)
   if created and created ~= '' and ended and ended ~= '' then
     return number(tonumber(created) + tonumber(ended))
   end
@@ -174,7 +193,7 @@ end
 -- step; a Responses item's events name none.
 local function ended_by_run(run_id, step_id, now, run_code, occurred, thread, assistant,
                             tools)
-  local _, refused, created, type_, rest = string.match(now, STATE_PARTS)
+  local _, refused, created, type_, rest = match(now, STATE_PARTS)
   local assistants = STEP_TYPE_NAMES[type_] ~= nil  -- Assistants types are one-letter codes
   local to = BY_RUN[assistants and 'assistants' or 'responses'][run_code]
   local at, since = tonumber(occurred), tonumber(created)
@@ -183,15 +202,15 @@ local function ended_by_run(run_id, step_id, now, run_code, occurred, thread, as
     .. (duration and number(duration) or '') .. SEP .. rest
   local type_name = STEP_END_TYPES[to]
   local step_type = assistants and STEP_TYPE_NAMES[type_]
-    or (string.byte(type_, 1) == 61 and string.sub(type_, 2) or type_)  -- '=': core/state.py
+    or (byte(type_, 1) == 61 and sub(type_, 2) or type_)  -- '=': core/state.py
   local event = '{"type":"' .. type_name .. '","event_id":"'
     .. event_id(run_id, step_id, type_name, '') .. '","source":"'
-    .. (assistants and 'assistants' or 'responses') .. '","step_id":' .. cjson.encode(step_id)
-    .. ',"run_id":' .. cjson.encode(run_id) .. ',"thread_id":'
+    .. (assistants and 'assistants' or 'responses') .. '","step_id":' .. encode(step_id)
+    .. ',"run_id":' .. encode(run_id) .. ',"thread_id":'
     .. (assistants and thread or 'null') .. ',"assistant_id":'
     .. (assistants and assistant or 'null') .. ',"tools":' .. (tools or '[]')
     .. ',"from_status":"in_progress","to_status":"' .. STEP_NAMES[to] .. '","occurred_at":'
-    .. occurred .. ',"step_type":' .. cjson.encode(step_type) .. ',"duration_s":'
+    .. occurred .. ',"step_type":' .. encode(step_type) .. ',"duration_s":'
     .. (duration and number(duration) or 'null')
     .. ',"usage":null,"last_error":null,"ended_by_run":true}'
   return to, state, event
@@ -216,7 +235,7 @@ while at <= nargs do
       want[#want + 1] = f
       want_at[f] = #want
     end
-    scan = scan + (string.byte(f, 1) == STEP_BYTE and STEP_ARGS or RUN_ARGS)
+    scan = scan + (byte(f, 1) == STEP_BYTE and STEP_ARGS or RUN_ARGS)
   end
   local got = chunked('HMGET', run, want, 4000)
   local current = {}  -- each subject's state string, as this group leaves it
@@ -250,7 +269,7 @@ while at <= nargs do
     return loaded
   end
   local function json_or_null(value)
-    return (value and value ~= '') and cjson.encode(value) or 'null'
+    return (value and value ~= '') and encode(value) or 'null'
   end
   -- Ends `step_id` (state `now`) with its run's end: state, counts, stall index; its event
   -- goes into `into`, published before the run's own end.
@@ -259,7 +278,7 @@ while at <= nargs do
     local to, state, event = ended_by_run(run_id, step_id, now, run_code, occurred,
       json_or_null(got[AT_THREAD] or (not clash and thread) or nil),
       json_or_null(got[AT_ASSISTANT] or (not clash and assistant) or nil),
-      current[TOOLS_PREFIX .. step_id] or redis.call('HGET', run, TOOLS_PREFIX .. step_id))
+      current[TOOLS_PREFIX .. step_id] or call('HGET', run, TOOLS_PREFIX .. step_id))
     set(f, state)
     counts = counts or load_counts()
     counts[ENDED_AT[to]] = counts[ENDED_AT[to]] + 1
@@ -272,21 +291,21 @@ while at <= nargs do
     local budget = BUDGET[limit]
     local reached = tonumber(value)  -- nil for a null cost: an unpriced run passes no budget
     if not budget or not reached or reached <= budget[1] then return end
-    if string.find(',' .. exceeded .. ',', ',' .. limit .. ',', 1, true) then return end
+    if find(',' .. exceeded .. ',', ',' .. limit .. ',', 1, true) then return end
     exceeded = exceeded == '' and limit or (exceeded .. ',' .. limit)
     set(F.exceeded, exceeded)
-    local ids = '"source":"' .. string.match(event, '"source":"(%a+)"') .. '","run_id":'
-      .. cjson.encode(run_id) .. ',"thread_id":'
+    local ids = '"source":"' .. match(event, '"source":"(%a+)"') .. '","run_id":'
+      .. encode(run_id) .. ',"thread_id":'
       .. json_or_null(got[AT_THREAD] or (not clash and thread) or nil) .. ',"assistant_id":'
       .. json_or_null(got[AT_ASSISTANT] or (not clash and assistant) or nil)
     into[#into + 1] = budget_event(run_id, ids, current_model, limit, budget[2], value,
-      string.match(event, ',"occurred_at":([^,}]*)'))
+      match(event, ',"occurred_at":([^,}]*)'))
     also[#also + 1] = 'run.budget_exceeded|' .. limit
   end
   for _ = 1, nops do
     local field, source_id, status, names, state, deadline, start_event, end_event, usage,
       usage_event, tools, round, wait_event, model, prices, usage_cost
-    local step = string.byte(ARGV[at], 1) == STEP_BYTE
+    local step = byte(ARGV[at], 1) == STEP_BYTE
     local run_closed, late_closed  -- step ends a run's end (or a late start) published
     -- Budget events this entry's op published, after its own (none while no budget is set:
     -- `exceed` adds only for a limit that is set).
@@ -301,9 +320,9 @@ while at <= nargs do
         at + RUN_ARGS - 1)
       at = at + RUN_ARGS
     end
-    local subject = step and string.sub(field, 2) or ''  -- a step's id; a run's own: ''
+    local subject = step and sub(field, 2) or ''  -- a step's id; a run's own: ''
     local now = current[field]
-    local have = now and string.sub(now, 1, 1) or ''
+    local have = now and sub(now, 1, 1) or ''
     local act = (step and STEP or RUN)[have .. status]
     if clash and names ~= '' then
       act = ACT.IDENTITY_MISMATCH
@@ -321,25 +340,25 @@ while at <= nargs do
       end
     end
     -- The state's effects of the action.
-    if act == ACT.REJECT then
-      local refused = string.match(now, REFUSED)
-      if string.byte(refused, 1) == BY_RUN_BYTE then
+    if act == REJECT then
+      local refused = match(now, REFUSED)
+      if byte(refused, 1) == BY_RUN_BYTE then
         act = ACT.LATE  -- ended by its run: its own end comes too late
-      elseif string.find(refused, status, 1, true) then
+      elseif find(refused, status, 1, true) then
         act = ACT.DUPLICATE  -- refused already: one rejection per status
       else
-        set(field, string.sub(now, 1, 2) .. refused .. status .. string.sub(now, 3 + #refused))
+        set(field, sub(now, 1, 2) .. refused .. status .. sub(now, 3 + #refused))
         ended = true
       end
-    elseif act == ACT.START or act == ACT.WAIT_START then
+    elseif act == START or act == WAIT_START then
       set(field, state)
       local run_now = current[F.state]
-      local run_code = run_now and string.sub(run_now, 1, 1)
+      local run_code = run_now and sub(run_now, 1, 1)
       if step and run_code and BY_RUN.assistants[run_code] then
         -- Its run has ended already: the step takes the run's end at once.
         late_closed = {}
         close(subject, state, run_code, run_ended_at(run_now) or
-          string.match(start_event, ',"occurred_at":([^,}]*)'), late_closed)
+          match(start_event, ',"occurred_at":([^,}]*)'), late_closed)
         ended = true
       else
         live = live + 1
@@ -347,24 +366,24 @@ while at <= nargs do
           adds[#adds + 1] = deadline
           adds[#adds + 1] = stall_member(run_id, subject)
         elseif BUDGET.seconds then
-          local since = tonumber(string.match(start_event, ',"occurred_at":([^,}]*)'))
+          local since = tonumber(match(start_event, ',"occurred_at":([^,}]*)'))
           badds[#badds + 1] = since + BUDGET.seconds[1]
-          badds[#badds + 1] = budget_member(string.match(start_event, '"source":"(%a+)"'),
+          badds[#badds + 1] = budget_member(match(start_event, '"source":"(%a+)"'),
             run_id)
         end
       end
-    elseif act == ACT.MOVE or act == ACT.AWAIT then
+    elseif act == MOVE or act == AWAIT then
       set(field, state)
-    elseif act == ACT.END or act == ACT.BEGIN_END then
+    elseif act == END or act == BEGIN_END then
       set(field, state)
       ended = true
-      if act == ACT.END then
+      if act == END then
         live = live - 1
         if step then rems[#rems + 1] = stall_member(run_id, subject) end
       end
       if not step then
         if BUDGET.seconds then
-          brems[#brems + 1] = budget_member(string.match(end_event, '"source":"(%a+)"'), run_id)
+          brems[#brems + 1] = budget_member(match(end_event, '"source":"(%a+)"'), run_id)
         end
         local duration = reported(end_event, 'duration_s')
         if duration then exceed('seconds', duration, end_event, passed) end
@@ -374,28 +393,28 @@ while at <= nargs do
       if not step and live > 0 then
         -- No step outlives its run: those still in progress take its end. (A run that
         -- ends with none open, live = 0, reads nothing more.)
-        local occurred = string.match(end_event, ',"occurred_at":([^,]*),')
+        local occurred = match(end_event, ',"occurred_at":([^,]*),')
         run_closed = {}
-        local all = redis.call('HGETALL', run)
+        local all = call('HGETALL', run)
         local open = {}
         for i = 1, #all, 2 do
           local f = all[i]
-          if string.byte(f, 1) == STEP_BYTE and not touched[f] then
-            if string.sub(all[i + 1], 1, 1) == IN_PROGRESS then
+          if byte(f, 1) == STEP_BYTE and not touched[f] then
+            if sub(all[i + 1], 1, 1) == IN_PROGRESS then
               open[#open + 1] = f
               current[f] = all[i + 1]
             end
-          elseif string.byte(f, 1) == TOOLS_BYTE and not current[f] then
+          elseif byte(f, 1) == TOOLS_BYTE and not current[f] then
             current[f] = all[i + 1]  -- its calls, for its end event
           end
         end
         for _, f in ipairs(out) do
-          if string.byte(f, 1) == STEP_BYTE and string.sub(current[f], 1, 1) == IN_PROGRESS then
+          if byte(f, 1) == STEP_BYTE and sub(current[f], 1, 1) == IN_PROGRESS then
             open[#open + 1] = f
           end
         end
         for _, f in ipairs(open) do
-          local step_id = string.sub(f, 2)
+          local step_id = sub(f, 2)
           close(step_id, current[f], status, occurred, run_closed)
           live = live - 1
           rems[#rems + 1] = stall_member(run_id, step_id)
@@ -409,37 +428,37 @@ while at <= nargs do
             totals = {}
             for t = 1, 4 do totals[t] = tonumber(got[AT_TOTALS + t]) or 0 end
           end
-          local p, c, t = string.match(usage, '^(%d+),(%d+),(%d+)$')
+          local p, c, t = match(usage, '^(%d+),(%d+),(%d+)$')
           totals[1], totals[2] = totals[1] + tonumber(p), totals[2] + tonumber(c)
           totals[3], totals[4] = totals[3] + tonumber(t), totals[4] + 1
         end
       elseif usage ~= '' then  -- a response's own totals (Responses): they replace the sums
-        local p, c, t = string.match(usage, '^(%d+),(%d+),(%d+)$')
+        local p, c, t = match(usage, '^(%d+),(%d+),(%d+)$')
         local ended_steps = 0
         for i = 1, #ENDED do ended_steps = ended_steps + counts[i] end
         totals = {tonumber(p), tonumber(c), tonumber(t), ended_steps}
       end
     end
-    if BUDGET.steps and step and (act == ACT.START or act == ACT.BEGIN_END) then
+    if BUDGET.steps and step and (act == START or act == BEGIN_END) then
       started = started + 1  -- counted while the budget is set
-      exceed('steps', started, act == ACT.START and start_event or end_event, passed)
+      exceed('steps', started, act == START and start_event or end_event, passed)
     end
-    if BUDGET.tokens and totals and usage ~= '' and (act == ACT.END or act == ACT.BEGIN_END)
+    if BUDGET.tokens and totals and usage ~= '' and (act == END or act == BEGIN_END)
     then
-      exceed('tokens', string.format('%.0f', totals[3]), end_event, passed)
+      exceed('tokens', count(totals[3]), end_event, passed)
     end
-    if tools and tools ~= '' and (act == ACT.START or act == ACT.END or act == ACT.BEGIN_END)
+    if tools and tools ~= '' and (act == START or act == END or act == BEGIN_END)
     then
       -- Its calls as its latest applied entry lists them, for its stalls and its run's end
       -- while it is in progress, and for the query API: an Assistants stream creates a
       -- tool step with none, its end lists them.
       set(TOOLS_PREFIX .. subject, tools)
     end
-    if act == ACT.WAIT_START or act == ACT.AWAIT then
+    if act == WAIT_START or act == AWAIT then
       -- A round of tool calls is published once, whatever order its events come in (a
       -- round naming no call has no key: the move into requires_action publishes it).
-      if round ~= '' and string.find(',' .. rounds .. ',', ',' .. round .. ',', 1, true) then
-        act = act == ACT.AWAIT and ACT.MOVE or ACT.START  -- published already: say so
+      if round ~= '' and find(',' .. rounds .. ',', ',' .. round .. ',', 1, true) then
+        act = act == AWAIT and MOVE or START  -- published already: say so
       elseif round ~= '' then
         rounds = rounds == '' and round or (rounds .. ',' .. round)
         set(F.rounds, rounds)
@@ -449,11 +468,11 @@ while at <= nargs do
     local publishes = (step and PUBLISHES.step or PUBLISHES.run)[act]
     if publishes then
       if publishes.start then
-        publish(act == ACT.BEGIN_END and built_start(step, run_id, subject, end_event,
+        publish(act == BEGIN_END and built_start(step, run_id, subject, end_event,
           start_event) or start_event)
       end
       if publishes.wait then
-        publish(spliced(wait_event, act == ACT.AWAIT and RUN_NAMES[have] or nil))
+        publish(spliced(wait_event, act == AWAIT and RUN_NAMES[have] or nil))
       end
       if late_closed then
         for _, event in ipairs(late_closed) do publish(event) end
@@ -475,9 +494,9 @@ while at <= nargs do
         if run_closed then
           for _, event in ipairs(run_closed) do publish(event) end
         end
-        publish(string.format(
+        publish(format(
           '%s,"steps":{"completed":%d,"failed":%d,"cancelled":%d,"expired":%d,'
-          .. '"incomplete":%d}}', spliced(end_event, act == ACT.END and RUN_NAMES[have]
+          .. '"incomplete":%d}}', spliced(end_event, act == END and RUN_NAMES[have]
           or 'in_progress'), counts[1], counts[2], counts[3], counts[4], counts[5]))
       end
       if publishes.rejection then
@@ -504,33 +523,33 @@ while at <= nargs do
       fields[#fields + 1], fields[#fields + 2] = F.assistant, assistant
     end
     if started ~= started_before then
-      fields[#fields + 1], fields[#fields + 2] = F.started, tostring(started)
+      fields[#fields + 1], fields[#fields + 2] = F.started, format('%d', started)
     end
     if live ~= live_before then
       live = math.max(0, live)
-      fields[#fields + 1], fields[#fields + 2] = F.live, tostring(live)
+      fields[#fields + 1], fields[#fields + 2] = F.live, format('%d', live)
     end
     if totals then
       for t = 1, 4 do
         fields[#fields + 1] = TOTALS[t]
-        fields[#fields + 1] = string.format('%.0f', totals[t])
+        fields[#fields + 1] = count(totals[t])
       end
     end
     if counts then
       for c = 1, #ENDED do
         fields[#fields + 1] = ENDED[c]
-        fields[#fields + 1] = tostring(counts[c])
+        fields[#fields + 1] = format('%d', counts[c])
       end
     end
     chunked('HSET', run, fields, 4000)  -- field-value pairs: n is even
     if live > 0 then
       if live_before == 0 then
-        redis.call('PERSIST', run)  -- its first live subject: it expires no more
+        call('PERSIST', run)  -- its first live subject: it expires no more
       end
     elseif ended or live_before > 0 then
-      redis.call('EXPIRE', run, ttl)
-    elseif redis.call('TTL', run) == -1 then
-      redis.call('EXPIRE', run, ttl)  -- nothing live and nothing ended: keep it bounded
+      call('EXPIRE', run, ttl)
+    elseif call('TTL', run) == -1 then
+      call('EXPIRE', run, ttl)  -- nothing live and nothing ended: keep it bounded
     end
   end
 end
@@ -546,6 +565,6 @@ for _, sid in ipairs(acks) do
   if not held[sid] then acked[#acked + 1] = sid end
 end
 for i = 1, #acked, 1000 do
-  redis.call('XACK', source, group, unpack(acked, i, math.min(i + 999, #acked)))
+  call('XACK', source, group, unpack(acked, i, math.min(i + 999, #acked)))
 end
 return {table.concat(results), also}
