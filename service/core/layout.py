@@ -11,8 +11,12 @@ from __future__ import annotations
 import json
 import math
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from service.core.lifecycle import RUNS, STEPS
+
+if TYPE_CHECKING:
+    from service.core.reported import ToolRef
 
 __all__ = [
     "BY_RUN_MARK",
@@ -21,10 +25,14 @@ __all__ = [
     "SEP",
     "STEP_PREFIX",
     "TOOLS_PREFIX",
+    "TOOL_FIELD_SEP",
+    "TOOL_SEP",
     "TOTALS",
     "RunField",
     "budget_member",
+    "decode_tools",
     "encode_prices",
+    "encode_tools",
     "stall_member",
     "step_field",
     "tools_field",
@@ -35,7 +43,10 @@ STEP_PREFIX = "@"
 """A step's field in its run's hash is this prefix and the step's id."""
 
 TOOLS_PREFIX = "T"
-"""A step's tool calls (as its events list them) are field `T<step id>`, once known."""
+"""A step's tool calls are field `T<step id>` (`encode_tools`), once any entry lists one."""
+
+TOOL_SEP, TOOL_FIELD_SEP = "\x1e", "\x1f"
+"""Between a step's kept tool calls, and between a call's type, name and id (`encode_tools`)."""
 
 BY_RUN_MARK = "*"
 """Leads a step's refused statuses (core.state) once its run's end ended it: its own end,
@@ -93,6 +104,42 @@ def budget_member(source: str, run_id: str) -> str:
 def tools_field(step_id: str) -> str:
     """A step's tool calls' field in its run's hash."""
     return TOOLS_PREFIX + step_id
+
+
+def encode_tools(step_id: str, tools: tuple[ToolRef, ...]) -> str:
+    """A step's tool calls as its run's hash keeps them: per call its type, name ('' for
+    none) and id ('' when it is the step's own, as a Responses item's is), joined by
+    TOOL_FIELD_SEP, the calls by TOOL_SEP. One call of a usual name fits Redis's default
+    `hash-max-listpack-value` (64 bytes), so its run's hash stays a compact listpack (the
+    events' JSON of one call is 85 bytes). Calls this cannot say exactly (an empty name or
+    id, a separator in a value, a type led by '[') are kept as the events' JSON instead,
+    which readers tell by its '['. The commit script reads both back (`tools_json`)."""
+    parts = []
+    for id_, type_, name in tools:
+        values = id_ + type_ + (name or "")
+        if name == "" or id_ == "" or TOOL_SEP in values or TOOL_FIELD_SEP in values:
+            return _tools_json(tools)
+        parts.append(TOOL_FIELD_SEP.join((type_, name or "", "" if id_ == step_id else id_)))
+    kept = TOOL_SEP.join(parts)
+    return _tools_json(tools) if kept.startswith("[") else kept
+
+
+def _tools_json(tools: tuple[ToolRef, ...]) -> str:
+    calls = [{"id": id_, "type": type_, "name": name} for id_, type_, name in tools]
+    return json.dumps(calls, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_tools(step_id: str, kept: str) -> list[ToolRef]:
+    """A step's tool calls as `encode_tools` kept them."""
+    if not kept:
+        return []
+    if kept.startswith("["):
+        return [(c["id"], c["type"], c["name"]) for c in json.loads(kept)]
+    calls: list[ToolRef] = []
+    for call in kept.split(TOOL_SEP):
+        type_, name, id_ = call.split(TOOL_FIELD_SEP)
+        calls.append((id_ or step_id, type_, name or None))
+    return calls
 
 
 def encode_prices(input_: float, cached_input: float, output: float, priced_model: str) -> str:

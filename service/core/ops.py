@@ -27,7 +27,7 @@ from contracts.derived import (
     StepFinished,
     event_id_for,
 )
-from service.core.layout import RunField, encode_prices, step_field
+from service.core.layout import RunField, encode_prices, encode_tools, step_field
 from service.core.lifecycle import RUNS, STEPS
 from service.core.prices import Priced, Prices, TokenUsage
 from service.core.published import Kind
@@ -91,7 +91,7 @@ class Op:
     usage_event: bytes = b""  # run.usage without its totals and closing brace
     round: str = ""  # a waiting run's round of tool calls (its first call id)
     wait_event: bytes = b""  # run.requires_action
-    tools: bytes = b""  # a step's tool calls as its events list them ('' for none)
+    tools: str = ""  # a step's tool calls as its run's hash keeps them (layout.encode_tools)
     model: bytes = b""  # a run's model, as JSON ('' when its payload names none)
     prices: str = ""  # its prices as the run hash keeps them (core.layout.encode_prices)
     usage_cost: bytes = b""  # run.usage's cost fields for the run's own totals, priced here
@@ -202,7 +202,7 @@ def step_op(
     calls = step.tools
     tools = _tools(calls)
     if calls:
-        op.tools = tools
+        op.tools = encode_tools(step.id, calls)
     head = ids + b',"tools":' + tools  # a step event's ids, then its tools
     if status == "in_progress":
         op.deadline = str(int(stall_deadline))

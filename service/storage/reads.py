@@ -10,6 +10,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
+from contracts.derived import ToolCall
 from contracts.partitioning import partition_for
 from contracts.queries import RunState, StepState, TokenTotals, TokenUsage
 from service.core.layout import (
@@ -17,6 +18,7 @@ from service.core.layout import (
     STEP_PREFIX,
     TOTALS,
     RunField,
+    decode_tools,
     step_field,
     tools_field,
     totals_cost,
@@ -85,7 +87,10 @@ def _step(  # noqa: PLR0917  # one tracked step's fields, as read
         usage=usage,
         last_error_code=record.get("e"),
         rejected=record["x"].split(",") if "x" in record else [],
-        tools=json.loads(tools) if tools else [],
+        tools=[
+            ToolCall(id=id_, type=type_, name=name)
+            for id_, type_, name in decode_tools(step_id, tools or "")
+        ],
     )
 
 

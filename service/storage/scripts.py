@@ -22,6 +22,8 @@ from service.core.layout import (
     IN_PROGRESS,
     SEP,
     STEP_PREFIX,
+    TOOL_FIELD_SEP,
+    TOOL_SEP,
     TOOLS_PREFIX,
     TOTALS,
     RunField,
@@ -130,6 +132,9 @@ def header() -> str:
         "-- published) and service/storage/protocol.py: do not edit here.",
         *(f"local {name} = {_lua(value)}" for name, value in constants),
         _lua_bytes("NAMESPACE", NAMESPACE.bytes),  # of the derived events' ids
+        # core.layout.encode_tools: between a step's kept tool calls, and a call's fields.
+        _lua_bytes("TOOL_SEP", TOOL_SEP.encode()),
+        _lua_bytes("TOOL_FIELD_SEP", TOOL_FIELD_SEP.encode()),
         "-- core.layout.stall_member: a step's member in the stall index.",
         "local function stall_member(run_id, step_id)",
         "  return #run_id .. ':' .. run_id .. step_id",

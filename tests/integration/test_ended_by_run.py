@@ -4,19 +4,22 @@ atomically with it, whatever the order, the duplicates or the number of replicas
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
 
-from contracts.derived import DERIVED
+from contracts.derived import DERIVED, Source
+from service.core.ops import run_op, step_op
+from service.core.reported import ReportedRun
 from service.dev.sample import T0, run, step
 from service.settings import Settings
 from service.storage.client import PartitionClient
 from service.storage.reads import run_state, step_state
+from service.storage.store import Store
 from service.worker.app import Worker
 from tests.conftest import make_processor
-from tests.helpers import fetch, produce, read_json, settle
+from tests.helpers import StepDouble, fetch, produce, read_json, settle
 
 END = T0 + 30
 
@@ -177,3 +180,56 @@ async def test_every_order_and_two_replicas_give_one_end_per_step(
         assert types[0] == "run_step.started", types
         assert len(types) == 2, types
     assert by_step[None] == ["run.started", "run.cancelled"]
+
+
+_CALLS = {
+    "one function": (("call_1", "function", "get_weather"),),
+    "two calls": (("call_1", "function", "a"), ("call_2", "code_interpreter", None)),
+    "the item's own id": (("s1", "web_search", None),),
+    "kept as JSON": (("call_1", "function", ""), ("call\x1e2", "x\x1fy", "[n]")),
+    "unicode, slashes, quotes": (("call/1", "función", 'ünï/"code"'),),
+}
+
+
+@pytest.mark.parametrize("calls", list(_CALLS.values()), ids=list(_CALLS))
+async def test_a_closed_step_lists_the_calls_its_start_listed(
+    conn: PartitionClient, redis: Redis, calls: tuple[tuple[str, str, str | None], ...]
+) -> None:
+    """The commit script rebuilds a closed step's calls from what its run's hash keeps
+    (core.layout.encode_tools): the same calls its start event listed, and the query's."""
+    store, run_id = Store(conn), "r-tools"
+    step_ = StepDouble("s1", run_id, "in_progress", tools=calls)
+    await store.commit({run_id: [step_op(b"1-1", step_, Source.ASSISTANTS, T0 + 600)]}, [], [])
+    ended = ReportedRun(run_id, "thread_1", "asst_1", "failed", T0, T0 + 9)
+    await store.commit({run_id: [run_op(b"1-2", ended, Source.ASSISTANTS)]}, [], [])
+    events = await read_json(redis, conn.part.derived_stream)
+    started, closed = events[0], next(e for e in events if e.get("ended_by_run"))
+    listed = [{"id": i, "type": t, "name": n} for i, t, n in calls]
+    assert started["tools"] == closed["tools"] == listed
+    DERIVED.validate_python(closed)
+    kept = await step_state(conn, run_id, "s1")
+    assert kept is not None
+    assert [t.model_dump() for t in kept.tools] == listed
+
+
+async def test_a_runs_hash_with_tool_steps_stays_compact(
+    conn: PartitionClient, redis: Redis
+) -> None:
+    """Each value a run's hash keeps for 20 tool steps of the usual shape (one call with an
+    API id and name) fits Redis's default hash-max-listpack-value, so the hash is a
+    listpack: a fraction of a hashtable's memory."""
+    store, run_id = Store(conn), "run_" + "R" * 24
+    ops = []
+    for n in range(20):
+        calls = (("call_" + f"{n:024d}", "function", "get_current_weather"),)
+        for status in ("in_progress", "completed"):
+            step_ = StepDouble(f"step_{n:024d}", run_id, status, tools=calls)
+            ops.append(step_op(f"1-{len(ops)}".encode(), step_, Source.ASSISTANTS, T0 + 600))
+    await store.commit({run_id: ops}, [], [])
+    key = conn.keys.run(run_id)
+    kept = cast("dict[bytes, bytes]", await redis.hgetall(key))
+    assert sum(f.startswith(b"T") for f in kept) == 20
+    assert max(len(v) for v in kept.values()) <= 64
+    config = await redis.config_get("hash-max-listpack-value")
+    if int(config["hash-max-listpack-value"]) >= 64:  # Redis's default
+        assert await redis.object("encoding", key) == b"listpack"

@@ -5,7 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from service.core.layout import decode_tools, encode_tools
 from service.core.lifecycle import RUNS, STEPS
+from service.core.reported import ToolRef
 from service.core.state import decode_run_state, decode_state, encode_run_state, encode_state
 
 _TIME = st.integers(0, 2**40)
@@ -63,3 +65,27 @@ def test_run_state_round_trip(status: str, created: int, took: int | None) -> No
 def test_refused_statuses_decode() -> None:
     """Refused statuses, one code each as the commit script appends them, read as names."""
     assert decode_state("c|fx|1|m||||||")["x"] == "failed,cancelled"
+
+
+_ANY = st.text(st.characters(blacklist_categories=["Cs"]), max_size=12)
+_CALL = st.tuples(
+    st.sampled_from(["call_1", "s1", "", "[", "\x1e", "a\x1fb"]) | _ANY,
+    st.sampled_from(["function", "mcp", "[x", "", "\x1f"]) | _ANY,
+    st.none() | st.sampled_from(["", "get_weather", "\x1e"]) | _ANY,
+)
+
+
+@given(step_id=st.sampled_from(["s1", "call_1", ""]), calls=st.lists(_CALL, max_size=4))
+def test_kept_tool_calls_round_trip(step_id: str, calls: list[ToolRef]) -> None:
+    """Whatever the ids, types and names (empty, separators, a leading '['), a step's
+    calls come back as they were listed."""
+    assert decode_tools(step_id, encode_tools(step_id, tuple(calls))) == calls
+
+
+def test_one_usual_call_fits_a_compact_hash() -> None:
+    """One call with an API id and a usual name is kept in at most 64 bytes (Redis's
+    default hash-max-listpack-value); a Responses item's own id costs nothing."""
+    call = ("call_" + "x" * 24, "function", "get_current_weather")
+    assert len(encode_tools("step_" + "y" * 24, (call,))) <= 64
+    item = "ws_" + "z" * 48
+    assert encode_tools(item, ((item, "web_search", None),)) == "web_search\x1f\x1f"

@@ -172,6 +172,24 @@ local function built_rejection(step, run_id, subject, finish, from, to)
     .. '; terminal statuses are final"}')
 end
 
+-- A step's tool calls as its run's hash keeps them (core/layout.py encode_tools), as its
+-- events list them: JSON kept as is, else one object per call, its id the step's own when
+-- the kept one is empty, its name null when empty.
+local CALL = '[^' .. TOOL_SEP .. ']+'
+local CALL_FIELDS = '^([^' .. TOOL_FIELD_SEP .. ']*)' .. TOOL_FIELD_SEP .. '([^'
+  .. TOOL_FIELD_SEP .. ']*)' .. TOOL_FIELD_SEP .. '(.*)$'
+local function tools_json(kept, step_id)
+  if not kept or kept == '' then return '[]' end
+  if byte(kept, 1) == 91 then return kept end  -- '[': the events' JSON
+  local calls = {}
+  for one in string.gmatch(kept, CALL) do
+    local type_, name, id = match(one, CALL_FIELDS)
+    calls[#calls + 1] = '{"id":' .. encode(id == '' and step_id or id) .. ',"type":'
+      .. encode(type_) .. ',"name":' .. (name == '' and 'null' or encode(name)) .. '}'
+  end
+  return '[' .. table.concat(calls, ',') .. ']'
+end
+
 -- A number as core/state.py writes it: an integer without a point, else its shortest form.
 local function number(n)
   if n == floor(n) then return format('%d', n) end
@@ -190,7 +208,7 @@ end
 -- The end a step still in progress takes from its run's end (`run_code`, `occurred` the run
 -- end's occurred_at as written): its new state string and its end event, ended_by_run.
 -- Its thread and assistant are the run's (`thread`, `assistant`: JSON) for an Assistants
--- step; a Responses item's events name none.
+-- step; a Responses item's events name none. `tools`: its calls as kept (or nil).
 local function ended_by_run(run_id, step_id, now, run_code, occurred, thread, assistant,
                             tools)
   local _, refused, created, type_, rest = match(now, STATE_PARTS)
@@ -208,7 +226,7 @@ local function ended_by_run(run_id, step_id, now, run_code, occurred, thread, as
     .. (assistants and 'assistants' or 'responses') .. '","step_id":' .. encode(step_id)
     .. ',"run_id":' .. encode(run_id) .. ',"thread_id":'
     .. (assistants and thread or 'null') .. ',"assistant_id":'
-    .. (assistants and assistant or 'null') .. ',"tools":' .. (tools or '[]')
+    .. (assistants and assistant or 'null') .. ',"tools":' .. tools_json(tools, step_id)
     .. ',"from_status":"in_progress","to_status":"' .. STEP_NAMES[to] .. '","occurred_at":'
     .. occurred .. ',"step_type":' .. encode(step_type) .. ',"duration_s":'
     .. (duration and number(duration) or 'null')
@@ -449,9 +467,9 @@ while at <= nargs do
     end
     if tools and tools ~= '' and (act == START or act == END or act == BEGIN_END)
     then
-      -- Its calls as its latest applied entry lists them, for its stalls and its run's end
-      -- while it is in progress, and for the query API: an Assistants stream creates a
-      -- tool step with none, its end lists them.
+      -- Its calls as its latest applied entry lists them (core/layout.py encode_tools),
+      -- for its stalls and its run's end while it is in progress, and for the query API:
+      -- an Assistants stream creates a tool step with none, its end lists them.
       set(TOOLS_PREFIX .. subject, tools)
     end
     if act == WAIT_START or act == AWAIT then
