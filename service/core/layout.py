@@ -47,6 +47,7 @@ TOOLS_PREFIX = "T"
 
 TOOL_SEP, TOOL_FIELD_SEP = "\x1e", "\x1f"
 """Between a step's kept tool calls, and between a call's type, name and id (`encode_tools`)."""
+_FS = TOOL_FIELD_SEP
 
 BY_RUN_MARK = "*"
 """Leads a step's refused statuses (core.state) once its run's end ended it: its own end,
@@ -116,10 +117,10 @@ def encode_tools(step_id: str, tools: tuple[ToolRef, ...]) -> str:
     which readers tell by its '['. The commit script reads both back (`tools_json`)."""
     parts = []
     for id_, type_, name in tools:
-        values = id_ + type_ + (name or "")
-        if name == "" or id_ == "" or TOOL_SEP in values or TOOL_FIELD_SEP in values:
+        kept = f"{type_}{_FS}{name or ''}{_FS}{'' if id_ == step_id else id_}"
+        if not id_ or name == "" or kept.count(_FS) != 2 or TOOL_SEP in kept:
             return _tools_json(tools)
-        parts.append(TOOL_FIELD_SEP.join((type_, name or "", "" if id_ == step_id else id_)))
+        parts.append(kept)
     kept = TOOL_SEP.join(parts)
     return _tools_json(tools) if kept.startswith("[") else kept
 
