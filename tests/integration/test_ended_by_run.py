@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from contracts.derived import DERIVED, Source
-from service.core.ops import run_op, step_op
+from service.core.ops import Op, run_op, step_op
 from service.core.reported import ReportedRun
 from service.dev.sample import T0, run, step
 from service.settings import Settings
@@ -219,7 +219,7 @@ async def test_a_runs_hash_with_tool_steps_stays_compact(
     API id and name) fits Redis's default hash-max-listpack-value, so the hash is a
     listpack: a fraction of a hashtable's memory."""
     store, run_id = Store(conn), "run_" + "R" * 24
-    ops = []
+    ops: list[Op] = []
     for n in range(20):
         calls = (("call_" + f"{n:024d}", "function", "get_current_weather"),)
         for status in ("in_progress", "completed"):
@@ -231,5 +231,5 @@ async def test_a_runs_hash_with_tool_steps_stays_compact(
     assert sum(f.startswith(b"T") for f in kept) == 20
     assert max(len(v) for v in kept.values()) <= 64
     config = await redis.config_get("hash-max-listpack-value")
-    if int(config["hash-max-listpack-value"]) >= 64:  # Redis's default
+    if int(config["hash-max-listpack-value"] or 0) >= 64:  # Redis's default
         assert await redis.object("encoding", key) == b"listpack"
