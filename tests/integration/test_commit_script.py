@@ -155,7 +155,7 @@ async def test_run_totals_are_exact_at_the_bound_and_never_wrap(
     conn: PartitionClient, redis: Redis
 ) -> None:
     """Counts at the decode bound sum exactly; even past it (counts the decoder would refuse)
-    a total is never negative: the script writes doubles with %.0f, not %d."""
+    a total is never negative: past 2^53 the script writes them with %.0f, not %d."""
     store = Store(conn)
     for n, (run_id, count) in enumerate([("r-max", MAX_TOKENS)] * 3 + [("r-huge", 2**62)] * 4):
         step = StepDouble(f"s{n}", run_id, "completed", usage=UsageDouble(count, count, 2 * count))
