@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,7 @@ TOOLS_PREFIX = "T"
 TOOL_SEP, TOOL_FIELD_SEP = "\x1e", "\x1f"
 """Between a step's kept tool calls, and between a call's type, name and id (`encode_tools`)."""
 _FS = TOOL_FIELD_SEP
+_UNSAID = re.compile(f"[{TOOL_SEP}/\x7f]")  # a call separator; what cjson escapes, orjson not
 
 BY_RUN_MARK = "*"
 """Leads a step's refused statuses (core.state) once its run's end ended it: its own end,
@@ -114,11 +116,13 @@ def encode_tools(step_id: str, tools: tuple[ToolRef, ...]) -> str:
     `hash-max-listpack-value` (64 bytes), so its run's hash stays a compact listpack (the
     events' JSON of one call is 85 bytes). Calls this cannot say exactly (an empty name or
     id, a separator in a value, a type led by '[') are kept as the events' JSON instead,
-    which readers tell by its '['. The commit script reads both back (`tools_json`)."""
+    which readers tell by its '['; so are calls with a '/' or a DEL, which the commit
+    script's JSON encoder (cjson) would escape where the events do not. The commit script
+    reads both back (`tools_json`), byte for byte as the events list them."""
     parts = []
     for id_, type_, name in tools:
         kept = f"{type_}{_FS}{name or ''}{_FS}{'' if id_ == step_id else id_}"
-        if not id_ or name == "" or kept.count(_FS) != 2 or TOOL_SEP in kept:
+        if not id_ or name == "" or kept.count(_FS) != 2 or _UNSAID.search(kept):
             return _tools_json(tools)
         parts.append(kept)
     kept = TOOL_SEP.join(parts)

@@ -103,6 +103,8 @@ def header() -> str:
     """The Lua header every script starts with, generated from the declarations."""
     assert SEP not in _LUA_MAGIC, "SEP is used in Lua patterns"
     assert STEP_PREFIX not in _LUA_MAGIC, "so is STEP_PREFIX"
+    assert TOOL_SEP not in _LUA_MAGIC, "so is TOOL_SEP"
+    assert TOOL_FIELD_SEP not in _LUA_MAGIC, "and TOOL_FIELD_SEP"
     ended = list(ENDED_FIELDS.values())
     constants: list[tuple[str, object]] = [
         ("STEP_PREFIX", STEP_PREFIX),  # a step's field: this and its id

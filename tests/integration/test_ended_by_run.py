@@ -4,6 +4,7 @@ atomically with it, whatever the order, the duplicates or the number of replicas
 from __future__ import annotations
 
 import random
+import re
 from typing import Any, cast
 
 import pytest
@@ -187,8 +188,10 @@ _CALLS = {
     "two calls": (("call_1", "function", "a"), ("call_2", "code_interpreter", None)),
     "the item's own id": (("s1", "web_search", None),),
     "kept as JSON": (("call_1", "function", ""), ("call\x1e2", "x\x1fy", "[n]")),
-    "unicode, slashes, quotes": (("call/1", "función", 'ünï/"code"'),),
+    "unicode, quotes, controls": (("call_1", "función", 'ünï"co\\de"\t\x01'),),
+    "slashes and DEL, kept as JSON": (("call/1", "function", "a/b\x7f"),),
 }
+_TOOLS = re.compile(rb'"tools":(\[.*?\]),"from_status"')
 
 
 @pytest.mark.parametrize("calls", list(_CALLS.values()), ids=list(_CALLS))
@@ -196,7 +199,8 @@ async def test_a_closed_step_lists_the_calls_its_start_listed(
     conn: PartitionClient, redis: Redis, calls: tuple[tuple[str, str, str | None], ...]
 ) -> None:
     """The commit script rebuilds a closed step's calls from what its run's hash keeps
-    (core.layout.encode_tools): the same calls its start event listed, and the query's."""
+    (core.layout.encode_tools): the same calls its start event listed, byte for byte, and
+    the query's."""
     store, run_id = Store(conn), "r-tools"
     step_ = StepDouble("s1", run_id, "in_progress", tools=calls)
     await store.commit({run_id: [step_op(b"1-1", step_, Source.ASSISTANTS, T0 + 600)]}, [], [])
@@ -206,6 +210,12 @@ async def test_a_closed_step_lists_the_calls_its_start_listed(
     started, closed = events[0], next(e for e in events if e.get("ended_by_run"))
     listed = [{"id": i, "type": t, "name": n} for i, t, n in calls]
     assert started["tools"] == closed["tools"] == listed
+    entries = cast(
+        "list[tuple[bytes, dict[bytes, bytes]]]", await redis.xrange(conn.part.derived_stream)
+    )
+    raw = [e[b"data"] for _, e in entries]
+    as_listed = {m.group(1) for data in raw if (m := _TOOLS.search(data))}
+    assert len(as_listed) == 1, as_listed  # the start's, the closed end's: the same bytes
     DERIVED.validate_python(closed)
     kept = await step_state(conn, run_id, "s1")
     assert kept is not None

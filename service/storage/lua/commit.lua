@@ -38,9 +38,9 @@ local NO_EVENTS = {}  -- shared, never added to
 -- (Each field read scans a compact hash: the budgets' two only while a budget is set.)
 local FIXED = {F.live, F.thread, F.assistant, F.rounds, TOTALS[1], TOTALS[2], TOTALS[3],
                TOTALS[4], ENDED[1], ENDED[2], ENDED[3], ENDED[4], ENDED[5], F.model, F.prices,
-               F.state}
+               F.state, F.cost}
 local AT_LIVE, AT_THREAD, AT_ASSISTANT, AT_ROUNDS, AT_TOTALS, AT_ENDED = 1, 2, 3, 4, 4, 8
-local AT_MODEL, AT_PRICES, AT_RUN, AT_STARTED, AT_EXCEEDED = 14, 15, 16, 17, 18
+local AT_MODEL, AT_PRICES, AT_RUN, AT_COST, AT_STARTED, AT_EXCEEDED = 14, 15, 16, 17, 18, 19
 if BUDGETED then
   FIXED[AT_STARTED], FIXED[AT_EXCEEDED] = F.started, F.exceeded
 end
@@ -271,6 +271,7 @@ while at <= nargs do
   local started = tonumber(got[AT_STARTED]) or 0  -- steps started, for the steps budget
   local started_before = started
   local exceeded = got[AT_EXCEEDED] or ''  -- budgets passed: each published once
+  local reported_cost = got[AT_COST] or ''  -- the cost fields a run's own usage reported
   local current_prices = false  -- parsed when first used
   local out, touched = {}, {}  -- fields to write, in first-written order
   local function set(f, v)
@@ -500,8 +501,11 @@ while at <= nargs do
         if current_prices == false then current_prices = parse_prices(got[AT_PRICES]) end
         local usage_published = publish_usage(usage_event, totals, current_model,
           current_prices, usage_cost or '')
-        if usage_cost and usage_cost ~= '' then
-          set(F.cost, usage_cost)  -- the query API answers the cost this reported
+        if (usage_cost or '') ~= reported_cost then
+          -- The query API answers the cost this reported: the run's own usage's, or ('')
+          -- its totals priced as this run.usage priced them.
+          reported_cost = usage_cost or ''
+          set(F.cost, reported_cost)
         end
         if BUDGET.usd then
           local cost = reported(usage_published, 'cost_usd')
