@@ -78,8 +78,9 @@ class RunField(StrEnum):
     STARTED = "ns"  # steps started (for the steps budget)
     EXCEEDED = "bx"  # budgets passed (their limits, comma-separated): each published once
     # The cost fields run.usage of the run's own totals reported ('"cost_usd":...,
-    # "priced_model":...': a response's usage, priced with its details); absent while the
-    # totals are its steps' sums, which the read models price at PRICES as the script does.
+    # "priced_model":...': a response's usage, priced with its details); absent or empty
+    # while the totals are its steps' sums, which the read models price at PRICES as the
+    # script does.
     COST = "uc"
 
 
