@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -49,7 +48,6 @@ TOOLS_PREFIX = "T"
 TOOL_SEP, TOOL_FIELD_SEP = "\x1e", "\x1f"
 """Between a step's kept tool calls, and between a call's type, name and id (`encode_tools`)."""
 _FS = TOOL_FIELD_SEP
-_UNSAID = re.compile(f"[{TOOL_SEP}/\x7f]")  # a call separator; what cjson escapes, orjson not
 
 BY_RUN_MARK = "*"
 """Leads a step's refused statuses (core.state) once its run's end ended it: its own end,
@@ -123,7 +121,9 @@ def encode_tools(step_id: str, tools: tuple[ToolRef, ...]) -> str:
     parts = []
     for id_, type_, name in tools:
         kept = f"{type_}{_FS}{name or ''}{_FS}{'' if id_ == step_id else id_}"
-        if not id_ or name == "" or kept.count(_FS) != 2 or _UNSAID.search(kept):
+        # A separator in a value, or what cjson (the commit script) escapes and orjson not.
+        unsaid = TOOL_SEP in kept or "/" in kept or "\x7f" in kept
+        if unsaid or not id_ or name == "" or kept.count(_FS) != 2:
             return _tools_json(tools)
         parts.append(kept)
     kept = TOOL_SEP.join(parts)
