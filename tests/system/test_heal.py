@@ -24,7 +24,7 @@ from service.settings import Settings
 from tests.helpers import answers, request, wait_until
 from tests.system.load import Load, produce, tally
 from tests.system.test_faults import _holds_batch, assert_exact, produce_paced
-from tests.system.workers import start_worker, stop_worker, wait_drained
+from tests.system.workers import start_worker, stop_worker, wait_drained, wait_reading
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
 
@@ -250,8 +250,12 @@ async def test_killed_worker_is_removed_from_the_group(redis: Redis, settings: S
     load = Load.build(steps=1500, copies=2, seed=26)
     data = load.shuffled()
     w1, w2 = start_worker(s, "w1"), start_worker(s, "w2")
-    producer = asyncio.create_task(produce_paced(redis, s.source_stream, data, per_tick=50))
+    producer: asyncio.Task[None] | None = None
     try:
+        # Both reading before the load comes: it takes well under a second to produce, and a
+        # worker that joined first could drain it all before the other started.
+        await wait_reading(redis, s, "w1", "w2")
+        producer = asyncio.create_task(produce_paced(redis, s.source_stream, data, per_tick=50))
         await wait_until(lambda: _holds_batch(redis, s, "w1"), 60, "w1 to hold a batch")
         w1.send_signal(signal.SIGKILL)
         w1.wait()
@@ -261,7 +265,8 @@ async def test_killed_worker_is_removed_from_the_group(redis: Redis, settings: S
         result = await tally(redis, s.derived_stream, load, len(data))
         assert_exact("kill -9 worker, then removed from the group", result)
     finally:
-        producer.cancel()
+        if producer is not None:
+            producer.cancel()
         stop_worker(w1)
         err = stop_worker(w2)
     assert w2.returncode == 0, err
