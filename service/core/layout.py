@@ -108,35 +108,30 @@ def tools_field(step_id: str) -> str:
     return TOOLS_PREFIX + step_id
 
 
-def encode_tools(step_id: str, tools: tuple[ToolRef, ...]) -> str:
+def encode_tools(step_id: str, tools: tuple[ToolRef, ...]) -> str | None:
     """A step's tool calls as its run's hash keeps them: per call its type, name ('' for
     none) and id ('' when it is the step's own, as a Responses item's is), joined by
     TOOL_FIELD_SEP, the calls by TOOL_SEP. One call of a usual name fits Redis's default
     `hash-max-listpack-value` (64 bytes), so its run's hash stays a compact listpack (the
-    events' JSON of one call is 85 bytes). Calls this cannot say exactly (an empty name or
-    id, a separator in a value, a type led by '[') are kept as the events' JSON instead,
-    which readers tell by its '['; so are calls with a '/' or a DEL, which the commit
-    script's JSON encoder (cjson) would escape where the events do not. The commit script
-    reads both back (`tools_json`), byte for byte as the events list them."""
+    events' JSON of one call is 85 bytes). None for calls this cannot say exactly (an empty
+    name or id, a separator in a value, a type led by '['), and for calls with a '/' or a
+    DEL, which the commit script's JSON encoder (cjson) would escape where the events do
+    not: those are kept as the events' JSON (core.ops), which readers tell by its '['. The
+    commit script reads both back (`tools_json`), byte for byte as the events list them."""
     parts = []
     for id_, type_, name in tools:
         kept = f"{type_}{_FS}{name or ''}{_FS}{'' if id_ == step_id else id_}"
         # A separator in a value, or what cjson (the commit script) escapes and orjson not.
         unsaid = TOOL_SEP in kept or "/" in kept or "\x7f" in kept
         if unsaid or not id_ or name == "" or kept.count(_FS) != 2:
-            return _tools_json(tools)
+            return None
         parts.append(kept)
     kept = TOOL_SEP.join(parts)
-    return _tools_json(tools) if kept.startswith("[") else kept
-
-
-def _tools_json(tools: tuple[ToolRef, ...]) -> str:
-    calls = [{"id": id_, "type": type_, "name": name} for id_, type_, name in tools]
-    return json.dumps(calls, ensure_ascii=False, separators=(",", ":"))
+    return None if kept.startswith("[") else kept
 
 
 def decode_tools(step_id: str, kept: str) -> list[ToolRef]:
-    """A step's tool calls as `encode_tools` kept them."""
+    """A step's tool calls as `encode_tools` kept them, or as the events' JSON."""
     if not kept:
         return []
     if kept.startswith("["):

@@ -91,7 +91,7 @@ class Op:
     usage_event: bytes = b""  # run.usage without its totals and closing brace
     round: str = ""  # a waiting run's round of tool calls (its first call id)
     wait_event: bytes = b""  # run.requires_action
-    tools: str = ""  # a step's tool calls as its run's hash keeps them (layout.encode_tools)
+    tools: str = ""  # a step's tool calls as its run's hash keeps them ('' for none)
     model: bytes = b""  # a run's model, as JSON ('' when its payload names none)
     prices: str = ""  # its prices as the run hash keeps them (core.layout.encode_prices)
     usage_cost: bytes = b""  # run.usage's cost fields for the run's own totals, priced here
@@ -201,8 +201,9 @@ def step_op(
     ids = _step_ids(step, source)
     calls = step.tools
     tools = _tools(calls)
-    if calls:
-        op.tools = encode_tools(step.id, calls)
+    if calls:  # kept short, else as the events list them (layout.encode_tools)
+        kept = encode_tools(step.id, calls)
+        op.tools = tools.decode() if kept is None else kept
     head = ids + b',"tools":' + tools  # a step event's ids, then its tools
     if status == "in_progress":
         op.deadline = str(int(stall_deadline))

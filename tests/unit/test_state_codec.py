@@ -5,10 +5,13 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contracts.derived import Source
 from service.core.layout import decode_tools, encode_tools
 from service.core.lifecycle import RUNS, STEPS
+from service.core.ops import step_op
 from service.core.reported import ToolRef
 from service.core.state import decode_run_state, decode_state, encode_run_state, encode_state
+from tests.helpers import StepDouble
 
 _TIME = st.integers(0, 2**40)
 _TEXT = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=30)
@@ -78,14 +81,17 @@ _CALL = st.tuples(
 @given(step_id=st.sampled_from(["s1", "call_1", ""]), calls=st.lists(_CALL, max_size=4))
 def test_kept_tool_calls_round_trip(step_id: str, calls: list[ToolRef]) -> None:
     """Whatever the ids, types and names (empty, separators, a leading '['), a step's
-    calls come back as they were listed."""
-    assert decode_tools(step_id, encode_tools(step_id, tuple(calls))) == calls
+    calls as the worker has its run's hash keep them come back as they were listed."""
+    step = StepDouble(step_id, "run_1", "in_progress", tools=tuple(calls))
+    assert decode_tools(step_id, step_op(b"1-1", step, Source.ASSISTANTS, 0).tools) == calls
 
 
 def test_one_usual_call_fits_a_compact_hash() -> None:
     """One call with an API id and a usual name is kept in at most 64 bytes (Redis's
     default hash-max-listpack-value); a Responses item's own id costs nothing."""
     call = ("call_" + "x" * 24, "function", "get_current_weather")
-    assert len(encode_tools("step_" + "y" * 24, (call,))) <= 64
+    kept = encode_tools("step_" + "y" * 24, (call,))
+    assert kept is not None
+    assert len(kept) <= 64
     item = "ws_" + "z" * 48
     assert encode_tools(item, ((item, "web_search", None),)) == "web_search\x1f\x1f"
