@@ -58,6 +58,7 @@ _DATA_COPY = b":" + DATA_FIELD  # how a renamed copy of it ends (service/storage
 # The ignored events whose contract model (IgnoredEvent) accepts any `data`: no model is
 # built for them. A step delta's envelope is validated (RunStepDeltaEvent).
 _LOOSE_EVENTS = IGNORED_EVENTS - {"thread.run.step.delta"}
+_ASSISTANTS = Source.ASSISTANTS  # a global (ARCHITECTURE.md, "Hot path rules")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +105,10 @@ def reported(decoded: Subjects) -> Reported:
     if isinstance(decoded, Reported):
         return decoded
     if isinstance(decoded, StepEntry):
-        return Reported(Source.ASSISTANTS, (decoded.step,))
+        return Reported(_ASSISTANTS, (decoded.step,))
     if isinstance(decoded, RunEntry):
-        return Reported(Source.ASSISTANTS, (), reported_run(decoded.run))
-    return Reported(Source.ASSISTANTS, (decoded,))
+        return Reported(_ASSISTANTS, (), reported_run(decoded.run))
+    return Reported(_ASSISTANTS, (decoded,))
 
 
 _INT_PAST_64_BITS = "an integer past 64 bits"

@@ -143,6 +143,11 @@ def _tool_ref(call: _CodeInterpreterCall | _FileSearchCall | _FunctionCallItem) 
     return (call.id, kind, None)
 
 
+# Globals, not `StepStatus.X` per call (ARCHITECTURE.md, "Hot path rules").
+_COMPLETED, _FAILED, _CANCELLED, _EXPIRED = (
+    StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.EXPIRED
+)  # fmt: skip
+
 _Metadata = Annotated[
     dict[
         Annotated[str, msgspec.Meta(max_length=METADATA_MAX_KEY_CHARS)],
@@ -190,13 +195,13 @@ class FastStep(_Known, frozen=True, kw_only=True):
         """When the step reached its terminal status, or None (in progress, incomplete);
         an expired step without `expired_at` expired at `expires_at`, as RunStep says."""
         status = self.status
-        if status is StepStatus.COMPLETED:
+        if status is _COMPLETED:
             return self.completed_at
-        if status is StepStatus.FAILED:
+        if status is _FAILED:
             return self.failed_at
-        if status is StepStatus.CANCELLED:
+        if status is _CANCELLED:
             return self.cancelled_at
-        if status is StepStatus.EXPIRED:
+        if status is _EXPIRED:
             return self.expired_at if self.expired_at is not None else self.expires_at
         return None
 

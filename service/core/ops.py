@@ -106,6 +106,16 @@ def _dumps(event: Event) -> bytes:
 
 _OPENINGS = {t.value: f'{{"type":"{t.value}","event_id":"'.encode() for t in DerivedType}
 
+# Globals, not `DerivedType.X` per op, and event types as plain strings, not members
+# (ARCHITECTURE.md, "Hot path rules").
+_STEP, _RUN, _STATE = Kind.STEP, Kind.RUN, RunField.STATE
+_STARTED, _RUN_STARTED, _USAGE, _WAITING = (
+    DerivedType.STARTED.value, DerivedType.RUN_STARTED.value, DerivedType.RUN_USAGE.value,
+    DerivedType.RUN_REQUIRES_ACTION.value,
+)  # fmt: skip
+_STEP_ENDS = {status: type_.value for status, type_ in STEP_END_TYPES.items()}
+_RUN_ENDS = {status: type_.value for status, type_ in RUN_END_TYPES.items()}
+
 
 def _event(type_: str, event_id: str, ids: bytes, rest: Event) -> bytes:
     """One event: its type and id, its subject's ids (`_step_ids`), then `rest`'s fields.
@@ -180,7 +190,7 @@ def step_op(
     ended_at = step.terminal_at
     thread, assistant = identity or (step.thread_id or "", step.assistant_id or "")
     op = Op(
-        kind=Kind.STEP,
+        kind=_STEP,
         source_id=source_id,
         run_id=step.run_id,
         thread_id=thread,
@@ -209,12 +219,12 @@ def step_op(
         op.deadline = str(int(stall_deadline))
         start: Event = {"from_status": None, "to_status": status, "occurred_at": step.created_at}
         start["step_type"] = step.type
-        type_ = DerivedType.STARTED
+        type_ = _STARTED
         op.start_event = _event(type_, event_id_for(step.run_id, step.id, type_), head, start)
         return op
     # The start's last fields: the script builds the rest from the end, if it needs it.
     op.start_event = _dumps({"occurred_at": step.created_at, "step_type": step.type})[1:]
-    type_ = op.end_type = STEP_END_TYPES[status]
+    type_ = op.end_type = _STEP_ENDS[status]
     occurred_at = ended_at if ended_at is not None else step.created_at
     end: Event = {"from_status": "in_progress", "to_status": status, "occurred_at": occurred_at}
     end["step_type"] = step.type
@@ -230,7 +240,7 @@ def step_op(
         op.usage = "%d,%d,%d" % triple  # noqa: UP031  # the script parses exactly this
         usage_event: Event = {"from_status": "in_progress", "to_status": status}
         usage_event["occurred_at"] = occurred_at
-        type_ = DerivedType.RUN_USAGE
+        type_ = _USAGE
         usage_id = event_id_for(step.run_id, step.id, type_)
         # The script appends the totals and the brace.
         op.usage_event = _event(type_, usage_id, ids, usage_event)[:-1]
@@ -253,14 +263,14 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source, prices: Prices | 
     status = run.status
     terminal = RUNS.is_terminal(status)
     op = Op(
-        kind=Kind.RUN,
+        kind=_RUN,
         source_id=source_id,
         run_id=run.id,
         thread_id=run.thread_id or "",
         assistant_id=run.assistant_id or "",
         names="1" if run.thread_id or run.assistant_id else "",
         status=RUNS.codes[status],
-        field=RunField.STATE,
+        field=_STATE,
         state=encode_run_state(status, run.created_at, run.ended_at if terminal else None),
     )
     ids = _run_ids(run, source)
@@ -274,13 +284,13 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source, prices: Prices | 
     if terminal:  # the start's last field: the script builds the rest from the end
         op.start_event = _dumps({"occurred_at": run.created_at})[1:]
     else:
-        type_ = DerivedType.RUN_STARTED
+        type_ = _RUN_STARTED
         start: Event = {"from_status": None, "to_status": status, "occurred_at": run.created_at}
         op.start_event = _event(type_, event_id_for(run.id, "", type_), ids, start)
     if status == RUNS.waiting:
         calls = run.pending_tool_call_ids
         op.round = calls[0] if calls else ""
-        type_ = DerivedType.RUN_REQUIRES_ACTION
+        type_ = _WAITING
         waiting: Event = {"from_status": FROM, "to_status": status}
         waiting["occurred_at"] = run.created_at
         waiting["tool_call_ids"] = calls
@@ -296,7 +306,7 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source, prices: Prices | 
     if run.totals is not None:
         op.usage = "%d,%d,%d" % run.totals  # noqa: UP031  # the script parses exactly this
         op.usage_cost = _dumps(_cost(priced))[1:-1]
-        type_ = DerivedType.RUN_USAGE
+        type_ = _USAGE
         usage_ids = {
             "source": source,
             "step_id": None,  # RunUsage's field order: its totals name no step
@@ -309,7 +319,7 @@ def run_op(source_id: bytes, run: ReportedRun, source: Source, prices: Prices | 
         usage_id = event_id_for(run.id, "", type_)
         # The script appends the totals and the brace.
         op.usage_event = _event(type_, usage_id, _dumps(usage_ids)[1:-1], usage_event)[:-1]
-    type_ = op.end_type = RUN_END_TYPES[status]
+    type_ = op.end_type = _RUN_ENDS[status]
     end: Event = {"from_status": FROM, "to_status": status, "occurred_at": occurred_at}
     end["duration_s"] = None if ended_at is None else max(0, ended_at - run.created_at)
     end["usage"] = run.usage

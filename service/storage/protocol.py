@@ -90,6 +90,7 @@ RUN_ARGS = (
 _STEP = attrgetter(*STEP_ARGS)
 _RUN = attrgetter(*RUN_ARGS)
 _ACTIONS = {action.value: action for action in Action}
+_STEP_KIND = Kind.STEP  # a global (ARCHITECTURE.md, "Hot path rules")
 
 
 def _agreeing(ops: list[Op]) -> list[tuple[str, str, list[Op]]]:
@@ -163,6 +164,6 @@ def commit_call(
             call.keys.append(run_key(run_id))
             args += (len(group), run_id, thread, assistant)
             for op in group:
-                args += _STEP(op) if op.kind is Kind.STEP else _RUN(op)
+                args += _STEP(op) if op.kind is _STEP_KIND else _RUN(op)
             sent += group
     return call

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Entry", "Processor"]
 
+# Globals, not `Action.X` per op (ARCHITECTURE.md, "Hot path rules").
+_END, _BEGIN_END, _MISMATCH = Action.END, Action.BEGIN_END, Action.IDENTITY_MISMATCH
+
 log = logging.getLogger("runsteps.process")
 
 
@@ -96,7 +99,7 @@ class Processor:
         done = committed.actions
         self._count(batch, done)
         self._count_also(committed.also)
-        if any(action is Action.IDENTITY_MISMATCH for _, action in done):
+        if any(action is _MISMATCH for _, action in done):
             await self._dead_letter_mismatched(done, dict(entries))
         if self.telemetry.observe is not None:
             self.telemetry.observe(len(entries), time.perf_counter() - batch.started)
@@ -141,7 +144,7 @@ class Processor:
         for op, action in done:
             for type_ in published(op.kind, action, op.end_type, op.usage != ""):
                 derived[type_] += 1
-            if action is Action.END or action is Action.BEGIN_END:  # it ended its subject
+            if action is _END or action is _BEGIN_END:  # it ended its subject
                 if op.step_ended is not None:
                     telemetry.step_ended(*op.step_ended)
                 elif op.run_ended is not None:

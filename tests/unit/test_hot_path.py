@@ -1,0 +1,89 @@
+"""The hot path's rules (ARCHITECTURE.md, "Hot path rules"), checked where a profile cannot.
+
+On Python 3.11 (the image's) reading a member off an Enum class (`Kind.STEP`) costs about
+1k instructions, because `EnumType.__getattr__` sends every class attribute lookup down
+CPython's slow path; per entry that was about 5% of the worker's work. A step entry's way
+through the worker must read members from globals, so the number of such reads per batch
+does not grow with the batch.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from service.core.batch import Entry
+from service.core.fastpath import decode_fast
+from service.core.lifecycle import Action
+from service.dev.sample import T0, step
+from service.settings import Settings
+from service.storage.client import PartitionClient
+from service.storage.pending import Pending
+from service.storage.protocol import commit_call
+from service.storage.store import Store
+from service.worker.process import Processor
+from service.worker.telemetry import Telemetry
+
+
+def _entries(runs: int) -> list[Entry]:
+    """`runs` runs' steps as producers send them: each started, then ended with usage; a
+    message step enveloped, a tool step bare."""
+    payloads: list[dict[str, Any]] = []
+    for n in range(runs):
+        run_id = f"run_{n}"
+        message = step("step_m", "in_progress", run_id=run_id)
+        tool = step("step_t", "in_progress", run_id=run_id, kind="function")
+        payloads += [{"event": "thread.run.step.created", "data": message}, tool]
+        ended = step("step_m", "completed", run_id=run_id, ended_at=T0 + 2, usage=(10, 5))
+        payloads += [{"event": "thread.run.step.completed", "data": ended}]
+        payloads += [step("step_t", "failed", run_id=run_id, kind="function", error="x")]
+    return [
+        (f"{1_700_000_000_000 + i}-0".encode(), {b"data": json.dumps(p).encode()})
+        for i, p in enumerate(payloads)
+    ]
+
+
+@pytest.fixture
+def member_reads(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Every member read off an Enum class while the test runs, as 'Class.NAME'."""
+    reads: Counter[str] = Counter()
+
+    def counting(cls: type, name: str) -> Any:
+        members = type.__getattribute__(cls, "__dict__").get("_member_map_", {})
+        if name in members:
+            reads[f"{cls.__name__}.{name}"] += 1
+        return type.__getattribute__(cls, name)
+
+    monkeypatch.setattr(enum.EnumType, "__getattribute__", counting)
+    return reads
+
+
+def _through_the_worker(entries: list[Entry]) -> None:
+    """One batch's pure work in the worker: build, the commit call, the counting."""
+    settings = Settings(redis_url="redis://127.0.0.1:9/0", consumer="hot")
+    store = Store(PartitionClient(Redis.from_url(settings.redis_url), settings))
+    processor = Processor(store, Pending(store.conn), settings, Telemetry())
+    batch = processor.build(entries)
+    assert (batch.failed, batch.dead, batch.acks) == ({}, [], [])
+    commit_call(store.conn, batch.runs, batch.acks)
+    end, start = Action.END, Action.START  # what the script answers, once (not the worker's)
+    done = [(op, end if op.end_event else start) for op in batch.ops()]
+    processor._count(batch, done)
+
+
+def test_a_batch_of_steps_reads_no_enum_member_per_entry(member_reads: Counter[str]) -> None:
+    """Twenty times the entries, the same member reads (only per-batch ones, if any)."""
+    small, large = _entries(1), _entries(20)
+    assert all(decode_fast(fields[b"data"]) for _, fields in large)  # the hot path's decoder
+    _through_the_worker(small)  # imports, caches
+    member_reads.clear()
+    _through_the_worker(small)
+    per_small = Counter(member_reads)
+    member_reads.clear()
+    _through_the_worker(large)
+    assert member_reads == per_small
