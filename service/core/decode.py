@@ -61,7 +61,8 @@ _LOOSE_EVENTS = IGNORED_EVENTS - {"thread.run.step.delta"}
 _ASSISTANTS = Source.ASSISTANTS  # a global (ARCHITECTURE.md, "Hot path rules")
 
 
-@dataclass(frozen=True, slots=True)
+# Most entries of a real stream: not frozen (ARCHITECTURE.md, "Hot path rules").
+@dataclass(slots=True)
 class Ignored:
     """An event with no lifecycle meaning (a delta, a message event, ...): acked and counted."""
 

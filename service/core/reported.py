@@ -61,7 +61,9 @@ class ReportedStep(Protocol):
     def tools(self) -> tuple[ToolRef, ...]: ...
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built per entry (ARCHITECTURE.md, "Hot path rules"); nothing changes them
+# after decoding.
+@dataclass(slots=True)
 class ReportedRun:
     """A run: an Assistants run, or a Responses response."""
 
@@ -87,7 +89,7 @@ class ItemError:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per entry: not frozen (above)
 class Item:
     """A Responses output item as a step."""
 
@@ -104,7 +106,7 @@ class Item:
     tools: tuple[ToolRef, ...] = ()  # a tool call item's one call
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per entry: not frozen (above)
 class Reported:
     """One entry's subjects: the steps it moves, then the run it moves (if any).
 
