@@ -69,6 +69,8 @@ def _open(value: str, codes: Mapping[str, str]) -> str:
 
 
 def _number(value: int | float | None) -> str:
+    if type(value) is int:  # most times: no float round trip
+        return str(value)
     if value is None:
         return ""
     return str(int(value)) if float(value).is_integer() else repr(float(value))
@@ -97,8 +99,10 @@ def encode_state(
         total = "" if usage[2] == usage[0] + usage[1] else str(usage[2])
     error = "" if error_code is None else _open(error_code, _ERRORS)
     type_ = _open(step_type, _STEP_TYPES if source == ASSISTANTS else {})
-    fields = (_STEP_STATUS[status], "", _number(created_at), type_, ended, prompt, completion)
-    return SEP.join((*fields, total, error))
+    created = _number(created_at)
+    return SEP.join(
+        (_STEP_STATUS[status], "", created, type_, ended, prompt, completion, total, error)
+    )
 
 
 def decode_state(raw: str) -> dict[str, str]:
