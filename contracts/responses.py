@@ -207,6 +207,11 @@ class ItemPhase(StrEnum):
     FAILED = "failed"  # failed
 
 
+# Globals, read per item: an Enum class's attribute is slow on Python 3.11 (ARCHITECTURE.md,
+# "Hot path rules").
+_IN_PROGRESS, _COMPLETED, _FAILED = ItemPhase.IN_PROGRESS, ItemPhase.COMPLETED, ItemPhase.FAILED
+
+
 def item_phase(item: OutputItem, *, closed: bool = False) -> ItemPhase | None:
     """The phase of an output item; `closed` says the item was seen closed.
 
@@ -226,7 +231,7 @@ def item_phase(item: OutputItem, *, closed: bool = False) -> ItemPhase | None:
     if status in TERMINAL_ITEM_STATUSES:
         return ItemPhase(status)
     if status in IN_PROGRESS_ITEM_STATUSES:
-        return ItemPhase.IN_PROGRESS
+        return _IN_PROGRESS
     if item.error is not None:
-        return ItemPhase.FAILED
-    return ItemPhase.COMPLETED if closed else None
+        return _FAILED
+    return _COMPLETED if closed else None

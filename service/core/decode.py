@@ -58,7 +58,11 @@ _DATA_COPY = b":" + DATA_FIELD  # how a renamed copy of it ends (service/storage
 # The ignored events whose contract model (IgnoredEvent) accepts any `data`: no model is
 # built for them. A step delta's envelope is validated (RunStepDeltaEvent).
 _LOOSE_EVENTS = IGNORED_EVENTS - {"thread.run.step.delta"}
-_ASSISTANTS = Source.ASSISTANTS  # a global (ARCHITECTURE.md, "Hot path rules")
+# Globals, not `Source.X` or `ItemPhase.X` per entry (ARCHITECTURE.md, "Hot path rules").
+_ASSISTANTS, _RESPONSES = Source.ASSISTANTS, Source.RESPONSES
+_IN_PROGRESS, _COMPLETED, _INCOMPLETE = (
+    ItemPhase.IN_PROGRESS, ItemPhase.COMPLETED, ItemPhase.INCOMPLETE
+)  # fmt: skip
 
 
 # Most entries of a real stream: not frozen (ARCHITECTURE.md, "Hot path rules").
@@ -275,9 +279,9 @@ def _responses(value: dict[str, Any], seen_at: float) -> Decoded:
     if isinstance(event, ResponsesErrorEvent):
         return ErrorReport(event.message, event.code)
     if isinstance(event, OutputItemEvent):
-        phase = item_phase(event.item, closed=event.closed) or ItemPhase.IN_PROGRESS
+        phase = item_phase(event.item, closed=event.closed) or _IN_PROGRESS
         item = _item(event.item, event.response_id, phase, seen_at, seen_at)
-        return Reported(Source.RESPONSES, (item,))
+        return Reported(_RESPONSES, (item,))
     assert isinstance(event, ResponseLifecycleEvent)
     response = event.response
     run = _response_run(response)
@@ -290,12 +294,12 @@ def _responses(value: dict[str, Any], seen_at: float) -> Decoded:
             _item(
                 output,
                 response.id,
-                ItemPhase.INCOMPLETE if phase is ItemPhase.IN_PROGRESS else phase,
+                _INCOMPLETE if phase is _IN_PROGRESS else phase,
                 response.created_at,
                 ended,
             )
             for output in response.output
-            if (phase := item_phase(output, closed=True) or ItemPhase.COMPLETED)
+            if (phase := item_phase(output, closed=True) or _COMPLETED)
         )
     # Items name no conversation: the event carrying their response names its one.
-    return Reported(Source.RESPONSES, items, run, (run.thread_id or "", run.assistant_id or ""))
+    return Reported(_RESPONSES, items, run, (run.thread_id or "", run.assistant_id or ""))
