@@ -23,11 +23,8 @@ from service.core.lifecycle import Action
 from service.dev.sample import T0, responses_entries, step
 from service.settings import Settings
 from service.storage.client import PartitionClient
-from service.storage.pending import Pending
 from service.storage.protocol import commit_call
-from service.storage.store import Store
-from service.worker.process import Processor
-from service.worker.telemetry import Telemetry
+from tests.conftest import make_processor
 
 
 def _entries(payloads: list[bytes]) -> list[Entry]:
@@ -73,11 +70,11 @@ def member_reads(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 def _through_the_worker(entries: list[Entry]) -> None:
     """One batch's pure work in the worker: build, the commit call, the counting."""
     settings = Settings(redis_url="redis://127.0.0.1:9/0", consumer="hot", partitions=1)
-    store = Store(PartitionClient(Redis.from_url(settings.redis_url), settings))
-    processor = Processor(store, Pending(store.conn), settings, Telemetry())
+    conn = PartitionClient(Redis.from_url(settings.redis_url), settings)  # never connects
+    processor = make_processor(conn)
     batch = processor.build(entries)
     assert (batch.failed, batch.dead) == ({}, [])
-    commit_call(store.conn, batch.runs, batch.acks)
+    commit_call(conn, batch.runs, batch.acks)
     end, start = Action.END, Action.START  # what the script answers, once (not the worker's)
     done = [(op, end if op.end_event else start) for op in batch.ops()]
     processor._count(batch, done)
